@@ -1,0 +1,154 @@
+"""``edgeq build``: check every input, run the stages in a staging folder, then swap the bundle in.
+
+Rules kept here:
+
+* Everything that can be checked before work starts (edgeq.toml, the target, --out, the data) is
+  checked first, so bad input fails in well under a second with nothing written.
+* All files are written under a staging folder next to --out (same file system). The finished
+  bundle replaces --out with one atomic exchange of directory entries; a failed or interrupted
+  build leaves the previous bundle as it was and removes its staging folder.
+* An existing --out is replaced only if it is an earlier edgeq bundle (manifest.json written by
+  edgeq) or an empty folder.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeq.config import TargetSpec, load_model_spec, load_target
+from edgeq.context import BuildContext
+from edgeq.data import ArrayDataset
+from edgeq.errors import ConfigError, OutputDirError
+from edgeq.runner import EventHook, run_stages
+
+__all__ = ["BuildOptions", "BuildOutcome", "build", "check_out_dir", "is_edgeq_bundle"]
+
+STAGING_PREFIX = ".edgeq-staging-"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    model_dir: Path
+    target: str
+    out: Path
+    io_dtype: str | None = None
+    gates: dict[str, float] | None = None
+    keep_build_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    out: Path
+    report: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["passed"])
+
+
+def is_edgeq_bundle(path: Path) -> bool:
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("generator") == "edgeq"
+
+
+def check_out_dir(out: Path) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputDirError(f"--out {str(out)!r} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not is_edgeq_bundle(out):
+        raise OutputDirError(
+            f"--out {str(out)!r} exists and is not an edgeq bundle; choose an empty or new folder, "
+            "or delete it yourself"
+        )
+    parent = out.parent
+    if not parent.is_dir():
+        raise OutputDirError(f"--out {str(out)!r}: parent folder {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputDirError(f"--out {str(out)!r}: parent folder {str(parent)!r} is not writable")
+
+
+def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
+    target = load_target(opts.target)
+    io_dtype = opts.io_dtype or model_io
+    if io_dtype is not None and io_dtype not in target.io_dtypes:
+        raise ConfigError(f"io dtype '{io_dtype}' is not supported by target '{target.name}'; choose one of: {', '.join(target.io_dtypes)}")
+    return target.with_io_dtype(io_dtype)
+
+
+def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[str], None] | None = None) -> BuildOutcome:
+    spec = load_model_spec(opts.model_dir)
+    target = _resolve_target(opts, spec.io_dtype)
+    gates = target.gate_limits(spec.gates, opts.gates or {})
+    out = Path(os.path.abspath(opts.out))
+    check_out_dir(out)
+    calibration = ArrayDataset.open(spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples)
+    evaluation = ArrayDataset.open(spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification")
+
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))
+    try:
+        build_dir = staging / "build"
+        bundle_dir = staging / "bundle"
+        build_dir.mkdir()
+        bundle_dir.mkdir()
+        ctx = BuildContext(
+            spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates,
+            calibration=calibration, eval=evaluation, log=log or (lambda m: None),
+        )
+        run_stages(ctx, on_event)
+        if opts.keep_build_dir is not None:
+            keep = Path(opts.keep_build_dir)
+            if keep.exists():
+                shutil.rmtree(keep)
+            shutil.copytree(build_dir, keep)
+        _swap_into_place(bundle_dir, out)
+        report = ctx.results["report"]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BuildOutcome(out=out, report=report)
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Put ``new`` at ``out``. With an existing ``out``, exchange the two atomically, then delete the old."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    if _rename_exchange(new, out):
+        shutil.rmtree(new)  # ``new`` now holds the previous bundle
+        return
+    # No renameat2 (not Linux, or an old kernel): two renames, a short window without --out.
+    old = new.with_name(new.name + "-previous")
+    os.rename(out, old)
+    os.rename(new, out)
+    shutil.rmtree(old)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0

@@ -1,0 +1,158 @@
+"""The ``edgeq`` command: parsing and printing only; the work is in edgeq.build and the stages.
+
+Exit codes: 0 every gate passed; 1 a gate failed (the bundle and its report are written);
+2 bad input or usage (one line on stderr, nothing written); 3 an internal error (a bug in edgeq).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeq import __version__
+from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, EdgeqError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="edgeq",
+    help="Trained model -> validated, app-ready INT8 edge bundle, in one command.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+EXIT_INTERNAL = 3
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeq {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    """edgeq: export, quantize, convert, validate and package a model for an edge target."""
+
+
+def _fail(e: BaseException, debug: bool, code: int) -> None:
+    if debug:
+        traceback.print_exception(e, file=sys.stderr)
+    err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def build(
+    model_dir: Annotated[Path, typer.Argument(help="Folder holding edgeq.toml, the model and its data.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Edge target (see `edgeq targets`).")] = "android",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder [default: dist/<model>-<target>].")] = None,
+    gate: Annotated[
+        Optional[list[str]], typer.Option("--gate", help="Override a gate limit, NAME=VALUE (repeatable).")
+    ] = None,
+    io_dtype: Annotated[
+        Optional[str], typer.Option("--io-dtype", help="Model input/output tensor type: float32 or int8.")
+    ] = None,
+    keep_build: Annotated[
+        Optional[Path], typer.Option("--keep-build", help="Also copy the intermediate files (ONNX, SavedModel, .tflite) here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Build the target's bundle for MODEL_DIR and validate it. Exit 0 pass, 1 gate failed, 2 bad input."""
+    from edgeq.build import BuildOptions
+    from edgeq.build import build as run_build
+    from edgeq.config import load_model_spec, parse_gate_override
+
+    try:
+        overrides = dict(parse_gate_override(g) for g in gate or [])
+        if out is None:
+            spec = load_model_spec(model_dir)
+            out = Path("dist") / f"{spec.name}-{target}"
+        opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
+                            keep_build_dir=keep_build)
+        outcome = run_build(opts, on_event=_progress)
+    except EdgeqError as e:
+        _fail(e, debug, e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; --out was left as it was")
+        raise typer.Exit(130) from None
+    except Exception as e:  # a bug in edgeq, not in the user's input
+        _fail(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"),
+              debug, EXIT_INTERNAL)
+    report = outcome.report
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _summary(report, outcome.out)
+    raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
+
+
+def _progress(name: str, k: int, total: int, status: str, seconds: float) -> None:
+    if status == "start":
+        err.print(f"[{k}/{total}] {name} ...")
+    elif status == "done":
+        err.print(f"[{k}/{total}] {name} done in {seconds:.1f} s")
+    else:
+        err.print(f"[{k}/{total}] {name} failed after {seconds:.1f} s")
+
+
+def _summary(report: dict[str, Any], out: Path) -> None:
+    from edgeq.report import format_gate
+
+    console = Console(highlight=False)
+    table = Table(title=f"{report['model']['name']} -> {report['target']['name']}")
+    for col in ("artifact", "bytes", "runtime", "accuracy", "agreement", "SQNR dB"):
+        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+    ref = report["reference"]
+    acc = ref["metrics"].get("top1_accuracy")
+    table.add_row("onnx_float (reference)", str(report["artifacts"]["onnx_float"]["bytes"]), ref["runtime"],
+                  f"{acc:.4f}" if acc is not None else "-", "-", "-")
+    for key, art in report["artifacts"].items():
+        for rt, entry in art["runtimes"].items():
+            task = entry.get("task", {})
+            first = next(iter(entry["outputs"].values()))
+            sq = first["sqnr_db"]
+            table.add_row(
+                key, str(art["bytes"]), rt,
+                f"{task['top1_accuracy']:.4f}" if "top1_accuracy" in task else "-",
+                f"{task['top1_agreement']:.4f}" if "top1_agreement" in task else "-",
+                f"{sq:.1f}" if sq is not None else "inf",
+            )
+    console.print(table)
+    for g in report["gates"]:
+        style = "green" if g["passed"] else "red"
+        console.print(f"[{style}]{format_gate(g)}[/{style}]")
+    size = report["size"]
+    console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
+    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
+    console.print(f"{verdict}: bundle in {out} (report.md has the details)")
+
+
+@app.command()
+def targets() -> None:
+    """List the edge targets edgeq can build for."""
+    from edgeq.config import available_targets
+
+    for t in available_targets():
+        typer.echo(f"{t.name:<10} {t.description}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_BAD_INPUT)
+        sys.exit(code)

@@ -1,0 +1,174 @@
+"""Calibration and evaluation data readers.
+
+A data set is a folder with one ``<input name>.npy`` per model input, samples stacked on the
+first axis (a model whose input has batch size B takes B rows per sample), and for evaluation of a
+classifier a ``labels.npy`` of integer class ids, one per sample. Arrays are memory-mapped and
+read one sample at a time, so memory does not grow with the size of the set.
+
+``ArrayDataset.open`` checks everything a stage would trip over later - names, shapes, dtypes,
+sample counts, NaN/inf - and raises ``DataError`` with one line naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.config import InputSpec
+from edgeq.errors import DataError
+
+__all__ = ["ArrayDataset", "LABELS_FILE"]
+
+LABELS_FILE = "labels.npy"
+_SCAN_ROWS = 256  # rows per chunk when scanning for NaN/inf
+
+
+@dataclass
+class ArrayDataset:
+    role: str
+    folder: Path
+    inputs: tuple[InputSpec, ...]
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    count: int
+
+    @classmethod
+    def open(
+        cls,
+        folder: Path,
+        inputs: tuple[InputSpec, ...],
+        role: str,
+        *,
+        want_labels: bool = False,
+        limit: int | None = None,
+    ) -> ArrayDataset:
+        """Open and check a data folder. ``role`` ("calibration" or "eval") is used in messages."""
+        folder = Path(folder)
+        if not folder.exists():
+            raise DataError(f"{role} data folder {str(folder)!r} does not exist; fix [data].{role} in edgeq.toml")
+        if not folder.is_dir():
+            raise DataError(
+                f"{role} data {str(folder)!r} is not a folder; put one <input name>.npy per model input in a folder"
+            )
+        expected = {i.name for i in inputs} | ({LABELS_FILE[:-4]} if want_labels else set())
+        present = {p.stem: p for p in sorted(folder.glob("*.npy"))}
+        for stem in sorted(set(present) - expected):
+            raise DataError(
+                f"{role} data: {present[stem].name} matches no model input (inputs: "
+                f"{', '.join(i.name for i in inputs)}); rename or remove it"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        count: int | None = None
+        count_from = ""
+        for spec in inputs:
+            path = folder / f"{spec.name}.npy"
+            if not path.is_file():
+                raise DataError(f"{role} data: {path.name} missing in {folder}; save input '{spec.name}' there with np.save")
+            arr = _load(path, role)
+            batch = spec.shape[0]
+            if arr.ndim != len(spec.shape) or tuple(arr.shape[1:]) != spec.shape[1:]:
+                want = ["N", *spec.shape[1:]]
+                raise DataError(
+                    f"{role} data: {path.name} has shape {list(arr.shape)}, input '{spec.name}' needs "
+                    f"[{', '.join(map(str, want))}] (samples stacked on the first axis)"
+                )
+            if arr.dtype != np.dtype(spec.dtype):
+                raise DataError(
+                    f"{role} data: {path.name} is {arr.dtype}, input '{spec.name}' is {spec.dtype}; "
+                    f"save it with .astype(np.{spec.dtype})"
+                )
+            if arr.shape[0] % batch:
+                raise DataError(
+                    f"{role} data: {path.name} has {arr.shape[0]} rows, not a multiple of the batch size {batch}"
+                )
+            n = arr.shape[0] // batch
+            if count is None:
+                count, count_from = n, path.name
+            elif n != count:
+                raise DataError(f"{role} data: {path.name} has {n} samples but {count_from} has {count}; give every input the same samples")
+            arrays[spec.name] = arr
+        assert count is not None  # inputs is never empty (ModelSpec checks)
+        if count == 0:
+            raise DataError(f"{role} data in {folder} has no samples; add at least one")
+        labels = None
+        if want_labels:
+            path = folder / LABELS_FILE
+            if not path.is_file():
+                raise DataError(f"{role} data: {LABELS_FILE} missing in {folder}; save the integer class id of every sample there")
+            labels = _load(path, role)
+            if labels.ndim != 1 or labels.dtype.kind not in "iu":
+                raise DataError(f"{role} data: {LABELS_FILE} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+            if labels.shape[0] != count * inputs[0].shape[0]:
+                raise DataError(
+                    f"{role} data: {LABELS_FILE} has {labels.shape[0]} labels for {count * inputs[0].shape[0]} samples"
+                )
+            labels = np.asarray(labels, dtype=np.int64)
+        if limit is not None:
+            count = min(count, limit)
+        ds = cls(role, folder, inputs, arrays, labels, count)
+        ds._check_finite()
+        return ds
+
+    def _rows(self, name: str) -> np.ndarray:
+        return self.arrays[name][: self.count * self._spec(name).shape[0]]
+
+    def _spec(self, name: str) -> InputSpec:
+        return next(i for i in self.inputs if i.name == name)
+
+    def _check_finite(self) -> None:
+        for spec in self.inputs:
+            if spec.dtype.startswith("float"):
+                arr = self._rows(spec.name)
+                for start in range(0, arr.shape[0], _SCAN_ROWS):
+                    chunk = np.asarray(arr[start : start + _SCAN_ROWS])
+                    bad = ~np.isfinite(chunk)
+                    if bad.any():
+                        row = start + int(np.argwhere(bad)[0][0])
+                        what = "NaN" if np.isnan(chunk).any() else "inf"
+                        raise DataError(
+                            f"{self.role} data: {spec.name}.npy has {what} values (first at row {row}); "
+                            "remove or fix those samples"
+                        )
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for k in range(self.count):
+            yield self.sample(k)
+
+    def sample(self, k: int) -> dict[str, np.ndarray]:
+        """Sample ``k`` as feeds with the model's input shapes (a fresh array per input)."""
+        out = {}
+        for spec in self.inputs:
+            b = spec.shape[0]
+            out[spec.name] = np.array(self.arrays[spec.name][k * b : (k + 1) * b])
+        return out
+
+    def sample_labels(self) -> np.ndarray:
+        if self.labels is None:
+            raise DataError(f"{self.role} data has no {LABELS_FILE}")
+        return self.labels[: self.count * self.inputs[0].shape[0]]
+
+    def sha256(self) -> str:
+        """Hash of every file the data set is read from, in a fixed order."""
+        h = hashlib.sha256()
+        names = [i.name for i in self.inputs] + ([LABELS_FILE[:-4]] if self.labels is not None else [])
+        for name in names:
+            path = self.folder / f"{name}.npy"
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        return h.hexdigest()
+
+
+def _load(path: Path, role: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{role} data: {path.name} is not a readable .npy file ({e}); re-save it with np.save") from e

@@ -1,0 +1,122 @@
+"""report.json and report.md: every metric, every gate, every runtime, from the stages' results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeq import __version__
+from edgeq.context import BuildContext
+
+__all__ = ["build_report", "render_markdown", "format_gate"]
+
+_ARTIFACT_TITLES = {
+    "onnx_float": "float ONNX (reference)",
+    "onnx_int8": "INT8 ONNX (QDQ)",
+    "tflite_float32": "float32 .tflite",
+    "tflite_int8": "INT8 .tflite (shipped)",
+}
+
+
+def build_report(ctx: BuildContext) -> dict[str, Any]:
+    v = ctx.results["validation"]
+    arts = v["artifacts"]
+    f32 = arts["tflite_float32"]["bytes"]
+    i8 = arts["tflite_int8"]["bytes"]
+    return {
+        "edgeq_version": __version__,
+        "passed": v["passed"],
+        "model": {"name": ctx.spec.name, "format": ctx.spec.format, "source_sha256": ctx.results["export"]["source_sha256"]},
+        "target": {"name": ctx.target.name, "io_dtype": ctx.target.io_dtype, "runtimes": list(ctx.target.runtimes),
+                   "threads": ctx.target.threads},
+        "task": ctx.spec.task.kind,
+        "gates": v["gates"],
+        "reference": v["reference"],
+        "artifacts": arts,
+        "size": {
+            "float32_tflite_bytes": f32,
+            "int8_tflite_bytes": i8,
+            "int8_to_float32_ratio": i8 / f32 if f32 else None,
+            "int8_tflite_breakdown": arts["tflite_int8"]["inspection"]["size_breakdown"],
+        },
+        "quantization": ctx.results.get("quantize", {}),
+        "conversion": ctx.results.get("convert", {}),
+        # Host wall time of each stage: the only field that differs between two identical builds.
+        "stage_seconds": {k: round(s, 3) for k, s in ctx.timings.items()},
+    }
+
+
+def _num(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def format_gate(g: dict[str, Any]) -> str:
+    op = "<=" if g["comparison"] == "max" else ">="
+    where = f" on {g['runtime']}" if g.get("runtime") else ""
+    value = _num(g["value"]) if g["unit"] != "bytes" else _num(int(g["value"]) if g["value"] is not None else None)
+    limit = _num(g["limit"]) if g["unit"] != "bytes" else str(int(g["limit"]))
+    status = "PASS" if g["passed"] else "FAIL"
+    by = ""
+    if not g["passed"] and g["margin"] is not None:
+        by = f", misses by {_num(abs(g['margin']))} {g['unit']}"
+    return f"{status} {g['name']}{where}: {value} {op} {limit} ({g['unit']}){by}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# edgeq report: {report['model']['name']} for {report['target']['name']}",
+        "",
+        f"**{'PASSED' if report['passed'] else 'FAILED'}** - edgeq {report['edgeq_version']}, "
+        f"I/O dtype {report['target']['io_dtype']}, {report['reference']['samples']} eval samples.",
+        "",
+        "## Gates",
+        "",
+        "| gate | artifact | runtime | value | limit | passed | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in report["gates"]:
+        op = "<=" if g["comparison"] == "max" else ">="
+        lines.append(
+            f"| {g['name']} | {g['artifact']} | {g['runtime'] or '-'} | {_num(g['value'])} {g['unit']} | "
+            f"{op} {_num(g['limit'])} | {'yes' if g['passed'] else '**no**'} | {g['source']} |"
+        )
+    ref = report["reference"]
+    lines += ["", "## Reference", "",
+              f"float ONNX on {ref['runtime']} {ref['version']}: "
+              + ", ".join(f"{k} {_num(v)}" for k, v in ref["metrics"].items())]
+    lines += ["", "## Artifacts", "",
+              "| artifact | bytes | runtime | top-1 | agreement | cosine | SQNR dB | max abs err |",
+              "|---|---|---|---|---|---|---|---|"]
+    for key, art in report["artifacts"].items():
+        if not art["runtimes"]:
+            lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | - | - | - | - | - | - |")
+        for rt, entry in art["runtimes"].items():
+            task = entry.get("task", {})
+            first = next(iter(entry["outputs"].values()))
+            lines.append(
+                f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | {rt} ({entry['describe'].get('kernels', entry['describe'].get('provider', ''))}) | "
+                f"{_num(task.get('top1_accuracy'))} | {_num(task.get('top1_agreement'))} | {_num(first['cosine'], 6)} | "
+                f"{_num(first['sqnr_db'], 2)} | {_num(first['max_abs_error'])} |"
+            )
+    size = report["size"]
+    lines += ["", "## Size", "",
+              f"INT8 .tflite {size['int8_tflite_bytes']} bytes = {_num(size['int8_to_float32_ratio'], 3)} x the float32 "
+              f".tflite ({size['float32_tflite_bytes']} bytes). Where the INT8 file's bytes go:", "",
+              "| part | bytes | share |", "|---|---|---|"]
+    for part, b in size["int8_tflite_breakdown"].items():
+        lines.append(f"| {part} | {b} | {b / size['int8_tflite_bytes']:.1%} |")
+    insp = report["artifacts"]["tflite_int8"]["inspection"]
+    lines += ["", "## INT8 ops", "",
+              f"{insp['int8_compute_ops']} of {insp['compute_ops']} compute ops run in int8. Op counts: "
+              + ", ".join(f"{k} {v}" for k, v in insp["ops"].items()) + "."]
+    if insp["float_output_ops"]:
+        lines.append(f"Ops with float32 outputs: {', '.join(insp['float_output_ops'])}.")
+    q = report["quantization"]
+    if q:
+        lines += ["", "## Quantization (INT8 ONNX)", ""] + [f"- {k}: {v}" for k, v in q.items()]
+    lines += ["", "## Stages (host wall time, s)", "",
+              " | ".join(f"{k} {v:.1f}" for k, v in report["stage_seconds"].items()), ""]
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""Runs stages in order, checks their contracts, keeps timings, and says which stage failed after which."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from edgeq.context import BuildContext
+from edgeq.errors import EdgeqError, StageError
+from edgeq.stages import STAGES, StageResult, load_stage
+
+__all__ = ["run_stages"]
+
+# on_event(stage_name, index, total, status, seconds): status is "start", "done" or "failed".
+EventHook = Callable[[str, int, int, str, float], None]
+
+
+def run_stages(ctx: BuildContext, on_event: EventHook | None = None, names: list[str] | None = None) -> dict[str, StageResult]:
+    names = names or [n for n, _ in STAGES]
+    done: list[str] = []
+    results: dict[str, StageResult] = {}
+    for k, name in enumerate(names, 1):
+        stage = load_stage(name)
+        missing = [a for a in stage.requires if a not in ctx.artifacts]
+        if missing:
+            raise StageError(name, done, f"needs artifacts {missing} that no earlier stage produced")
+        if on_event:
+            on_event(name, k, len(names), "start", 0.0)
+        t0 = time.perf_counter()
+        try:
+            result = stage.run(ctx)
+        except StageError:
+            raise
+        except EdgeqError as e:
+            _fail(on_event, name, k, len(names), t0)
+            raise type(e)(f"{name}: {e}") from e
+        except Exception as e:  # a library failed on this model: one typed error, cause chained
+            _fail(on_event, name, k, len(names), t0)
+            raise StageError(name, done, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                             " (run with --debug for the traceback)") from e
+        seconds = time.perf_counter() - t0
+        ctx.timings[name] = seconds
+        unproduced = [a for a in stage.produces if a not in ctx.artifacts]
+        if unproduced:
+            raise StageError(name, done, f"did not produce {unproduced}")
+        results[name] = result
+        done.append(name)
+        if on_event:
+            on_event(name, k, len(names), "done", seconds)
+    return results
+
+
+def _fail(on_event: EventHook | None, name: str, k: int, total: int, t0: float) -> None:
+    if on_event:
+        on_event(name, k, total, "failed", time.perf_counter() - t0)

@@ -1,0 +1,264 @@
+"""export: the user's model -> float ONNX with the fixed input shapes from edgeq.toml, checked and simplified.
+
+Rules:
+
+* PyTorch models are rebuilt from their code and loaded from weights without pickle
+  (safetensors, or ``torch.load(weights_only=True)`` for .pt/.pth), then exported with the
+  TorchScript-based exporter at a fixed opset (deterministic: same weights, same bytes).
+* ONNX models keep their graph; every input named in edgeq.toml must exist, dynamic dimensions
+  are fixed to the configured shape, and a static dimension that disagrees is an error.
+* The result passes ``onnx.checker`` (full check, with shape inference) and is simplified with
+  onnxslim; the graph's outputs are restricted to edgeq.toml's [[outputs]] when it lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgeq.context import Artifact, BuildContext
+from edgeq.errors import ModelError
+from edgeq.stages import StageResult
+
+__all__ = ["STAGE", "ExportStage", "OPSET"]
+
+OPSET = 17
+_ONNX_DTYPES = {"float32": 1}  # onnx.TensorProto.FLOAT
+
+
+class ExportStage:
+    name = "export"
+    requires: tuple[str, ...] = ()
+    produces = ("onnx_float",)
+
+    def run(self, ctx: BuildContext) -> StageResult:
+        import onnx
+
+        spec = ctx.spec
+        raw = ctx.build_dir / "model.exported.onnx"
+        if spec.format == "pytorch":
+            _export_pytorch(ctx, raw)
+        else:
+            _check_onnx_size(spec.file)
+            raw.write_bytes(spec.file.read_bytes())
+        model = _load_onnx(raw, spec.file)
+        model = _fix_inputs(model, ctx)
+        model = _select_outputs(model, ctx)
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            raise ModelError(f"{spec.file.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from e
+        model = _simplify(model)
+        onnx.checker.check_model(model, full_check=True)
+        out = ctx.build_dir / "model.float.onnx"
+        onnx.save_model(model, str(out))
+        outputs = [o.name for o in model.graph.output]
+        ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}))
+        ctx.results["export"] = {
+            "source_sha256": _sha256_files([spec.file] + ([spec.weights] if spec.weights else [])),
+            "opset": _opset(model),
+            "outputs": outputs,
+            "nodes": len(model.graph.node),
+        }
+        return StageResult(("onnx_float",), ctx.results["export"])
+
+
+STAGE = ExportStage()
+
+_MAX_PROTOBUF = 2**31 - 1
+
+
+def _check_onnx_size(path: Path) -> None:
+    size = path.stat().st_size
+    if size > _MAX_PROTOBUF:
+        raise ModelError(
+            f"{path.name} is {size} bytes, over the 2 GB protobuf limit; export it with external data"
+        )
+
+
+def _load_onnx(path: Path, source: Path) -> Any:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{source.name} is not a readable ONNX file ({type(e).__name__}); re-export the model") from e
+    if not model.graph.node:
+        raise ModelError(f"{source.name} has an empty graph; re-export the model")
+    return model
+
+
+def _import_model_class(spec: Any) -> type:
+    module_name = f"edgeq_user_model_{hashlib.sha256(str(spec.file).encode()).hexdigest()[:12]}"
+    mod_spec = importlib.util.spec_from_file_location(module_name, spec.file)
+    if mod_spec is None or mod_spec.loader is None:
+        raise ModelError(f"cannot import {spec.file}; [model].file must be a Python file for format = 'pytorch'")
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[module_name] = module
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as e:
+        raise ModelError(f"importing {spec.file.name} failed: {type(e).__name__}: {e}") from e
+    cls = getattr(module, spec.class_name, None)
+    if cls is None:
+        raise ModelError(f"{spec.file.name} has no class '{spec.class_name}'; fix [model].class in edgeq.toml")
+    return cls
+
+
+def _load_state_dict(path: Path) -> dict[str, Any]:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelError(f"{path.name} is not a readable safetensors file: {e}") from e
+    if path.suffix in (".pt", ".pth", ".bin"):
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for refused or broken files
+            raise ModelError(
+                f"{path.name} could not be loaded without running pickled code ({type(e).__name__}); "
+                "save the weights with safetensors or torch.save(model.state_dict())"
+            ) from e
+        if not isinstance(state, dict):
+            raise ModelError(f"{path.name} holds a {type(state).__name__}, not a state_dict; save model.state_dict()")
+        return state
+    raise ModelError(f"weights file {path.name}: unsupported extension; use .safetensors, .pt or .pth")
+
+
+def _export_pytorch(ctx: BuildContext, out: Path) -> None:
+    try:
+        import torch
+    except ImportError as e:
+        raise ModelError("format = 'pytorch' needs torch: pip install 'edgeq[torch]'") from e
+
+    spec = ctx.spec
+    cls = _import_model_class(spec)
+    try:
+        model = cls(**spec.init_args)
+    except Exception as e:
+        raise ModelError(f"{spec.class_name}(**init_args) failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(f"{spec.class_name} is not a torch.nn.Module")
+    assert spec.weights is not None
+    state = _load_state_dict(spec.weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ModelError(f"{spec.weights.name} does not match {spec.class_name}: {first}") from e
+    model.eval()
+    example = tuple(torch.zeros(i.shape, dtype=torch.float32) for i in spec.inputs)
+    output_names = [o.name for o in spec.outputs] or None
+    with torch.no_grad():
+        try:
+            result = model(*example)
+        except Exception as e:
+            raise ModelError(
+                f"{spec.class_name} failed on inputs of shapes {[list(i.shape) for i in spec.inputs]}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+    n_out = len(result) if isinstance(result, (tuple, list)) else 1
+    if output_names and len(output_names) != n_out:
+        raise ModelError(
+            f"{spec.class_name} returns {n_out} output(s) but edgeq.toml lists {len(output_names)}: {output_names}"
+        )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, example, str(out), dynamo=False, opset_version=OPSET,
+            input_names=[i.name for i in spec.inputs], output_names=output_names,
+            do_constant_folding=True,
+        )
+
+
+def _fix_inputs(model: Any, ctx: BuildContext) -> Any:
+    import onnx
+
+    initializers = {t.name for t in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    by_name = {i.name: i for i in graph_inputs}
+    wanted = {i.name for i in ctx.spec.inputs}
+    for spec_in in ctx.spec.inputs:
+        if spec_in.name not in by_name:
+            raise ModelError(
+                f"edgeq.toml names input '{spec_in.name}' but the model's inputs are: "
+                f"{', '.join(by_name) or 'none'}; fix [[inputs]].name"
+            )
+    extra = [n for n in by_name if n not in wanted]
+    if extra:
+        raise ModelError(f"the model has inputs not listed in edgeq.toml: {', '.join(extra)}; add them to [[inputs]]")
+    for spec_in in ctx.spec.inputs:
+        vi = by_name[spec_in.name]
+        tt = vi.type.tensor_type
+        if tt.elem_type != _ONNX_DTYPES[spec_in.dtype]:
+            have = onnx.TensorProto.DataType.Name(tt.elem_type)
+            raise ModelError(f"input '{spec_in.name}' is {have} in the model but {spec_in.dtype} in edgeq.toml")
+        dims = tt.shape.dim
+        if len(dims) != len(spec_in.shape):
+            raise ModelError(
+                f"input '{spec_in.name}' has rank {len(dims)} in the model but shape {list(spec_in.shape)} in edgeq.toml"
+            )
+        for axis, (d, want) in enumerate(zip(dims, spec_in.shape)):
+            if d.HasField("dim_value") and d.dim_value != want:
+                raise ModelError(
+                    f"input '{spec_in.name}' dimension {axis} is {d.dim_value} in the model but {want} in edgeq.toml"
+                )
+            d.Clear()
+            d.dim_value = want
+    # Output shapes are re-inferred from the fixed inputs.
+    for o in model.graph.output:
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.ClearField("shape")
+    del model.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def _select_outputs(model: Any, ctx: BuildContext) -> Any:
+    wanted = [o.name for o in ctx.spec.outputs]
+    if not wanted:
+        return model
+    have = {o.name: o for o in model.graph.output}
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        raise ModelError(
+            f"edgeq.toml names output(s) {missing} but the model's outputs are: {', '.join(have)}; fix [[outputs]]"
+        )
+    keep = [have[n] for n in wanted]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    return model
+
+
+def _simplify(model: Any) -> Any:
+    import onnxslim
+
+    try:
+        slim = onnxslim.slim(model)
+    except Exception:  # onnxslim is an optimisation; the unsimplified graph is still correct
+        return model
+    return slim if slim is not None else model
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+

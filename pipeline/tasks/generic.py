@@ -1,0 +1,60 @@
+"""Tensor-level agreement between an artifact's outputs and the float reference's.
+
+All metrics are over every element of every eval sample, accumulated in one pass:
+
+* cosine: sum(r*a) / sqrt(sum(r^2) * sum(a^2))
+* sqnr_db: 10 * log10(sum(r^2) / sum((r - a)^2)) - signal-to-quantization-noise ratio
+* max_abs_error: max |r - a|
+* mean_abs_error: mean |r - a|
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TensorMetrics"]
+
+
+class TensorMetrics:
+    def __init__(self) -> None:
+        self.dot = 0.0
+        self.ref_sq = 0.0
+        self.art_sq = 0.0
+        self.err_sq = 0.0
+        self.abs_sum = 0.0
+        self.max_abs = 0.0
+        self.n = 0
+
+    def update(self, ref: np.ndarray, art: np.ndarray) -> None:
+        r = np.asarray(ref, dtype=np.float64).ravel()
+        a = np.asarray(art, dtype=np.float64).ravel()
+        if r.shape != a.shape:
+            raise ValueError(f"output shapes differ: reference {ref.shape}, artifact {art.shape}")
+        d = r - a
+        self.dot += float(r @ a)
+        self.ref_sq += float(r @ r)
+        self.art_sq += float(a @ a)
+        self.err_sq += float(d @ d)
+        self.abs_sum += float(np.abs(d).sum())
+        self.max_abs = max(self.max_abs, float(np.abs(d).max(initial=0.0)))
+        self.n += r.size
+
+    def result(self) -> dict[str, Any]:
+        denom = math.sqrt(self.ref_sq * self.art_sq)
+        cosine = self.dot / denom if denom > 0 else (1.0 if self.err_sq == 0 else 0.0)
+        if self.err_sq == 0:
+            sqnr: float | None = None  # identical outputs: infinite SQNR, JSON has no infinity
+        elif self.ref_sq == 0:
+            sqnr = -math.inf
+        else:
+            sqnr = 10.0 * math.log10(self.ref_sq / self.err_sq)
+        return {
+            "cosine": cosine,
+            "sqnr_db": sqnr,
+            "max_abs_error": self.max_abs,
+            "mean_abs_error": self.abs_sum / self.n if self.n else 0.0,
+            "elements": self.n,
+        }

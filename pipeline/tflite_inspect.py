@@ -1,0 +1,78 @@
+"""Reads a .tflite flatbuffer: which ops run in which dtype, and where the file's bytes go.
+
+Uses LiteRT's generated flatbuffer schema (``ai_edge_litert.schema_py_generated``); no interpreter
+is created, so this is cheap and safe on any file the converter wrote.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMPUTE_OPS", "inspect_tflite"]
+
+# The ops that carry a model's multiply-accumulates: the ones a full-integer model must run in int8.
+COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D")
+
+_TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "BOOL": 1, "INT16": 2, "INT8": 1,
+               "FLOAT64": 8, "UINT32": 4, "UINT16": 2, "INT4": 1}
+
+
+def _enum_names(cls: type) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def inspect_tflite(path: Path) -> dict[str, Any]:
+    """Per-op dtypes, the int8 coverage of compute ops, and a byte breakdown of the file."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    data = Path(path).read_bytes()
+    model = fb.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    op_names = _enum_names(fb.BuiltinOperator)
+    type_names = _enum_names(fb.TensorType)
+    codes = [op_names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM") for c in model.operatorCodes]
+
+    buffer_bytes = [len(b.data) if b.data is not None else 0 for b in model.buffers]
+    categories: Counter[str] = Counter()
+    quant_param_bytes = 0
+    ops: list[dict[str, Any]] = []
+    op_counts: Counter[str] = Counter()
+    seen_buffers: set[int] = set()
+    for sg in model.subgraphs:
+        tensors = sg.tensors
+        for t in tensors:
+            q = t.quantization
+            if q is not None and q.scale is not None:
+                quant_param_bytes += 4 * len(q.scale) + 8 * (len(q.zeroPoint) if q.zeroPoint is not None else 0)
+            if t.buffer and t.buffer not in seen_buffers and buffer_bytes[t.buffer]:
+                seen_buffers.add(t.buffer)
+                tname = type_names.get(t.type, str(t.type))
+                kind = {"INT8": "int8 weights", "INT32": "int32 biases", "FLOAT32": "float32 weights"}.get(
+                    tname, f"{tname.lower()} constants")
+                categories[kind] += buffer_bytes[t.buffer]
+        for op in sg.operators:
+            name = codes[op.opcodeIndex]
+            ins = [type_names.get(tensors[i].type, "?").lower() for i in op.inputs if i >= 0]
+            outs = [type_names.get(tensors[i].type, "?").lower() for i in op.outputs if i >= 0]
+            op_counts[name] += 1
+            ops.append({"op": name, "inputs": ins, "outputs": outs})
+
+    compute = [o for o in ops if o["op"] in COMPUTE_OPS]
+    int8_compute = [o for o in compute if o["inputs"][:2] == ["int8", "int8"] and o["outputs"][:1] == ["int8"]]
+    float_ops = sorted({o["op"] for o in ops if "float32" in o["outputs"] and o["op"] not in ("DEQUANTIZE",)})
+    total = len(data)
+    buffers_total = sum(categories.values())
+    breakdown = {k: categories[k] for k in sorted(categories)}
+    breakdown["quantization parameters (scale float32 + zero-point int64 per channel)"] = quant_param_bytes
+    breakdown["graph, tensor metadata, signatures"] = total - buffers_total - quant_param_bytes
+    return {
+        "bytes": total,
+        "ops": dict(sorted(op_counts.items())),
+        "compute_ops": len(compute),
+        "int8_compute_ops": len(int8_compute),
+        "int8_compute_fraction": len(int8_compute) / len(compute) if compute else 1.0,
+        "non_int8_compute_ops": [o for o in compute if o not in int8_compute],
+        "float_output_ops": float_ops,
+        "size_breakdown": breakdown,
+    }
