@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.config import TargetSpec, load_model_spec, load_target
+from edgeq.config import ModelSpec, TargetSpec, load_model_spec, load_target
 from edgeq.context import BuildContext
 from edgeq.data import ArrayDataset
-from edgeq.errors import ConfigError, OutputDirError
+from edgeq.errors import ConfigError, DataError, OutputDirError
 from edgeq.runner import EventHook, run_stages
 
 __all__ = ["BuildOptions", "BuildOutcome", "build", "check_out_dir", "is_edgeq_bundle"]
@@ -90,6 +90,22 @@ def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
     return target.with_io_dtype(io_dtype)
 
 
+def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
+    """Class ids in labels.npy must name a line of the labels file."""
+    if spec.task.kind != "classification" or spec.task.labels is None:
+        return
+    names = [ln for ln in spec.task.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not names:
+        raise DataError(f"labels file {spec.task.labels.name} is empty; write one class name per line")
+    ids = evaluation.sample_labels()
+    bad = ids[(ids < 0) | (ids >= len(names))]
+    if bad.size:
+        raise DataError(
+            f"eval data: labels.npy holds class id {int(bad[0])}, but {spec.task.labels.name} lists "
+            f"{len(names)} classes (ids 0..{len(names) - 1}); fix the labels or the labels file"
+        )
+
+
 def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[str], None] | None = None) -> BuildOutcome:
     spec = load_model_spec(opts.model_dir)
     target = _resolve_target(opts, spec.io_dtype)
@@ -98,6 +114,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[
     check_out_dir(out)
     calibration = ArrayDataset.open(spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples)
     evaluation = ArrayDataset.open(spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification")
+    _check_labels(spec, evaluation)
 
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))
     try:

@@ -79,9 +79,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for g in report["gates"]:
         op = "<=" if g["comparison"] == "max" else ">="
+        value, limit = (_num(g["value"]), _num(g["limit"])) if g["unit"] != "bytes" else (
+            _num(int(g["value"])) if g["value"] is not None else "-", str(int(g["limit"])))
         lines.append(
-            f"| {g['name']} | {g['artifact']} | {g['runtime'] or '-'} | {_num(g['value'])} {g['unit']} | "
-            f"{op} {_num(g['limit'])} | {'yes' if g['passed'] else '**no**'} | {g['source']} |"
+            f"| {g['name']} | {g['artifact']} | {g['runtime'] or '-'} | {value} {g['unit']} | "
+            f"{op} {limit} | {'yes' if g['passed'] else '**no**'} | {g['source']} |"
         )
     ref = report["reference"]
     lines += ["", "## Reference", "",

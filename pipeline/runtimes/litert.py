@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq._fds import redirect_output
 from edgeq.context import Artifact
 
 __all__ = ["LiteRT", "quantize", "dequantize"]
@@ -45,12 +46,14 @@ class LiteRT:
     def load(self, artifact: Artifact) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interp = Interpreter(
-            model_path=str(artifact.path), num_threads=self.threads,
-            experimental_op_resolver_type=self._resolver(),
-        )
+        with redirect_output(stdout=False):  # LiteRT logs "INFO: Created ... delegate" on stderr
+            self._interp = Interpreter(
+                model_path=str(artifact.path), num_threads=self.threads,
+                experimental_op_resolver_type=self._resolver(),
+            )
+            self._interp.allocate_tensors()
+            self._runner = self._interp.get_signature_runner(artifact.meta["signature"])
         self._meta = artifact.meta
-        self._runner = self._interp.get_signature_runner(artifact.meta["signature"])
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = {}

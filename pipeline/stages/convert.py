@@ -20,13 +20,13 @@ import contextlib
 import os
 import re
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeq._fds import redirect_output
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
 from edgeq.stages import StageResult
@@ -49,7 +49,7 @@ class ConvertStage:
         ctx.add(Artifact("saved_model", saved, "saved_model", "float32"))
 
         io_dtype = ctx.target.io_dtype
-        with _quiet(log_path):
+        with redirect_output(log_path):
             f32, int8, sig_inputs = _tflite(saved, ctx, io_dtype)
         f32_path = ctx.build_dir / "model.float32.tflite"
         int8_path = ctx.build_dir / "model.int8.tflite"
@@ -77,26 +77,6 @@ def channels_last_perm(rank: int) -> tuple[int, ...]:
     if rank < 3:
         return tuple(range(rank))
     return (0, *range(2, rank), 1)
-
-
-@contextlib.contextmanager
-def _quiet(log_path: Path) -> Iterator[None]:
-    """Send everything written to fd 1 and 2 (Python and C++ alike) to ``log_path``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 class NetworkBlocked(RuntimeError):
@@ -137,7 +117,7 @@ def _sample_images(ctx: BuildContext) -> np.ndarray:
 
 def _onnx2tf(onnx_path: Path, out_dir: Path, log_path: Path, ctx: BuildContext) -> None:
     _set_tf_env()
-    with _quiet(log_path):
+    with redirect_output(log_path):
         import onnx2tf
         import onnx2tf.onnx2tf as o2t_module
 
@@ -149,7 +129,7 @@ def _onnx2tf(onnx_path: Path, out_dir: Path, log_path: Path, ctx: BuildContext) 
         for k, v in patched.items():
             setattr(o2t_module, k, v)
         os.chdir(ctx.build_dir)  # onnx2tf writes scratch files into the working directory
-        with _quiet(log_path), _no_network():
+        with redirect_output(log_path), _no_network():
             onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path),
                 output_folder_path=str(out_dir),
@@ -270,7 +250,8 @@ def io_mapping(path: Path, inputs: Any, onnx_outputs: list[str], onnx_out_shapes
     dtype and quantization. Outputs map by position (onnx2tf keeps the ONNX output order)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(path))
+    with redirect_output(stdout=False):
+        interp = Interpreter(model_path=str(path))
     runner = interp.get_signature_runner(SIGNATURE)
     in_details = runner.get_input_details()
     out_details = runner.get_output_details()
