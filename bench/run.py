@@ -1,0 +1,364 @@
+"""Benchmark: edgeq on the digits sample vs the pipeline a user would otherwise script by hand.
+
+    .venv/bin/python bench/run.py            (or: make bench)
+
+Writes bench/RESULTS.md (and bench/results.json) from one run on this machine:
+
+* edgeq: `edgeq build sample_models/digits --target android`, per-stage wall time and peak RSS.
+* baseline 1: onnxruntime `quantize_static` with its defaults on the same float ONNX and the same
+  calibration data, evaluated on onnxruntime.
+* baseline 2: `onnx2tf -oiqt` on the same float ONNX with the same calibration data (`-cind`),
+  its `*_integer_quant.tflite` (float I/O, like edgeq's default) evaluated on LiteRT.
+* LiteRT latency (1 thread, XNNPACK, median of many invokes, float32 and INT8 interleaved in
+  the same run) of edgeq's float32 and INT8 .tflite and of the onnx2tf baseline's INT8 file.
+
+Every job runs in its own child process so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_models" / "digits"
+LATENCY_ROUNDS = 40  # rounds of (float32 x N, int8 x N, baseline x N), interleaved
+LATENCY_PER_ROUND = 25
+
+
+class PeakRSS:
+    """Samples this process's resident set size every few ms; ``mark`` starts a new segment."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.current = "start"
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rss = self.proc.memory_info().rss
+            self.peaks[self.current] = max(self.peaks.get(self.current, 0), rss)
+            time.sleep(0.005)
+
+    def mark(self, name: str) -> None:
+        self.current = name
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._t.join()
+        return self.peaks
+
+
+def _eval_set() -> tuple[np.ndarray, np.ndarray]:
+    x = np.load(SAMPLE / "data" / "eval" / "image.npy")
+    y = np.load(SAMPLE / "data" / "eval" / "labels.npy")
+    return x, y
+
+
+def _reference_logits(work: Path) -> np.ndarray:
+    import onnxruntime as ort
+
+    x, _ = _eval_set()
+    sess = ort.InferenceSession(str(work / "build" / "model.float.onnx"), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def _scores(logits: np.ndarray, work: Path) -> dict[str, float]:
+    """Top-1 accuracy, top-1 agreement with the float reference, and SQNR (dB) of the logits."""
+    _, y = _eval_set()
+    ref = _reference_logits(work)
+    sqnr = 10 * np.log10(float((ref.astype(np.float64) ** 2).sum()) / float(((ref - logits).astype(np.float64) ** 2).sum()))
+    return {"accuracy": float((logits.argmax(1) == y).mean()),
+            "agreement": float((logits.argmax(1) == ref.argmax(1)).mean()), "sqnr_db": float(sqnr)}
+
+
+def job_edgeq(work: Path) -> dict[str, Any]:
+    from edgeq.build import BuildOptions, build
+
+    mem = PeakRSS()
+    seconds: dict[str, float] = {}
+    starts: dict[str, float] = {}
+
+    def on_event(name: str, k: int, total: int, status: str, s: float) -> None:
+        if status == "start":
+            mem.mark(name)
+            starts[name] = time.perf_counter()
+        else:
+            seconds[name] = time.perf_counter() - starts[name]
+            mem.mark("between")
+
+    t0 = time.perf_counter()
+    outcome = build(BuildOptions(model_dir=SAMPLE, target="android", out=work / "bundle", keep_build_dir=work / "build"),
+                    on_event=on_event)
+    total = time.perf_counter() - t0
+    peaks = mem.stop()
+    r = outcome.report
+    shipped = r["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]
+    sq = {k: r["artifacts"][k]["runtimes"][rt]["outputs"]["logits"]["sqnr_db"]
+          for k, rt in (("tflite_int8", "litert"), ("onnx_int8", "onnxruntime"))}
+    onnx_task = r["artifacts"]["onnx_int8"]["runtimes"]["onnxruntime"]["task"]
+    return {
+        "total_seconds": total,
+        "stage_seconds": seconds,
+        "stage_peak_rss": {k: v for k, v in peaks.items() if k in seconds},
+        "peak_rss": max(peaks.values()),
+        "float_accuracy": r["reference"]["metrics"]["top1_accuracy"],
+        "int8_onnx": {"accuracy": onnx_task["top1_accuracy"], "agreement": onnx_task["top1_agreement"],
+                      "sqnr_db": sq["onnx_int8"]},
+        "int8_tflite": {"accuracy": shipped["top1_accuracy"], "agreement": shipped["top1_agreement"],
+                        "sqnr_db": sq["tflite_int8"]},
+        "float32_tflite_bytes": r["size"]["float32_tflite_bytes"],
+        "int8_tflite_bytes": r["size"]["int8_tflite_bytes"],
+        "size_ratio": r["size"]["int8_to_float32_ratio"],
+        "passed": r["passed"],
+    }
+
+
+def job_ort_baseline(work: Path) -> dict[str, Any]:
+    """What the onnxruntime docs show: quantize_static with its defaults."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    calib = np.load(SAMPLE / "data" / "calibration" / "image.npy")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calib[i : i + 1] for i in range(len(calib)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {"image": x}
+
+    mem = PeakRSS()
+    t0 = time.perf_counter()
+    out = work / "ort_default.int8.onnx"
+    quantize_static(str(work / "build" / "model.float.onnx"), str(out), Reader())
+    seconds = time.perf_counter() - t0
+    peak = max(mem.stop().values())
+    x, _ = _eval_set()
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([sess.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))])
+    return {"seconds": seconds, "peak_rss": peak, "int8_onnx": _scores(logits, work), "bytes": out.stat().st_size}
+
+
+def _tflite_logits(path: Path) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    x, _ = _eval_set()
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    rows = []
+    for i in range(len(x)):
+        xi = x[i : i + 1].transpose(0, 2, 3, 1)
+        if inp["dtype"] != np.float32:
+            s, z = inp["quantization"]
+            xi = np.clip(np.round(xi / s) + z, -128, 127).astype(inp["dtype"])
+        it.set_tensor(inp["index"], xi)
+        it.invoke()
+        rows.append(it.get_tensor(outp["index"]).astype(np.float32))
+    return np.concatenate(rows)
+
+
+def job_onnx2tf_baseline(work: Path) -> dict[str, Any]:
+    """The hand-scripted path: `onnx2tf -oiqt` with the same calibration data (NHWC for -cind)."""
+    import psutil
+
+    calib = np.load(SAMPLE / "data" / "calibration" / "image.npy").transpose(0, 2, 3, 1)
+    cind = work / "calib_nhwc.npy"
+    np.save(cind, calib)
+    out = work / "onnx2tf_out"
+    exe = Path(sys.executable).with_name("onnx2tf")
+    # The sample's data is already normalized: mean 0, std 1 leaves it as it is.
+    cmd = [str(exe), "-i", str(work / "build" / "model.float.onnx"), "-o", str(out), "-oiqt",
+           "-cind", "image", str(cind), "[[[[0.0]]]]", "[[[[1.0]]]]", "-n"]
+    t0 = time.perf_counter()
+    with open(work / "onnx2tf.log", "wb") as log:
+        proc = psutil.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, proc.memory_info().rss)
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.005)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"onnx2tf failed with exit {proc.returncode}; see {work / 'onnx2tf.log'}")
+    f32 = out / "model.float_float32.tflite"
+    i8 = out / "model.float_integer_quant.tflite"
+    return {"seconds": seconds, "peak_rss": peak, "int8_tflite": _scores(_tflite_logits(i8), work),
+            "float32_tflite_bytes": f32.stat().st_size, "int8_tflite_bytes": i8.stat().st_size,
+            "size_ratio": i8.stat().st_size / f32.stat().st_size, "int8_path": str(i8)}
+
+
+def job_latency(work: Path, baseline_int8: str) -> dict[str, Any]:
+    """LiteRT, 1 thread, default (XNNPACK) kernels; the models take turns so drift hits all alike."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    x, _ = _eval_set()
+    files = {"edgeq float32": work / "build" / "model.float32.tflite", "edgeq int8": work / "build" / "model.int8.tflite",
+             "onnx2tf -oiqt int8": Path(baseline_int8)}
+    interps = {}
+    for name, path in files.items():
+        it = Interpreter(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], x[:1].transpose(0, 2, 3, 1).astype(d["dtype"]))
+        for _ in range(50):  # warm-up
+            it.invoke()
+        interps[name] = it
+    times: dict[str, list[float]] = {n: [] for n in files}
+    for _ in range(LATENCY_ROUNDS):
+        for name, it in interps.items():
+            for _ in range(LATENCY_PER_ROUND):
+                t0 = time.perf_counter_ns()
+                it.invoke()
+                times[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return {n: {"median_ms": statistics.median(t), "p10_ms": float(np.percentile(t, 10)),
+                "p90_ms": float(np.percentile(t, 90)), "runs": len(t)} for n, t in times.items()}
+
+
+def _child(job: str, work: Path, *extra: str) -> dict[str, Any]:
+    out = work / f"{job}.json"
+    subprocess.run([sys.executable, __file__, "--job", job, "--work", str(work), *extra], check=True)
+    return json.loads(out.read_text())
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _versions() -> str:
+    names = ("onnx", "onnxruntime", "onnx2tf", "tensorflow-cpu", "ai-edge-litert", "torch")
+    return ", ".join(f"{n} {metadata.version(n)}" for n in names)
+
+
+def _s(m: dict[str, float]) -> str:
+    return f"{m['accuracy']:.4f} | {m['agreement']:.4f} | {m['sqnr_db']:.1f}"
+
+
+def _mb(b: int) -> str:
+    return f"{b / 2**20:.0f} MiB"
+
+
+def write_results(r: dict[str, Any], path: Path) -> None:
+    e, ob, tb, lat = r["edgeq"], r["ort_baseline"], r["onnx2tf_baseline"], r["latency"]
+    f32, i8, b8 = lat["edgeq float32"], lat["edgeq int8"], lat["onnx2tf -oiqt int8"]
+    lines = [
+        "# edgeq benchmark: digits sample, android target",
+        "",
+        f"Produced by `{r['command']}` on {r['date']} - {r['machine']}. Versions: {r['versions']}.",
+        "All numbers below come from that one run; rerun the command to reproduce them.",
+        "",
+        "## edgeq build, per stage",
+        "",
+        "| stage | wall time (s) | peak RSS of the process |",
+        "|---|---|---|",
+    ]
+    for stage, s in e["stage_seconds"].items():
+        lines.append(f"| {stage} | {s:.2f} | {_mb(e['stage_peak_rss'].get(stage, 0))} |")
+    lines += [f"| **total** (incl. input checks) | {e['total_seconds']:.2f} | {_mb(e['peak_rss'])} |", ""]
+    lines += [
+        "## Accuracy and size (360 held-out eval samples)",
+        "",
+        "Agreement is the share of samples whose top-1 class equals the float model's; SQNR compares the",
+        "logits with the float model's (higher is closer).",
+        "",
+        "| pipeline | artifact | runtime | top-1 | agreement | SQNR dB | INT8 / float32 bytes | wall time (s) | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| float reference | float ONNX | onnxruntime | {e['float_accuracy']:.4f} | 1 | - | - | - | - |",
+        f"| edgeq | INT8 .tflite (shipped) | LiteRT | {_s(e['int8_tflite'])} | "
+        f"{e['int8_tflite_bytes']} / {e['float32_tflite_bytes']} = **{e['size_ratio']:.3f}** | "
+        f"{e['total_seconds']:.1f} (whole build) | {_mb(e['peak_rss'])} |",
+        f"| edgeq | INT8 ONNX (QDQ, per-channel) | onnxruntime | {_s(e['int8_onnx'])} | - | (in build) | - |",
+        f"| baseline: `quantize_static` defaults | INT8 ONNX | onnxruntime | {_s(ob['int8_onnx'])} | - | "
+        f"{ob['seconds']:.1f} | {_mb(ob['peak_rss'])} |",
+        f"| baseline: `onnx2tf -oiqt -cind` | `*_integer_quant.tflite` | LiteRT | {_s(tb['int8_tflite'])} | "
+        f"{tb['int8_tflite_bytes']} / {tb['float32_tflite_bytes']} = {tb['size_ratio']:.3f} | {tb['seconds']:.1f} | "
+        f"{_mb(tb['peak_rss'])} |",
+        "",
+        f"Top-1 accuracy, edgeq's shipped INT8 .tflite minus the float model: "
+        f"{100 * (e['int8_tflite']['accuracy'] - e['float_accuracy']):+.2f} points; minus the onnx2tf baseline's "
+        f"INT8 .tflite: {100 * (e['int8_tflite']['accuracy'] - tb['int8_tflite']['accuracy']):+.2f} points. "
+        f"edgeq's INT8 ONNX minus the quantize_static baseline's INT8 ONNX: "
+        f"{100 * (e['int8_onnx']['accuracy'] - ob['int8_onnx']['accuracy']):+.2f} points "
+        f"(one sample is {100 / 360:.2f} points).",
+        "The baselines do no validation: their accuracy was measured by this script, not by the tools.",
+        "",
+        f"## LiteRT latency (host CPU, 1 thread, XNNPACK; {f32['runs']} invokes each, interleaved)",
+        "",
+        "| model | median (ms) | p10 (ms) | p90 (ms) |",
+        "|---|---|---|---|",
+    ]
+    for name, v in lat.items():
+        lines.append(f"| {name} | {v['median_ms']:.4f} | {v['p10_ms']:.4f} | {v['p90_ms']:.4f} |")
+    lines += [
+        "",
+        f"edgeq INT8 / float32 median latency: **{i8['median_ms'] / f32['median_ms']:.3f}**; "
+        f"onnx2tf baseline INT8 / edgeq float32: {b8['median_ms'] / f32['median_ms']:.3f}.",
+        "These are x86 host numbers, not phone latency.",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--job", choices=["edgeq", "ort", "onnx2tf", "latency"])
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--baseline-int8")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.job:
+        fn = {"edgeq": job_edgeq, "ort": job_ort_baseline, "onnx2tf": job_onnx2tf_baseline}.get(args.job)
+        result = fn(args.work) if fn else job_latency(args.work, args.baseline_int8)
+        (args.work / f"{args.job}.json").write_text(json.dumps(result, indent=2))
+        return
+    with tempfile.TemporaryDirectory(prefix="edgeq-bench-") as tmp:
+        work = Path(tmp)
+        results = {
+            "command": "make bench  (.venv/bin/python bench/run.py)",
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+                       f"Python {platform.python_version()}",
+            "versions": _versions(),
+        }
+        results["edgeq"] = _child("edgeq", work)
+        results["ort_baseline"] = _child("ort", work)
+        results["onnx2tf_baseline"] = _child("onnx2tf", work)
+        results["latency"] = _child("latency", work, "--baseline-int8", results["onnx2tf_baseline"]["int8_path"])
+        results["onnx2tf_baseline"].pop("int8_path")
+    write_results(results, args.out)
+    args.out.with_name("results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""End to end: `edgeq build sample_models/digits --target android`, run as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_models" / "digits"
+EDGEQ = [sys.executable, "-m", "edgeq"]
+
+
+@pytest.fixture(scope="module")
+def two_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    base = tmp_path_factory.mktemp("digits")
+    first = subprocess.run([*EDGEQ, "build", str(SAMPLE), "--target", "android", "--out", str(base / "a")],
+                           capture_output=True, text=True, timeout=600)
+    second = subprocess.run([*EDGEQ, "build", str(SAMPLE), "--target", "android", "--out", str(base / "b"), "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    return base / "a", base / "b", second
+
+
+def test_bundle_files_and_manifest(two_builds: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+    bundle = two_builds[0]
+    names = sorted(p.name for p in bundle.iterdir())
+    assert names == ["labels.txt", "manifest.json", "model.json", "model.tflite", "report.json", "report.md"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["generator"] == "edgeq" and manifest["target"]["name"] == "android"
+    listed = {f["path"]: f for f in manifest["files"]}
+    assert set(listed) == set(names) - {"manifest.json"}
+    for path, entry in listed.items():
+        data = (bundle / path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert len(data) == entry["bytes"]
+    assert {"onnx", "onnxruntime", "onnx2tf", "tensorflow-cpu", "ai-edge-litert"} <= set(manifest["tools"])
+
+
+def test_quality_gates_of_the_sample(two_builds: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+    report = json.loads((two_builds[0] / "report.json").read_text())
+    assert report["passed"] is True
+    ref_acc = report["reference"]["metrics"]["top1_accuracy"]
+    assert ref_acc >= 0.97
+    shipped = report["artifacts"]["tflite_int8"]
+    acc = shipped["runtimes"]["litert"]["task"]["top1_accuracy"]
+    assert (ref_acc - acc) * 100 <= 1.0
+    assert report["size"]["int8_to_float32_ratio"] <= 0.40
+    breakdown = report["size"]["int8_tflite_breakdown"]
+    assert sum(breakdown.values()) == shipped["bytes"]
+    insp = shipped["inspection"]
+    assert insp["compute_ops"] > 0 and insp["non_int8_compute_ops"] == []
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(insp["ops"])
+    assert {g["name"] for g in report["gates"]} == {"accuracy_drop", "top1_agreement", "int8_compute_ops", "model_bytes"}
+
+
+def test_two_builds_give_identical_model(two_builds: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+    a, b, _ = two_builds
+    for name in ("model.tflite", "model.json", "labels.txt"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_json_flag_prints_the_report(two_builds: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+    _, b, proc = two_builds
+    printed = json.loads(proc.stdout)
+    assert printed == json.loads((b / "report.json").read_text())
