@@ -34,6 +34,9 @@ from typing import Any
 
 import numpy as np
 
+# Offline, like edgeq itself: onnxruntime sends telemetry from Linux unless this is set first.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "digits"
 LATENCY_ROUNDS = 40  # rounds of (float32 x N, int8 x N, baseline x N), interleaved
