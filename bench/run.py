@@ -163,10 +163,10 @@ def job_ort_baseline(work: Path) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss": peak, "int8_onnx": _scores(logits, work), "bytes": out.stat().st_size}
 
 
-def _tflite_logits(path: Path) -> np.ndarray:
+def _tflite_logits(path: Path, x: np.ndarray | None = None) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
-    x, _ = _eval_set()
+    x = _eval_set()[0] if x is None else x
     it = Interpreter(model_path=str(path), num_threads=1)
     it.allocate_tensors()
     inp, outp = it.get_input_details()[0], it.get_output_details()[0]
@@ -212,6 +212,48 @@ def job_onnx2tf_baseline(work: Path) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss": peak, "int8_tflite": _scores(_tflite_logits(i8), work),
             "float32_tflite_bytes": f32.stat().st_size, "int8_tflite_bytes": i8.stat().st_size,
             "size_ratio": i8.stat().st_size / f32.stat().st_size, "int8_path": str(i8)}
+
+
+SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2))
+
+
+def _shifted_set() -> tuple[np.ndarray, np.ndarray]:
+    """The eval images moved by 1 and 2 pixels in each direction (background -1 filled in): a
+    larger, harder set whose borderline samples show quantization error that 360 samples hide."""
+    x, y = _eval_set()
+    h, w = x.shape[2:]
+    xs = []
+    for dy, dx in SHIFTS:
+        s = np.full_like(x, -1.0)
+        s[:, :, max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = \
+            x[:, :, max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+        xs.append(s)
+    return np.concatenate(xs), np.tile(y, len(SHIFTS))
+
+
+def _onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"image": x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def job_shifted(work: Path, baseline_int8: str) -> dict[str, Any]:
+    x, y = _shifted_set()
+    ref = _onnx_logits(work / "build" / "model.float.onnx", x)
+    runs = {
+        "edgeq INT8 .tflite (LiteRT)": _tflite_logits(work / "build" / "model.int8.tflite", x),
+        "edgeq INT8 ONNX (onnxruntime)": _onnx_logits(work / "build" / "model.int8.onnx", x),
+        "quantize_static defaults (onnxruntime)": _onnx_logits(work / "ort_default.int8.onnx", x),
+        "onnx2tf -oiqt (LiteRT)": _tflite_logits(Path(baseline_int8), x),
+    }
+    out = {"samples": len(x), "float_accuracy": float((ref.argmax(1) == y).mean())}
+    for name, logits in runs.items():
+        err = float(((ref.astype(np.float64) - logits) ** 2).sum())
+        out[name] = {"accuracy": float((logits.argmax(1) == y).mean()),
+                     "agreement": float((logits.argmax(1) == ref.argmax(1)).mean()),
+                     "sqnr_db": float(10 * np.log10(float((ref.astype(np.float64) ** 2).sum()) / err))}
+    return out
 
 
 def job_latency(work: Path, baseline_int8: str) -> dict[str, Any]:
@@ -271,7 +313,7 @@ def _mb(b: int) -> str:
 
 
 def write_results(r: dict[str, Any], path: Path) -> None:
-    e, ob, tb, lat = r["edgeq"], r["ort_baseline"], r["onnx2tf_baseline"], r["latency"]
+    e, ob, tb, lat, sh = r["edgeq"], r["ort_baseline"], r["onnx2tf_baseline"], r["latency"], r["shifted"]
     f32, i8, b8 = lat["edgeq float32"], lat["edgeq int8"], lat["onnx2tf -oiqt int8"]
     lines = [
         "# edgeq benchmark: digits sample, android target",
@@ -314,6 +356,16 @@ def write_results(r: dict[str, Any], path: Path) -> None:
         f"(one sample is {100 / 360:.2f} points).",
         "The baselines do no validation: their accuracy was measured by this script, not by the tools.",
         "",
+        f"### The same pipelines on {sh['samples']} shifted eval images",
+        "",
+        "The 360 eval images moved by 1 and 2 pixels up, down, left and right: a larger and harder set, with",
+        "more samples near a decision boundary, where quantization error shows as changed answers.",
+        "",
+        "| pipeline | top-1 | agreement with float | SQNR dB |",
+        "|---|---|---|---|",
+        f"| float reference (onnxruntime) | {sh['float_accuracy']:.4f} | 1 | - |",
+        *[f"| {name} | {_s(m)} |" for name, m in sh.items() if isinstance(m, dict)],
+        "",
         f"## LiteRT latency (host CPU, 1 thread, XNNPACK; {f32['runs']} invokes each, interleaved)",
         "",
         "| model | median (ms) | p10 (ms) | p90 (ms) |",
@@ -333,7 +385,7 @@ def write_results(r: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--job", choices=["edgeq", "ort", "onnx2tf", "latency"])
+    ap.add_argument("--job", choices=["edgeq", "ort", "onnx2tf", "latency", "shifted"])
     ap.add_argument("--work", type=Path)
     ap.add_argument("--baseline-int8")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
@@ -341,7 +393,10 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.job:
         fn = {"edgeq": job_edgeq, "ort": job_ort_baseline, "onnx2tf": job_onnx2tf_baseline}.get(args.job)
-        result = fn(args.work) if fn else job_latency(args.work, args.baseline_int8)
+        if fn:
+            result = fn(args.work)
+        else:
+            result = (job_latency if args.job == "latency" else job_shifted)(args.work, args.baseline_int8)
         (args.work / f"{args.job}.json").write_text(json.dumps(result, indent=2))
         return
     with tempfile.TemporaryDirectory(prefix="edgeq-bench-") as tmp:
@@ -357,6 +412,7 @@ def main() -> None:
         results["ort_baseline"] = _child("ort", work)
         results["onnx2tf_baseline"] = _child("onnx2tf", work)
         results["latency"] = _child("latency", work, "--baseline-int8", results["onnx2tf_baseline"]["int8_path"])
+        results["shifted"] = _child("shifted", work, "--baseline-int8", results["onnx2tf_baseline"]["int8_path"])
         results["onnx2tf_baseline"].pop("int8_path")
     write_results(results, args.out)
     args.out.with_name("results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
