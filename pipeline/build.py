@@ -126,17 +126,22 @@ def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[
             spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates,
             calibration=calibration, eval=evaluation, log=log or (lambda m: None),
         )
-        run_stages(ctx, on_event)
-        if opts.keep_build_dir is not None:
-            keep = Path(opts.keep_build_dir)
-            if keep.exists():
-                shutil.rmtree(keep)
-            shutil.copytree(build_dir, keep)
+        try:
+            run_stages(ctx, on_event)
+        finally:  # kept on failure too: convert.log is what explains a failed conversion
+            if opts.keep_build_dir is not None:
+                _keep(build_dir, Path(opts.keep_build_dir))
         _swap_into_place(bundle_dir, out)
         report = ctx.results["report"]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return BuildOutcome(out=out, report=report)
+
+
+def _keep(build_dir: Path, keep: Path) -> None:
+    if keep.exists():
+        shutil.rmtree(keep)
+    shutil.copytree(build_dir, keep, symlinks=True)
 
 
 def _swap_into_place(new: Path, out: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeq import __version__
@@ -50,7 +51,7 @@ def _root(
 def _fail(e: BaseException, debug: bool, code: int) -> None:
     if debug:
         traceback.print_exception(e, file=sys.stderr)
-    err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -102,11 +103,11 @@ def build(
 
 def _progress(name: str, k: int, total: int, status: str, seconds: float) -> None:
     if status == "start":
-        err.print(f"[{k}/{total}] {name} ...")
+        err.print(f"[{k}/{total}] {name} ...", markup=False)
     elif status == "done":
-        err.print(f"[{k}/{total}] {name} done in {seconds:.1f} s")
+        err.print(f"[{k}/{total}] {name} done in {seconds:.1f} s", markup=False)
     else:
-        err.print(f"[{k}/{total}] {name} failed after {seconds:.1f} s")
+        err.print(f"[{k}/{total}] {name} failed after {seconds:.1f} s", markup=False)
 
 
 def _summary(report: dict[str, Any], out: Path) -> None:
@@ -134,11 +135,11 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     console.print(table)
     for g in report["gates"]:
         style = "green" if g["passed"] else "red"
-        console.print(f"[{style}]{format_gate(g)}[/{style}]")
+        console.print(f"[{style}]{escape(format_gate(g))}[/{style}]")
     size = report["size"]
     console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    console.print(f"{verdict}: bundle in {out} (report.md has the details)")
+    console.print(f"{verdict}: bundle in {escape(str(out))} (report.md has the details)")
 
 
 @app.command()

@@ -46,6 +46,7 @@ IO_DTYPES = ("float32", "int8")
 GATE_DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "accuracy_drop": ("max", "points", "top-1 accuracy of the float reference minus the artifact's, in percentage points"),
     "top1_agreement": ("min", "fraction", "share of eval samples whose top-1 class matches the float reference"),
+    "output_cosine": ("min", "cosine", "lowest cosine similarity, over the model's outputs, between the artifact's outputs and the float reference's"),
     "int8_compute_ops": ("min", "fraction", "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in int8"),
     "model_bytes": ("max", "bytes", "size of the shipped model file"),
 }

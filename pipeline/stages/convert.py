@@ -165,7 +165,9 @@ def _signature_inputs(saved: Path) -> list[str]:
     loaded = tf.saved_model.load(str(saved))
     fn = loaded.signatures[SIGNATURE]
     _, kwargs = fn.structured_input_signature
-    return list(kwargs)
+    # TFLite names signature inputs after the TensorSpec's name ("input.1"), not the SavedModel's
+    # keyword ("input_1"); the representative dataset must use the TFLite names.
+    return [spec.name or key for key, spec in kwargs.items()]
 
 
 def _match_name(onnx_name: str, candidates: list[str]) -> str | None:

@@ -119,6 +119,11 @@ class ValidateStage:
                     value = (ref_acc - task["top1_accuracy"]) * 100.0 if g.name == "accuracy_drop" else task["top1_agreement"]
                     results.append({**evaluate_gate(g.name, value, g.limit), "artifact": SHIPPED,
                                     "runtime": rt_name, "source": g.source})
+            elif g.name == "output_cosine":
+                for rt_name, entry in shipped["runtimes"].items():
+                    value = min(o["cosine"] for o in entry["outputs"].values())
+                    results.append({**evaluate_gate(g.name, value, g.limit), "artifact": SHIPPED,
+                                    "runtime": rt_name, "source": g.source})
             elif g.name == "int8_compute_ops":
                 value = shipped["inspection"]["int8_compute_fraction"]
                 results.append({**evaluate_gate(g.name, value, g.limit), "artifact": SHIPPED, "runtime": None,
