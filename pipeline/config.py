@@ -40,6 +40,8 @@ INPUT_DTYPES = ("float32",)
 TASK_KINDS = ("classification", "generic")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("float32", "int8")
+# Channels-first, PyTorch's convention; a layout ending in C declares a channels-last input.
+_DEFAULT_LAYOUTS = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 
 # Every gate edgeq knows: name -> (comparison, unit, what it measures). A gate passes when
 # ``value <= limit`` for "max" gates and ``value >= limit`` for "min" gates.
@@ -261,7 +263,7 @@ def load_model_spec(model_dir: Path | str) -> ModelSpec:
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise ConfigError(f"{f}: inputs[{k}].shape must be a list of positive integers (fixed shape), got {shape!r}")
         dtype = t.get("dtype", str, "float32", choices=INPUT_DTYPES)
-        layout = t.get("layout", str, "NCHW" if len(shape) == 4 else "N" + "C" * (len(shape) - 1))
+        layout = t.get("layout", str, _DEFAULT_LAYOUTS.get(len(shape), "N" + "C" * (len(shape) - 1)))
         pre = t.get("preprocessing", dict, {})
         t.finish()
         inputs.append(InputSpec(iname, tuple(shape), dtype, layout.upper(), dict(pre)))

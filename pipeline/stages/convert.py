@@ -83,6 +83,15 @@ class NetworkBlocked(RuntimeError):
     pass
 
 
+def input_perm(spec: Any) -> tuple[int, ...]:
+    """ONNX layout -> TFLite layout of an input: onnx2tf makes channels-first inputs channels-last
+    and is told to keep inputs that edgeq.toml declares channels-last (layout ending in C)."""
+    rank = len(spec.shape)
+    if spec.layout.endswith("C") and rank >= 3:
+        return tuple(range(rank))
+    return channels_last_perm(rank)
+
+
 @contextlib.contextmanager
 def _no_network() -> Iterator[None]:
     """Refuse every outgoing connection from this process while converting."""
@@ -111,7 +120,7 @@ def _sample_images(ctx: BuildContext) -> np.ndarray:
     spec = ctx.spec.inputs[0]
     rows = []
     for k in range(min(20, len(ctx.calibration))):
-        rows.append(ctx.calibration.sample(k)[spec.name].transpose(channels_last_perm(len(spec.shape))))
+        rows.append(ctx.calibration.sample(k)[spec.name].transpose(input_perm(spec)))
     return np.concatenate(rows, axis=0).astype(np.float32)
 
 
@@ -134,6 +143,9 @@ def _onnx2tf(onnx_path: Path, out_dir: Path, log_path: Path, ctx: BuildContext) 
                 input_onnx_file_path=str(onnx_path),
                 output_folder_path=str(out_dir),
                 output_signaturedefs=True,
+                keep_nwc_or_nhwc_or_ndhwc_input_names=[
+                    s.name for s in ctx.spec.inputs if len(s.shape) >= 3 and s.layout.endswith("C")
+                ] or None,
                 non_verbose=True,
                 verbosity="error",
             )
@@ -194,7 +206,7 @@ def _tflite(saved: Path, ctx: BuildContext, io_dtype: str) -> tuple[bytes, bytes
     def representative() -> Iterator[dict[str, np.ndarray]]:
         for sample in ctx.calibration:
             yield {
-                names[s.name]: sample[s.name].transpose(channels_last_perm(len(s.shape))) for s in ctx.spec.inputs
+                names[s.name]: sample[s.name].transpose(input_perm(s)) for s in ctx.spec.inputs
             }
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
@@ -236,14 +248,15 @@ def _quant(details: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _layout_perm(onnx_shape: list[int], tfl_shape: list[int], what: str) -> list[int]:
-    """The permutation p with ``tfl_shape == onnx_shape[p]``: channels-last if that fits, else identity."""
-    cl = list(channels_last_perm(len(onnx_shape)))
+def _layout_perm(onnx_shape: list[int], tfl_shape: list[int], what: str, expected: tuple[int, ...] | None = None) -> list[int]:
+    """The permutation p with ``tfl_shape == onnx_shape[p]``: ``expected`` if it fits, else
+    channels-last, else identity."""
+    candidates = [list(expected)] if expected is not None else []
+    candidates += [list(channels_last_perm(len(onnx_shape))), list(range(len(onnx_shape)))]
     if len(onnx_shape) == len(tfl_shape):
-        if [onnx_shape[i] for i in cl] == list(tfl_shape):
-            return cl
-        if list(onnx_shape) == list(tfl_shape):
-            return list(range(len(onnx_shape)))
+        for perm in candidates:
+            if [onnx_shape[i] for i in perm] == list(tfl_shape):
+                return perm
     raise ModelError(f"{what}: converted shape {list(tfl_shape)} does not correspond to ONNX shape {list(onnx_shape)}")
 
 
@@ -267,7 +280,7 @@ def io_mapping(path: Path, inputs: Any, onnx_outputs: list[str], onnx_out_shapes
         meta_in.append({
             "name": spec.name, "tflite_name": name, "onnx_shape": list(spec.shape),
             "shape": [int(x) for x in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-            "perm": _layout_perm(list(spec.shape), [int(x) for x in d["shape"]], f"input '{spec.name}'"),
+            "perm": _layout_perm(list(spec.shape), [int(x) for x in d["shape"]], f"input '{spec.name}'", input_perm(spec)),
             "quantization": _quant(d),
         })
     sig_out = sorted(out_details, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])

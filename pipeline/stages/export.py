@@ -26,6 +26,8 @@ from edgeq.stages import StageResult
 __all__ = ["STAGE", "ExportStage", "OPSET"]
 
 OPSET = 17
+# Per-channel QDQ needs DequantizeLinear's axis attribute, which arrived in opset 13.
+MIN_OPSET = 13
 _ONNX_DTYPES = {"float32": 1}  # onnx.TensorProto.FLOAT
 
 
@@ -45,6 +47,7 @@ class ExportStage:
             _check_onnx_size(spec.file)
             raw.write_bytes(spec.file.read_bytes())
         model = _load_onnx(raw, spec.file)
+        model = _upgrade_opset(model)
         model = _fix_inputs(model, ctx)
         model = _select_outputs(model, ctx)
         try:
@@ -90,6 +93,20 @@ def _load_onnx(path: Path, source: Path) -> Any:
     if not model.graph.node:
         raise ModelError(f"{source.name} has an empty graph; re-export the model")
     return model
+
+
+def _upgrade_opset(model: Any) -> Any:
+    from onnx import version_converter
+
+    if _opset(model) >= MIN_OPSET:
+        return model
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # the converter raises plain RuntimeError / ValueError for unsupported ops
+        raise ModelError(
+            f"the model uses ONNX opset {_opset(model)}; per-channel INT8 needs opset >= {MIN_OPSET} and the "
+            f"automatic upgrade failed ({type(e).__name__}); re-export it with opset_version={OPSET}"
+        ) from e
 
 
 def _import_model_class(spec: Any) -> type:
