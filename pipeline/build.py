@@ -13,6 +13,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -76,10 +77,12 @@ def check_out_dir(out: Path) -> None:
             "or delete it yourself"
         )
     parent = out.parent
+    while not parent.exists():  # missing parents are created once the inputs have been checked
+        parent = parent.parent
     if not parent.is_dir():
-        raise OutputDirError(f"--out {str(out)!r}: parent folder {str(parent)!r} does not exist; create it first")
+        raise OutputDirError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder; choose another --out")
     if not os.access(parent, os.W_OK):
-        raise OutputDirError(f"--out {str(out)!r}: parent folder {str(parent)!r} is not writable")
+        raise OutputDirError(f"--out {str(out)!r}: folder {str(parent)!r} is not writable; choose another --out")
 
 
 def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
@@ -116,7 +119,9 @@ def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[
     evaluation = ArrayDataset.open(spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification")
     _check_labels(spec, evaluation)
 
+    created = _make_parents(out.parent)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))
+    done = False
     try:
         build_dir = staging / "build"
         bundle_dir = staging / "bundle"
@@ -133,9 +138,25 @@ def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[
                 _keep(build_dir, Path(opts.keep_build_dir))
         _swap_into_place(bundle_dir, out)
         report = ctx.results["report"]
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            for folder in created:  # deepest first; only the ones this build made, if still empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return BuildOutcome(out=out, report=report)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it created, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        f.mkdir()
+    return missing
 
 
 def _keep(build_dir: Path, keep: Path) -> None:
