@@ -31,7 +31,7 @@ from edgeq.data import ArrayDataset
 from edgeq.errors import ConfigError, DataError, OutputDirError
 from edgeq.runner import EventHook, run_stages
 
-__all__ = ["BuildOptions", "BuildOutcome", "build", "check_out_dir", "is_edgeq_bundle"]
+__all__ = ["BuildOptions", "BuildOutcome", "build", "check_keep_dir", "check_out_dir", "is_edgeq_bundle"]
 
 STAGING_PREFIX = ".edgeq-staging-"
 MANIFEST = "manifest.json"
@@ -85,6 +85,21 @@ def check_out_dir(out: Path) -> None:
         raise OutputDirError(f"--out {str(out)!r}: folder {str(parent)!r} is not writable; choose another --out")
 
 
+KEEP_MARKER = ".edgeq-build"
+
+
+def check_keep_dir(keep: Path, out: Path) -> None:
+    """--keep-build replaces only a folder an earlier --keep-build wrote (it holds KEEP_MARKER) or an empty one."""
+    if keep == out or out in keep.parents or keep in out.parents:
+        raise OutputDirError(f"--keep-build {str(keep)!r} overlaps --out {str(out)!r}; choose a separate folder")
+    if keep.is_symlink() or (keep.exists() and not keep.is_dir()):
+        raise OutputDirError(f"--keep-build {str(keep)!r} exists and is not a folder; choose another folder")
+    if keep.is_dir() and any(keep.iterdir()) and not (keep / KEEP_MARKER).is_file():
+        raise OutputDirError(
+            f"--keep-build {str(keep)!r} exists and was not written by edgeq; choose an empty or new folder"
+        )
+
+
 def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
     target = load_target(opts.target)
     io_dtype = opts.io_dtype or model_io
@@ -115,6 +130,8 @@ def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[
     gates = target.gate_limits(spec.gates, opts.gates or {})
     out = Path(os.path.abspath(opts.out))
     check_out_dir(out)
+    if opts.keep_build_dir is not None:
+        check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), out)
     calibration = ArrayDataset.open(spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples)
     evaluation = ArrayDataset.open(spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification")
     _check_labels(spec, evaluation)
@@ -163,6 +180,7 @@ def _keep(build_dir: Path, keep: Path) -> None:
     if keep.exists():
         shutil.rmtree(keep)
     shutil.copytree(build_dir, keep, symlinks=True)
+    (keep / KEEP_MARKER).write_text("intermediate files of an edgeq build; --keep-build may replace this folder\n")
 
 
 def _swap_into_place(new: Path, out: Path) -> None:

@@ -88,6 +88,10 @@ def parse_gate_override(text: str) -> tuple[str, float]:
     return name, _check_gate(name, value, "--gate")
 
 
+_KIND_NAMES = {int: "a number", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a table"}
+
+
 class _Table:
     """Reads one TOML table, remembering which keys were used so that leftovers are errors."""
 
@@ -100,7 +104,10 @@ class _Table:
         self.used: set[str] = set()
 
     def _loc(self, key: str) -> str:
-        return f"{self.file}: {self.where}.{key}" if self.where else f"{self.file}: {key}"
+        if not self.where:
+            return f"{self.file}: {key}"
+        section = self.where if "[" in self.where else f"[{self.where}]"
+        return f"{self.file}: {section}.{key}"
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, choices: tuple[str, ...] | None = None) -> Any:
         self.used.add(key)
@@ -112,9 +119,12 @@ class _Table:
         value = self.data[key]
         if isinstance(value, bool) and kind in (int, float, (int, float)):
             raise ConfigError(f"{self._loc(key)} must be a number, got {value!r}")
+        if kind is int and isinstance(value, float):
+            raise ConfigError(f"{self._loc(key)} must be a whole number, got {value!r}")
         if not isinstance(value, kind):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise ConfigError(f"{self._loc(key)} must be a {names}, got {value!r}")
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(dict.fromkeys(_KIND_NAMES.get(k, k.__name__) for k in kinds))
+            raise ConfigError(f"{self._loc(key)} must be {names}, got {value!r}")
         if choices is not None and value not in choices:
             raise ConfigError(f"{self._loc(key)} is {value!r}; expected one of: {', '.join(choices)}")
         return value

@@ -54,7 +54,8 @@ class ArrayDataset:
             raise DataError(
                 f"{role} data {str(folder)!r} is not a folder; put one <input name>.npy per model input in a folder"
             )
-        expected = {i.name for i in inputs} | ({LABELS_FILE[:-4]} if want_labels else set())
+        # labels.npy may sit beside the inputs even where it is not used (one folder for both sets).
+        expected = {i.name for i in inputs} | {LABELS_FILE[:-4]}
         present = {p.stem: p for p in sorted(folder.glob("*.npy"))}
         for stem in sorted(set(present) - expected):
             raise DataError(
@@ -127,8 +128,9 @@ class ArrayDataset:
                     chunk = np.asarray(arr[start : start + _SCAN_ROWS])
                     bad = ~np.isfinite(chunk)
                     if bad.any():
-                        row = start + int(np.argwhere(bad)[0][0])
-                        what = "NaN" if np.isnan(chunk).any() else "inf"
+                        first = tuple(np.argwhere(bad)[0])
+                        row = start + int(first[0])
+                        what = "NaN" if np.isnan(chunk[first]) else "inf"
                         raise DataError(
                             f"{self.role} data: {spec.name}.npy has {what} values (first at row {row}); "
                             "remove or fix those samples"

@@ -65,6 +65,15 @@ def format_gate(g: dict[str, Any]) -> str:
     return f"{status} {g['name']}{where}: {value} {op} {limit} ({g['unit']}){by}"
 
 
+def _margin(g: dict[str, Any]) -> str:
+    """How far inside the limit (+) or outside it (-) the value is, in the gate's unit."""
+    if g["margin"] is None:
+        return "-"
+    m = g["margin"]
+    text = f"{int(m):+d}" if g["unit"] == "bytes" else f"{m:+.4f}"
+    return text if g["passed"] else f"**{text}** (misses by {abs(m):.4g} {g['unit']})"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# edgeq report: {report['model']['name']} for {report['target']['name']}",
@@ -74,8 +83,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Gates",
         "",
-        "| gate | artifact | runtime | value | limit | passed | source |",
-        "|---|---|---|---|---|---|---|",
+        "| gate | artifact | runtime | value | limit | passed | margin | source |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for g in report["gates"]:
         op = "<=" if g["comparison"] == "max" else ">="
@@ -83,7 +92,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             _num(int(g["value"])) if g["value"] is not None else "-", str(int(g["limit"])))
         lines.append(
             f"| {g['name']} | {g['artifact']} | {g['runtime'] or '-'} | {value} {g['unit']} | "
-            f"{op} {limit} | {'yes' if g['passed'] else '**no**'} | {g['source']} |"
+            f"{op} {limit} | {'yes' if g['passed'] else '**no**'} | {_margin(g)} | {g['source']} |"
         )
     ref = report["reference"]
     lines += ["", "## Reference", "",

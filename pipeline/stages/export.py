@@ -238,7 +238,13 @@ def _fix_inputs(model: Any, ctx: BuildContext) -> Any:
         if o.type.HasField("tensor_type"):
             o.type.tensor_type.ClearField("shape")
     del model.graph.value_info[:]
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except onnx.shape_inference.InferenceError as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"{ctx.spec.file.name} is not a valid ONNX model with the shapes in edgeq.toml: {detail[:300]}"
+        ) from e
 
 
 def _select_outputs(model: Any, ctx: BuildContext) -> Any:

@@ -4,6 +4,7 @@ All metrics are over every element of every eval sample, accumulated in one pass
 
 * cosine: sum(r*a) / sqrt(sum(r^2) * sum(a^2))
 * sqnr_db: 10 * log10(sum(r^2) / sum((r - a)^2)) - signal-to-quantization-noise ratio
+  (None when it is infinite or undefined)
 * max_abs_error: max |r - a|
 * mean_abs_error: mean |r - a|
 """
@@ -45,16 +46,14 @@ class TensorMetrics:
     def result(self) -> dict[str, Any]:
         denom = math.sqrt(self.ref_sq * self.art_sq)
         cosine = self.dot / denom if denom > 0 else (1.0 if self.err_sq == 0 else 0.0)
-        if self.err_sq == 0:
-            sqnr: float | None = None  # identical outputs: infinite SQNR, JSON has no infinity
-        elif self.ref_sq == 0:
-            sqnr = -math.inf
-        else:
-            sqnr = 10.0 * math.log10(self.ref_sq / self.err_sq)
+        # JSON has no infinity: SQNR is None for identical outputs (infinite) and for an all-zero
+        # reference (undefined); ``identical`` tells the two apart.
+        sqnr = None if self.err_sq == 0 or self.ref_sq == 0 else 10.0 * math.log10(self.ref_sq / self.err_sq)
         return {
             "cosine": cosine,
             "sqnr_db": sqnr,
             "max_abs_error": self.max_abs,
             "mean_abs_error": self.abs_sum / self.n if self.n else 0.0,
+            "identical": self.err_sq == 0,
             "elements": self.n,
         }

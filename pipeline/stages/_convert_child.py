@@ -1,0 +1,164 @@
+"""The convert stage's child process: onnx2tf -> SavedModel -> float32 and INT8 .tflite.
+
+Run as ``python -m edgeq.stages._convert_child JOB.json`` by ``edgeq.stages.convert``. A child
+process keeps the converters' crashes (segfault, abort, out of memory), ``sys.exit`` calls, global
+state (Keras name counters, which change the bytes of a second conversion in one process) and
+console output away from the build. Everything it prints goes to convert.log.
+
+Protocol: JOB.json holds the paths and input specs; the child writes JOB.result.json with
+``{"ok": true}`` or ``{"ok": false, "error": "<one line>"}`` and exits 0 or 2. Any other exit
+(a signal, an uncaught exception) is reported by the parent as a converter crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.config import InputSpec
+from edgeq.data import ArrayDataset
+from edgeq.layout import input_perm, match_name
+
+SIGNATURE = "serving_default"
+
+
+class ConversionFailed(Exception):
+    """A conversion failure with a message for the user."""
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def _no_network() -> Iterator[None]:
+    """Refuse every outgoing connection from this process while converting."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise NetworkBlocked("edgeq runs offline: a converter tried to open a network connection")
+
+    orig = socket.socket.connect, socket.socket.connect_ex, socket.create_connection
+    socket.socket.connect = refuse  # type: ignore[method-assign]
+    socket.socket.connect_ex = refuse  # type: ignore[method-assign]
+    socket.create_connection = refuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.create_connection = orig  # type: ignore[method-assign]
+
+
+def _sample_images(inputs: list[InputSpec], calibration: ArrayDataset) -> np.ndarray:
+    """What onnx2tf would download: up to 20 channels-last images, here from the calibration data."""
+    spec = inputs[0]
+    rows = [calibration.sample(k)[spec.name].transpose(input_perm(spec)) for k in range(min(20, len(calibration)))]
+    return np.concatenate(rows, axis=0).astype(np.float32)
+
+
+def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec], calibration: ArrayDataset) -> None:
+    import onnx2tf
+    import onnx2tf.onnx2tf as o2t_module
+
+    images = _sample_images(inputs, calibration)
+    o2t_module.download_test_image_data = lambda: images  # never the network
+    try:
+        with _no_network():
+            onnx2tf.convert(
+                input_onnx_file_path=str(onnx_path),
+                output_folder_path=str(out_dir),
+                output_signaturedefs=True,
+                keep_nwc_or_nhwc_or_ndhwc_input_names=[
+                    s.name for s in inputs if len(s.shape) >= 3 and s.layout.endswith("C")
+                ] or None,
+                non_verbose=True,
+                verbosity="error",
+            )
+    except SystemExit as e:  # onnx2tf calls sys.exit on some conversion errors
+        raise ConversionFailed(f"onnx2tf could not convert the model (it exited with {e.code})") from e
+    except NetworkBlocked as e:
+        raise ConversionFailed(str(e)) from e
+    if not (out_dir / "saved_model.pb").is_file():
+        raise ConversionFailed("onnx2tf wrote no SavedModel")
+
+
+def _signature_inputs(saved: Path) -> list[str]:
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(saved)).signatures[SIGNATURE]
+    _, kwargs = fn.structured_input_signature
+    # TFLite names signature inputs after the TensorSpec's name ("input.1"), not the SavedModel's
+    # keyword ("input_1"); the representative dataset must use the TFLite names.
+    return [spec.name or key for key, spec in kwargs.items()]
+
+
+def saved_model_to_tflite(saved: Path, inputs: list[InputSpec], calibration: ArrayDataset, io_dtype: str) -> tuple[bytes, bytes]:
+    import tensorflow as tf
+
+    sig_inputs = _signature_inputs(saved)
+    names = {}
+    for spec in inputs:
+        match = match_name(spec.name, sig_inputs) or (sig_inputs[0] if len(sig_inputs) == 1 else None)
+        if match is None:
+            raise ConversionFailed(f"input '{spec.name}' not found in the converted model's inputs {sig_inputs}")
+        names[spec.name] = match
+
+    def representative() -> Iterator[dict[str, np.ndarray]]:
+        for sample in calibration:
+            yield {names[s.name]: sample[s.name].transpose(input_perm(s)) for s in inputs}
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
+    f32 = conv.convert()
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io_dtype == "int8":
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    try:
+        int8 = conv.convert()
+    except Exception as e:  # the converter raises ConverterError with the op list in its text
+        msg = " ".join(str(e).split())
+        raise ConversionFailed(f"full-integer INT8 conversion failed: {msg[:400]}") from e
+    return f32, int8
+
+
+def run(job: dict[str, Any]) -> None:
+    inputs = [InputSpec(i["name"], tuple(i["shape"]), i["dtype"], i["layout"]) for i in job["inputs"]]
+    calibration = ArrayDataset.open(Path(job["calibration"]), tuple(inputs), "calibration", limit=job["limit"])
+    saved = Path(job["saved_model"])
+    onnx_to_saved_model(Path(job["onnx"]), saved, inputs, calibration)
+    f32, int8 = saved_model_to_tflite(saved, inputs, calibration, job["io_dtype"])
+    Path(job["tflite_float32"]).write_bytes(f32)
+    Path(job["tflite_int8"]).write_bytes(int8)
+
+
+def main(argv: list[str]) -> int:
+    job_path = Path(argv[1])
+    job = json.loads(job_path.read_text(encoding="utf-8"))
+    result_path = job_path.with_suffix(".result.json")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+    os.chdir(job["workdir"])  # onnx2tf writes scratch files into the working directory
+    try:
+        run(job)
+    except ConversionFailed as e:
+        traceback.print_exc()
+        result_path.write_text(json.dumps({"ok": False, "error": str(e)}), encoding="utf-8")
+        return 2
+    result_path.write_text(json.dumps({"ok": True}), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

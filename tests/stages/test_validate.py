@@ -1,0 +1,152 @@
+"""validate stage: the float reference against every artifact, and the gates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bad_inputs import remove
+from conftest import DELETE, N_EVAL, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir
+from edgeq.config import GATE_DEFINITIONS, GateLimit, load_target
+from edgeq.stages.validate import STAGE, evaluate_gate
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "limit", "passed", "margin"),
+    [
+        ("accuracy_drop", 0.5, 1.0, True, 0.5),  # max gate: value <= limit
+        ("accuracy_drop", 1.0, 1.0, True, 0.0),
+        ("accuracy_drop", 1.5, 1.0, False, -0.5),
+        ("model_bytes", 4000.0, 100.0, False, -3900.0),
+        ("top1_agreement", 0.99, 0.98, True, 0.01),  # min gate: value >= limit
+        ("top1_agreement", 0.98, 0.98, True, 0.0),
+        ("top1_agreement", 0.90, 0.98, False, -0.08),
+        ("int8_compute_ops", 0.5, 1.0, False, -0.5),
+        ("output_cosine", 0.995, 0.99, True, 0.005),
+    ],
+)
+def test_evaluate_gate(name: str, value: float, limit: float, passed: bool, margin: float) -> None:
+    g = evaluate_gate(name, value, limit)
+    assert g["passed"] is passed
+    assert g["margin"] == pytest.approx(margin)
+    assert (g["name"], g["value"], g["limit"]) == (name, value, limit)
+    assert g["comparison"] == (
+        "min" if name in ("top1_agreement", "int8_compute_ops", "output_cosine") else "max"
+    )
+    assert g["unit"] == {"accuracy_drop": "points", "model_bytes": "bytes", "output_cosine": "cosine"}.get(
+        name, "fraction"
+    )
+
+
+def test_gate_without_a_value_fails_without_margin() -> None:
+    g = evaluate_gate("top1_agreement", None, 0.98)
+    assert g["passed"] is False and g["margin"] is None and g["value"] is None
+
+
+# --- the shared PyTorch build's report -------------------------------------------------------------
+
+
+def test_reference_is_the_float_onnx_on_onnxruntime(tiny_report: dict[str, Any]) -> None:
+    ref = tiny_report["reference"]
+    assert (ref["artifact"], ref["runtime"], ref["provider"], ref["threads"]) == (
+        "onnx_float",
+        "onnxruntime",
+        "CPUExecutionProvider",
+        1,
+    )
+    assert ref["samples"] == N_EVAL
+    # the eval labels are the float model's own top-1
+    assert ref["metrics"] == {"top1_accuracy": 1.0, "top1_agreement": 1.0, "samples": N_EVAL}
+
+
+def test_every_artifact_runs_on_its_runtime(tiny_report: dict[str, Any]) -> None:
+    arts = tiny_report["artifacts"]
+    assert list(arts) == ["onnx_float", "onnx_int8", "tflite_float32", "tflite_int8"]
+    assert {k: list(a["runtimes"]) for k, a in arts.items()} == {
+        "onnx_float": [],
+        "onnx_int8": ["onnxruntime"],
+        "tflite_float32": ["litert"],
+        "tflite_int8": ["litert"],
+    }
+    for key in ("onnx_int8", "tflite_float32", "tflite_int8"):
+        entry = next(iter(arts[key]["runtimes"].values()))
+        out = entry["outputs"][OUTPUT]
+        assert out["elements"] == N_EVAL * 4
+        assert entry["task"]["samples"] == N_EVAL
+        assert entry["task"]["top1_agreement"] == 1.0, key
+    f32 = arts["tflite_float32"]["runtimes"]["litert"]["outputs"][OUTPUT]
+    assert f32["cosine"] > 0.99999 and (f32["sqnr_db"] is None or f32["sqnr_db"] > 60)
+    i8 = arts["tflite_int8"]["runtimes"]["litert"]["outputs"][OUTPUT]
+    assert 0.99 < i8["cosine"] <= 1.0 + 1e-9
+    assert 20 < i8["sqnr_db"] < f32["sqnr_db"]
+    assert arts["tflite_int8"]["runtimes"]["litert"]["describe"]["kernels"].startswith("XNNPACK")
+
+
+def test_target_gates_all_pass_on_the_shipped_artifact(tiny_report: dict[str, Any]) -> None:
+    gates = {g["name"]: g for g in tiny_report["gates"]}
+    assert list(gates) == [n for n in GATE_DEFINITIONS if n in load_target("android").gates]
+    assert all(
+        g["passed"] and g["source"] == "target" and g["artifact"] == "tflite_int8" for g in gates.values()
+    )
+    assert (gates["accuracy_drop"]["value"], gates["accuracy_drop"]["runtime"]) == (0.0, "litert")
+    assert gates["top1_agreement"]["value"] == 1.0
+    assert gates["int8_compute_ops"]["value"] == 1.0 and gates["int8_compute_ops"]["runtime"] is None
+    assert gates["model_bytes"]["value"] == tiny_report["artifacts"]["tflite_int8"]["bytes"]
+    shipped = tiny_report["artifacts"]["tflite_int8"]["runtimes"]["litert"]
+    assert gates["output_cosine"]["value"] == min(o["cosine"] for o in shipped["outputs"].values())
+    assert gates["output_cosine"]["runtime"] == "litert"
+    assert tiny_report["passed"] is True
+
+
+# --- the stage alone, on the artifacts kept from the shared ONNX build ------------------------------
+
+
+def test_gate_limits_in_force_decide_pass_and_margin(onnx_int8_build: ApiBuild, tmp_path: Path) -> None:
+    ctx = context_with_artifacts(onnx_int8_build.model_dir, onnx_int8_build.keep, tmp_path)
+    ctx.gates = [
+        GateLimit("accuracy_drop", -1.0, "edgeq.toml"),
+        GateLimit("top1_agreement", 1.5, "command line"),
+    ]
+    result = STAGE.run(ctx)
+    assert result.info == {"passed": False}
+    v = ctx.results["validation"]
+    assert v["passed"] is False
+    by_name = {g["name"]: g for g in v["gates"]}
+    assert set(by_name) == {"accuracy_drop", "top1_agreement"}  # only the gates in force are evaluated
+    assert by_name["accuracy_drop"]["margin"] == pytest.approx(-1.0)
+    assert by_name["top1_agreement"]["margin"] == pytest.approx(-0.5)
+    assert by_name["top1_agreement"]["source"] == "command line"
+
+
+def test_generic_task_skips_the_classification_gates(onnx_int8_build: ApiBuild, tmp_path: Path) -> None:
+    model_dir = make_model_dir(tmp_path, "onnx", task={"kind": "generic", "labels": DELETE})
+    remove("data/eval/labels.npy")(model_dir)
+    ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
+    STAGE.run(ctx)
+    v = ctx.results["validation"]
+    in_force = [n for n in GATE_DEFINITIONS if n in load_target("android").gates]
+    assert [g["name"] for g in v["gates"]] == [
+        n for n in in_force if n not in ("accuracy_drop", "top1_agreement")
+    ]
+    assert v["passed"] is True
+    assert v["reference"]["metrics"] == {}
+    entry = v["artifacts"]["tflite_int8"]["runtimes"]["litert"]
+    assert "task" not in entry
+    assert entry["outputs"][OUTPUT]["cosine"] > 0.99
+
+
+def test_labels_file_with_fewer_classes_than_the_model(onnx_int8_build: ApiBuild, tmp_path: Path) -> None:
+    model_dir = make_model_dir(tmp_path, "onnx")
+    ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
+    (model_dir / "labels.txt").write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match="the classifier output has 4 classes, labels.txt lists 3"):
+        STAGE.run(ctx)
+
+
+def test_tensor_metrics_are_finite_numbers(onnx_int8_build: ApiBuild) -> None:
+    for art in onnx_int8_build.outcome.report["artifacts"].values():
+        for entry in art["runtimes"].values():
+            for out in entry["outputs"].values():
+                assert all(v is None or math.isfinite(v) for v in out.values())

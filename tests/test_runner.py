@@ -1,0 +1,132 @@
+"""edgeq.runner and the stage table: order, contracts, and which stage failed after which."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_context, make_model_dir
+from edgeq.context import Artifact
+from edgeq.errors import ModelError, StageError
+from edgeq.runner import run_stages
+from edgeq.stages import STAGES, StageResult, load_stage
+
+NAMES = [name for name, _ in STAGES]
+
+
+def test_stage_table_order_and_contracts() -> None:
+    assert NAMES == ["export", "quantize", "convert", "validate", "package"]
+    produced: set[str] = set()
+    for name, module in STAGES:
+        stage = load_stage(name)
+        assert stage is importlib.import_module(module).STAGE
+        assert stage.name == name
+        assert isinstance(stage.requires, tuple) and isinstance(stage.produces, tuple)
+        # every artifact a stage needs comes from a stage before it
+        assert set(stage.requires) <= produced, (name, stage.requires, produced)
+        produced |= set(stage.produces)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Any:
+    return make_context(make_model_dir(tmp_path), tmp_path / "work")
+
+
+@pytest.fixture
+def fake_stages(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replace every stage's run with one that adds the artifacts it promises; returns the stages by name."""
+    stages = {name: load_stage(name) for name in NAMES}
+    for stage in stages.values():
+
+        def run(ctx: Any, stage: Any = stage) -> StageResult:
+            for key in stage.produces:
+                path = ctx.build_dir / key
+                path.write_bytes(b"x")
+                ctx.add(Artifact(key, path, "onnx", "float32"))
+            return StageResult(stage.produces, {"stage": stage.name})
+
+        monkeypatch.setattr(stage, "run", run)
+    return stages
+
+
+def test_all_stages_run_in_order_with_events_and_timings(ctx: Any, fake_stages: dict[str, Any]) -> None:
+    events: list[tuple[str, int, int, str]] = []
+    results = run_stages(ctx, lambda n, k, total, status, s: events.append((n, k, total, status)))
+    assert list(results) == NAMES
+    assert results["quantize"].info == {"stage": "quantize"}
+    assert events == [e for k, n in enumerate(NAMES, 1) for e in ((n, k, 5, "start"), (n, k, 5, "done"))]
+    assert list(ctx.timings) == NAMES and all(t >= 0 for t in ctx.timings.values())
+    assert set(ctx.artifacts) == {"onnx_float", "onnx_int8", "saved_model", "tflite_float32", "tflite_int8"}
+
+
+def test_unexpected_exception_becomes_stage_error_with_context(
+    ctx: Any, fake_stages: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(ctx: Any) -> Any:
+        raise ValueError("first line\nsecond line")
+
+    monkeypatch.setattr(fake_stages["convert"], "run", boom)
+    events: list[tuple[str, str]] = []
+    with pytest.raises(StageError) as info:
+        run_stages(ctx, lambda n, k, total, status, s: events.append((n, status)))
+    err = info.value
+    assert (err.stage, err.after) == ("convert", ["export", "quantize"])
+    assert str(err) == (
+        "stage 'convert' failed (after: export, quantize): ValueError: first line "
+        "(run with --debug for the traceback)"
+    )
+    assert isinstance(err.__cause__, ValueError)
+    assert events[-1] == ("convert", "failed")
+    assert "convert" not in ctx.timings
+
+
+def test_user_error_in_a_stage_keeps_its_type_and_gains_the_stage_name(
+    ctx: Any, fake_stages: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(ctx: Any) -> Any:
+        raise ModelError("the model has a loop")
+
+    monkeypatch.setattr(fake_stages["export"], "run", refuse)
+    with pytest.raises(ModelError) as info:
+        run_stages(ctx)
+    assert str(info.value) == "export: the model has a loop"
+    assert isinstance(info.value.__cause__, ModelError)
+
+
+def test_stage_error_from_a_stage_passes_through(
+    ctx: Any, fake_stages: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = StageError("inner", [], "why")
+
+    def fail(ctx: Any) -> Any:
+        raise original
+
+    monkeypatch.setattr(fake_stages["export"], "run", fail)
+    with pytest.raises(StageError) as info:
+        run_stages(ctx)
+    assert info.value is original
+
+
+def test_stage_that_does_not_produce_its_artifacts(
+    ctx: Any, fake_stages: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fake_stages["quantize"], "run", lambda ctx: StageResult(()))
+    with pytest.raises(
+        StageError, match=r"stage 'quantize' failed \(after: export\): did not produce \['onnx_int8'\]"
+    ):
+        run_stages(ctx)
+
+
+def test_stage_whose_inputs_are_missing(ctx: Any, fake_stages: dict[str, Any]) -> None:
+    with pytest.raises(
+        StageError, match=r"stage 'quantize' failed \(after: none\): needs artifacts \['onnx_float'\]"
+    ):
+        run_stages(ctx, names=["quantize"])
+
+
+def test_stage_error_message_shape() -> None:
+    err = StageError("validate", ["export"], "why")
+    assert str(err) == "stage 'validate' failed (after: export): why"
+    assert err.reason == "why" and err.exit_code == 2
