@@ -403,7 +403,7 @@ def main() -> None:
         work = Path(tmp)
         results = {
             "command": "make bench  (.venv/bin/python bench/run.py)",
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
                        f"Python {platform.python_version()}",
             "versions": _versions(),

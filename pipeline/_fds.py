@@ -26,6 +26,6 @@ def redirect_output(path: Path | str = os.devnull, *, stdout: bool = True) -> It
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            for fd, copy in zip(fds, saved):
+            for fd, copy in zip(fds, saved, strict=False):
                 os.dup2(copy, fd)
                 os.close(copy)

@@ -104,7 +104,10 @@ def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
     target = load_target(opts.target)
     io_dtype = opts.io_dtype or model_io
     if io_dtype is not None and io_dtype not in target.io_dtypes:
-        raise ConfigError(f"io dtype '{io_dtype}' is not supported by target '{target.name}'; choose one of: {', '.join(target.io_dtypes)}")
+        raise ConfigError(
+            f"io dtype '{io_dtype}' is not supported by target '{target.name}'; "
+            f"choose one of: {', '.join(target.io_dtypes)}"
+        )
     return target.with_io_dtype(io_dtype)
 
 

@@ -10,15 +10,14 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
+from edgeq import __version__
+from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, EdgeqError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from edgeq import __version__
-from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, EdgeqError
 
 __all__ = ["app", "main"]
 
@@ -42,7 +41,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
     """edgeq: export, quantize, convert, validate and package a model for an edge target."""
@@ -59,15 +58,15 @@ def _fail(e: BaseException, debug: bool, code: int) -> None:
 def build(
     model_dir: Annotated[Path, typer.Argument(help="Folder holding edgeq.toml, the model and its data.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Edge target (see `edgeq targets`).")] = "android",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Bundle folder [default: dist/<model>-<target>].")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle folder [default: dist/<model>-<target>].")] = None,
     gate: Annotated[
-        Optional[list[str]], typer.Option("--gate", help="Override a gate limit, NAME=VALUE (repeatable).")
+        list[str] | None, typer.Option("--gate", help="Override a gate limit, NAME=VALUE (repeatable).")
     ] = None,
     io_dtype: Annotated[
-        Optional[str], typer.Option("--io-dtype", help="Model input/output tensor type: float32 or int8.")
+        str | None, typer.Option("--io-dtype", help="Model input/output tensor type: float32 or int8.")
     ] = None,
     keep_build: Annotated[
-        Optional[Path], typer.Option("--keep-build", help="Also copy the intermediate files (ONNX, SavedModel, .tflite) here.")
+        Path | None, typer.Option("--keep-build", help="Also copy the intermediate files (ONNX, SavedModel, .tflite) here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,

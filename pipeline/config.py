@@ -48,8 +48,13 @@ _DEFAULT_LAYOUTS = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 GATE_DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "accuracy_drop": ("max", "points", "top-1 accuracy of the float reference minus the artifact's, in percentage points"),
     "top1_agreement": ("min", "fraction", "share of eval samples whose top-1 class matches the float reference"),
-    "output_cosine": ("min", "cosine", "lowest cosine similarity, over the model's outputs, between the artifact's outputs and the float reference's"),
-    "int8_compute_ops": ("min", "fraction", "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in int8"),
+    "output_cosine": (
+        "min", "cosine",
+        "lowest cosine similarity, over the model's outputs, between the artifact's outputs and the float reference's",
+    ),
+    "int8_compute_ops": (
+        "min", "fraction", "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in int8",
+    ),
     "model_bytes": ("max", "bytes", "size of the shipped model file"),
 }
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from edgeq.config import InputSpec
 from edgeq.errors import DataError
 
@@ -90,7 +89,10 @@ class ArrayDataset:
             if count is None:
                 count, count_from = n, path.name
             elif n != count:
-                raise DataError(f"{role} data: {path.name} has {n} samples but {count_from} has {count}; give every input the same samples")
+                raise DataError(
+                    f"{role} data: {path.name} has {n} samples but {count_from} has {count}; "
+                    "give every input the same samples"
+                )
             arrays[spec.name] = arr
         assert count is not None  # inputs is never empty (ModelSpec checks)
         if count == 0:
@@ -99,10 +101,14 @@ class ArrayDataset:
         if want_labels:
             path = folder / LABELS_FILE
             if not path.is_file():
-                raise DataError(f"{role} data: {LABELS_FILE} missing in {folder}; save the integer class id of every sample there")
+                raise DataError(
+                    f"{role} data: {LABELS_FILE} missing in {folder}; save the integer class id of every sample there"
+                )
             labels = _load(path, role)
             if labels.ndim != 1 or labels.dtype.kind not in "iu":
-                raise DataError(f"{role} data: {LABELS_FILE} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+                raise DataError(
+                    f"{role} data: {LABELS_FILE} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}"
+                )
             if labels.shape[0] != count * inputs[0].shape[0]:
                 raise DataError(
                     f"{role} data: {LABELS_FILE} has {labels.shape[0]} labels for {count * inputs[0].shape[0]} samples"

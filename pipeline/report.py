@@ -107,8 +107,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
             first = next(iter(entry["outputs"].values()))
+            how = entry["describe"].get("kernels", entry["describe"].get("provider", ""))
             lines.append(
-                f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | {rt} ({entry['describe'].get('kernels', entry['describe'].get('provider', ''))}) | "
+                f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | {rt} ({how}) | "
                 f"{_num(task.get('top1_accuracy'))} | {_num(task.get('top1_agreement'))} | {_num(first['cosine'], 6)} | "
                 f"{_num(first['sqnr_db'], 2)} | {_num(first['max_abs_error'])} |"
             )

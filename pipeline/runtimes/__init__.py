@@ -10,7 +10,6 @@ import importlib
 from typing import Any, Protocol
 
 import numpy as np
-
 from edgeq.context import Artifact
 
 __all__ = ["RUNTIMES", "Runtime", "create_runtime"]

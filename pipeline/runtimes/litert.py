@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from edgeq._fds import redirect_output
 from edgeq.context import Artifact
 

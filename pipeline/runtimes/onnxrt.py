@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from edgeq.context import Artifact
 
 __all__ = ["OnnxRuntime"]
@@ -31,7 +30,7 @@ class OnnxRuntime:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._outputs, feeds)
-        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self._outputs, values)}
+        return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self._outputs, values, strict=False)}
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgeq.config import InputSpec
 from edgeq.data import ArrayDataset
 from edgeq.layout import input_perm, match_name

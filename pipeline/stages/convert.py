@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgeq._fds import redirect_output
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
@@ -165,7 +164,7 @@ def io_mapping(path: Path, inputs: Any, onnx_outputs: list[str], onnx_out_shapes
     if len(sig_out) != len(onnx_outputs):
         raise ModelError(f"the .tflite has {len(sig_out)} outputs, the ONNX model {len(onnx_outputs)}")
     meta_out = []
-    for onnx_name, name in zip(onnx_outputs, sig_out):
+    for onnx_name, name in zip(onnx_outputs, sig_out, strict=False):
         d = out_details[name]
         shape = [int(x) for x in d["shape"]]
         meta_out.append({

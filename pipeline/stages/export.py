@@ -226,7 +226,7 @@ def _fix_inputs(model: Any, ctx: BuildContext) -> Any:
             raise ModelError(
                 f"input '{spec_in.name}' has rank {len(dims)} in the model but shape {list(spec_in.shape)} in edgeq.toml"
             )
-        for axis, (d, want) in enumerate(zip(dims, spec_in.shape)):
+        for axis, (d, want) in enumerate(zip(dims, spec_in.shape, strict=False)):
             if d.HasField("dim_value") and d.dim_value != want:
                 raise ModelError(
                     f"input '{spec_in.name}' dimension {axis} is {d.dim_value} in the model but {want} in edgeq.toml"

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Iterator
 
 import numpy as np
-
 from edgeq.context import Artifact, BuildContext
 from edgeq.data import ArrayDataset
 from edgeq.stages import StageResult
