@@ -44,7 +44,8 @@ LATENCY_PER_ROUND = 25
 
 
 class PeakRSS:
-    """Samples this process's resident set size every few ms; ``mark`` starts a new segment."""
+    """Samples the resident set size of this process plus its children (edgeq converts in a child
+    process) every few ms; ``mark`` starts a new segment."""
 
     def __init__(self) -> None:
         import psutil
@@ -59,6 +60,11 @@ class PeakRSS:
     def _loop(self) -> None:
         while not self._stop.is_set():
             rss = self.proc.memory_info().rss
+            for child in self.proc.children(recursive=True):
+                try:
+                    rss += child.memory_info().rss
+                except Exception:  # the child ended between listing and reading
+                    pass
             self.peaks[self.current] = max(self.peaks.get(self.current, 0), rss)
             time.sleep(0.005)
 
@@ -323,7 +329,7 @@ def write_results(r: dict[str, Any], path: Path) -> None:
         "",
         "## edgeq build, per stage",
         "",
-        "| stage | wall time (s) | peak RSS of the process |",
+        "| stage | wall time (s) | peak RSS (process + children) |",
         "|---|---|---|",
     ]
     for stage, s in e["stage_seconds"].items():
