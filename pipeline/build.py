@@ -111,6 +111,26 @@ def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
     return target.with_io_dtype(io_dtype)
 
 
+def open_data(spec: ModelSpec) -> tuple[Any, Any]:
+    """The calibration and eval sets, checked against the model before any work starts."""
+    if spec.task.kind == "translation":
+        from edgeq.text import ParallelText, Tokenizer
+
+        t = spec.task
+        tok = Tokenizer(t.tokenizer)
+        src_len = spec.graph(t.encoder).input(t.source_ids).shape[1]
+        tgt_len = spec.graph(t.decoder).input(t.target_ids).shape[1]
+        calibration = ParallelText.open(spec.data.calibration, "calibration", need_targets=True)
+        evaluation = ParallelText.open(spec.data.eval, "eval", need_targets=True)
+        for ds in (calibration, evaluation):
+            ds.check_lengths(tok, src_len, tgt_len)
+        return calibration, evaluation
+    calibration = ArrayDataset.open(spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples)
+    evaluation = ArrayDataset.open(spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification")
+    _check_labels(spec, evaluation)
+    return calibration, evaluation
+
+
 def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
     """Class ids in labels.npy must name a line of the labels file."""
     if spec.task.kind != "classification" or spec.task.labels is None:
@@ -135,9 +155,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[
     check_out_dir(out)
     if opts.keep_build_dir is not None:
         check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), out)
-    calibration = ArrayDataset.open(spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples)
-    evaluation = ArrayDataset.open(spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification")
-    _check_labels(spec, evaluation)
+    calibration, evaluation = open_data(spec)
 
     created = _make_parents(out.parent)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))

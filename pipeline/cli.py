@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from edgeq import __version__
-from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, EdgeqError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from edgeq import __version__
+from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, EdgeqError
 
 __all__ = ["app", "main"]
 
@@ -109,34 +110,44 @@ def _progress(name: str, k: int, total: int, status: str, seconds: float) -> Non
         err.print(f"[{k}/{total}] {name} failed after {seconds:.1f} s", markup=False)
 
 
+def _min_sqnr(entry: dict[str, Any]) -> str:
+    """The worst SQNR over every output of every graph ("inf" where outputs are identical)."""
+    values = [m for outs in entry["outputs"].values() for m in outs.values()]
+    finite = [m["sqnr_db"] for m in values if m["sqnr_db"] is not None]
+    if finite:
+        return f"{min(finite):.1f}"
+    return "inf" if all(m.get("identical") for m in values) else "-"
+
+
 def _summary(report: dict[str, Any], out: Path) -> None:
     from edgeq.report import format_gate
 
+    translation = report["task"] == "translation"
+    cols = (("BLEU", "bleu", 1), ("chrF", "chrf", 1), ("tok/s host", "tokens_per_second_host", 0)) if translation else (
+        ("accuracy", "top1_accuracy", 4), ("agreement", "top1_agreement", 4))
     console = Console(highlight=False)
     table = Table(title=f"{report['model']['name']} -> {report['target']['name']}")
-    for col in ("artifact", "bytes", "runtime", "accuracy", "agreement", "SQNR dB"):
+    for col in ("artifact", "bytes", "runtime", *(c[0] for c in cols), "SQNR dB"):
         table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+
+    def fmt(task: dict[str, Any], key: str, digits: int) -> str:
+        return f"{task[key]:.{digits}f}" if key in task else "-"
+
     ref = report["reference"]
-    acc = ref["metrics"].get("top1_accuracy")
     table.add_row("onnx_float (reference)", str(report["artifacts"]["onnx_float"]["bytes"]), ref["runtime"],
-                  f"{acc:.4f}" if acc is not None else "-", "-", "-")
+                  *(fmt(ref["metrics"], k, d) if k != "top1_agreement" else "-" for _, k, d in cols), "-")
     for key, art in report["artifacts"].items():
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
-            first = next(iter(entry["outputs"].values()))
-            sq = first["sqnr_db"]
-            table.add_row(
-                key, str(art["bytes"]), rt,
-                f"{task['top1_accuracy']:.4f}" if "top1_accuracy" in task else "-",
-                f"{task['top1_agreement']:.4f}" if "top1_agreement" in task else "-",
-                f"{sq:.1f}" if sq is not None else "inf",
-            )
+            table.add_row(key, str(art["bytes"]), rt, *(fmt(task, k, d) for _, k, d in cols), _min_sqnr(entry))
     console.print(table)
     for g in report["gates"]:
         style = "green" if g["passed"] else "red"
         console.print(f"[{style}]{escape(format_gate(g))}[/{style}]")
     size = report["size"]
     console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
+    for graph, reason in report["artifacts"]["tflite_int8"].get("float_fallback", {}).items():
+        console.print(f"{escape(graph)}: some ops stayed float32 (no int8 kernel); report.md lists them")
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
     console.print(f"{verdict}: bundle in {escape(str(out))} (report.md has the details)")
 

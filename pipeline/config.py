@@ -21,6 +21,7 @@ __all__ = [
     "GATE_DEFINITIONS",
     "DataSpec",
     "GateLimit",
+    "GraphSpec",
     "InputSpec",
     "ModelSpec",
     "OutputSpec",
@@ -36,8 +37,9 @@ __all__ = [
 CONFIG_FILE = "edgeq.toml"
 
 MODEL_FORMATS = ("pytorch", "onnx")
-INPUT_DTYPES = ("float32",)
-TASK_KINDS = ("classification", "generic")
+INPUT_DTYPES = ("float32", "int32")
+TASK_KINDS = ("classification", "generic", "translation")
+SINGLE_GRAPH = "model"  # the name of the one graph of a model configured with top-level [[inputs]]
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("float32", "int8")
 # Channels-first, PyTorch's convention; a layout ending in C declares a channels-last input.
@@ -47,6 +49,7 @@ _DEFAULT_LAYOUTS = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 # ``value <= limit`` for "max" gates and ``value >= limit`` for "min" gates.
 GATE_DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "accuracy_drop": ("max", "points", "top-1 accuracy of the float reference minus the artifact's, in percentage points"),
+    "bleu_drop": ("max", "BLEU", "corpus BLEU of the float reference's translations minus the artifact's, vs the references"),
     "top1_agreement": ("min", "fraction", "share of eval samples whose top-1 class matches the float reference"),
     "output_cosine": (
         "min", "cosine",
@@ -169,10 +172,47 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class GraphSpec:
+    """One graph of the model: exported, quantized and converted on its own.
+
+    A model configured with top-level [[inputs]] has one graph named "model"; an encoder-decoder
+    lists [[graphs]]. ``method`` is the PyTorch method exported for the graph (None: forward);
+    ``file`` is the graph's ONNX file for format = "onnx".
+    """
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    method: str | None = None
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{CONFIG_FILE}: graph '{self.name}': input names must be unique, got {names}")
+
+    def input(self, name: str) -> InputSpec:
+        return next(i for i in self.inputs if i.name == name)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
+    """What the model does, and so how edgeq feeds it and scores it.
+
+    translation: ``tokenizer`` is a SentencePiece model; ``encoder``/``decoder`` name the graphs and
+    ``source_ids``/``target_ids``/``memory``/``logits`` the tensors that wire them together.
+    """
+
     kind: str
     output: str | None = None
     labels: Path | None = None
+    tokenizer: Path | None = None
+    encoder: str = "encoder"
+    decoder: str = "decoder"
+    source_ids: str = "src_ids"
+    target_ids: str = "tgt_ids"
+    memory: str = "memory"
+    logits: str = "logits"
 
 
 @dataclass(frozen=True)
@@ -200,12 +240,11 @@ class ModelSpec:
     root: Path
     name: str
     format: str
-    file: Path
+    file: Path | None  # the model file; None for an ONNX model of several graphs (graphs name theirs)
     class_name: str | None
     weights: Path | None
     init_args: dict[str, Any]
-    inputs: tuple[InputSpec, ...]
-    outputs: tuple[OutputSpec, ...]
+    graphs: tuple[GraphSpec, ...]
     task: TaskSpec
     data: DataSpec
     quantization: QuantSpec
@@ -213,26 +252,122 @@ class ModelSpec:
     io_dtype: str | None
 
     def __post_init__(self) -> None:
-        names = [i.name for i in self.inputs]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{CONFIG_FILE}: input names must be unique, got {names}")
         if self.format == "pytorch" and not self.class_name:
             raise ConfigError(f"{CONFIG_FILE}: [model].class is required when format = 'pytorch'")
         if self.format == "pytorch" and self.weights is None:
             raise ConfigError(f"{CONFIG_FILE}: [model].weights is required when format = 'pytorch'")
-        if self.task.kind == "classification" and self.outputs and self.task.output not in {o.name for o in self.outputs}:
+        if self.task.kind == "translation":
+            self._check_translation()
+        elif len(self.graphs) != 1:
+            raise ConfigError(f"{CONFIG_FILE}: task '{self.task.kind}' takes one graph; use top-level [[inputs]]")
+        outputs = self.graphs[0].outputs
+        if self.task.kind == "classification" and outputs and self.task.output not in {o.name for o in outputs}:
             raise ConfigError(
                 f"{CONFIG_FILE}: [task].output '{self.task.output}' is not one of the [[outputs]]: "
-                f"{', '.join(o.name for o in self.outputs)}"
+                f"{', '.join(o.name for o in outputs)}"
             )
 
+    def _check_translation(self) -> None:
+        t = self.task
+        names = {g.name: g for g in self.graphs}
+        for role, gname in (("encoder", t.encoder), ("decoder", t.decoder)):
+            if gname not in names:
+                raise ConfigError(
+                    f"{CONFIG_FILE}: [task].{role} names graph '{gname}', but the [[graphs]] are: {', '.join(names)}"
+                )
+        enc, dec = names[t.encoder], names[t.decoder]
+        if len(self.graphs) != 2:
+            raise ConfigError(f"{CONFIG_FILE}: a translation model has two [[graphs]], an encoder and a decoder")
+        if [i.name for i in enc.inputs] != [t.source_ids]:
+            raise ConfigError(
+                f"{CONFIG_FILE}: the encoder graph must take exactly one input, '{t.source_ids}' (source token ids)"
+            )
+        if [o.name for o in enc.outputs] != [t.memory]:
+            raise ConfigError(f"{CONFIG_FILE}: the encoder graph must list exactly one output, '{t.memory}'")
+        allowed = {t.target_ids, t.memory, t.source_ids}
+        dec_in = {i.name for i in dec.inputs}
+        if not {t.target_ids, t.memory} <= dec_in or not dec_in <= allowed:
+            raise ConfigError(
+                f"{CONFIG_FILE}: the decoder graph's inputs must be '{t.target_ids}' and '{t.memory}' "
+                f"(and optionally '{t.source_ids}'), got {sorted(dec_in)}"
+            )
+        if [o.name for o in dec.outputs] != [t.logits]:
+            raise ConfigError(f"{CONFIG_FILE}: the decoder graph must list exactly one output, '{t.logits}'")
+        for g, name in ((enc, t.source_ids), (dec, t.target_ids)) + (((dec, t.source_ids),) if t.source_ids in dec_in else ()):
+            spec = g.input(name)
+            if spec.dtype != "int32" or len(spec.shape) != 2 or spec.shape[0] != 1:
+                raise ConfigError(
+                    f"{CONFIG_FILE}: graph '{g.name}' input '{name}' holds token ids: it must be int32 with shape "
+                    f"[1, max_length], got {spec.dtype} {list(spec.shape)}"
+                )
+        if dec.input(t.memory).dtype != "float32":
+            raise ConfigError(f"{CONFIG_FILE}: decoder input '{t.memory}' must be float32")
+        if self.task.tokenizer is None:
+            raise ConfigError(f"{CONFIG_FILE}: [task].tokenizer is required for translation (a SentencePiece .model)")
+
+    @property
+    def single(self) -> GraphSpec:
+        """The graph of a one-graph model."""
+        if len(self.graphs) != 1:
+            raise ConfigError(f"model '{self.name}' has {len(self.graphs)} graphs; this needs a one-graph model")
+        return self.graphs[0]
+
+    @property
+    def inputs(self) -> tuple[InputSpec, ...]:
+        return self.single.inputs
+
+    @property
+    def outputs(self) -> tuple[OutputSpec, ...]:
+        return self.single.outputs
+
     def input(self, name: str) -> InputSpec:
-        return next(i for i in self.inputs if i.name == name)
+        return self.single.input(name)
+
+    def graph(self, name: str) -> GraphSpec:
+        return next(g for g in self.graphs if g.name == name)
+
+    @property
+    def source_files(self) -> list[Path]:
+        """Every file the model is made of, in a fixed order (for hashes)."""
+        files = [p for p in (self.file, self.weights) if p is not None]
+        return files + [g.file for g in self.graphs if g.file is not None and g.file not in files]
 
 
 def _path(root: Path, rel: str, what: str) -> Path:
     p = Path(rel)
     return p if p.is_absolute() else (root / p)
+
+
+def _parse_inputs(raw_inputs: list[Any], where: str, f: str) -> tuple[InputSpec, ...]:
+    if not raw_inputs:
+        raise ConfigError(f"{f}: [[{where}]] must list at least one input")
+    inputs = []
+    for k, item in enumerate(raw_inputs):
+        t = _Table(item, f"{where}[{k}]", f)
+        iname = t.get("name", str)
+        shape = t.get("shape", list)
+        if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ConfigError(
+                f"{f}: {where}[{k}].shape must be a list of positive integers (fixed shape), got {shape!r}"
+            )
+        dtype = t.get("dtype", str, "float32", choices=INPUT_DTYPES)
+        layout = t.get("layout", str, _DEFAULT_LAYOUTS.get(len(shape), "N" + "C" * (len(shape) - 1)))
+        pre = t.get("preprocessing", dict, {})
+        t.finish()
+        inputs.append(InputSpec(iname, tuple(shape), dtype, layout.upper(), dict(pre)))
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{f}: input names must be unique, got {names}")
+    return tuple(inputs)
+
+
+def _parse_outputs(raw_outputs: list[Any], where: str, f: str) -> tuple[OutputSpec, ...]:
+    outputs = []
+    for k, item in enumerate(raw_outputs):
+        t = _Table(item, f"{where}[{k}]", f)
+        outputs.append(OutputSpec(t.get("name", str)))
+        t.finish()
+    return tuple(outputs)
 
 
 def load_model_spec(model_dir: Path | str) -> ModelSpec:
@@ -256,44 +391,64 @@ def load_model_spec(model_dir: Path | str) -> ModelSpec:
     m = top.table("model")
     name = m.get("name", str)
     fmt = m.get("format", str, choices=MODEL_FORMATS)
-    file = _path(root, m.get("file", str), "model file")
+    # An ONNX model of several graphs names one file per graph instead of [model].file.
+    file_needed = fmt == "pytorch" or "graphs" not in raw
+    file_rel = m.get("file", str, ... if file_needed else None)
+    file = _path(root, file_rel, "model file") if file_rel else None
     class_name = m.get("class", str, None)
     weights_rel = m.get("weights", str, None)
     weights = _path(root, weights_rel, "weights") if weights_rel else None
     init_args = m.get("init_args", dict, {})
     m.finish()
-    if not file.is_file():
+    if file is not None and not file.is_file():
         raise ModelError(f"{f}: [model].file {str(file)!r} does not exist; fix the path (relative to {root})")
     if weights is not None and not weights.is_file():
         raise ModelError(f"{f}: [model].weights {str(weights)!r} does not exist; fix the path (relative to {root})")
 
-    raw_inputs = top.get("inputs", list)
-    if not raw_inputs:
-        raise ConfigError(f"{f}: [[inputs]] must list at least one input")
-    inputs = []
-    for k, item in enumerate(raw_inputs):
-        t = _Table(item, f"inputs[{k}]", f)
-        iname = t.get("name", str)
-        shape = t.get("shape", list)
-        if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-            raise ConfigError(f"{f}: inputs[{k}].shape must be a list of positive integers (fixed shape), got {shape!r}")
-        dtype = t.get("dtype", str, "float32", choices=INPUT_DTYPES)
-        layout = t.get("layout", str, _DEFAULT_LAYOUTS.get(len(shape), "N" + "C" * (len(shape) - 1)))
-        pre = t.get("preprocessing", dict, {})
-        t.finish()
-        inputs.append(InputSpec(iname, tuple(shape), dtype, layout.upper(), dict(pre)))
-
-    outputs = []
-    for k, item in enumerate(top.get("outputs", list, [])):
-        t = _Table(item, f"outputs[{k}]", f)
-        outputs.append(OutputSpec(t.get("name", str)))
-        t.finish()
+    if "graphs" in raw:
+        if "inputs" in raw or "outputs" in raw:
+            raise ConfigError(f"{f}: use either top-level [[inputs]]/[[outputs]] (one graph) or [[graphs]], not both")
+        raw_graphs = top.get("graphs", list)
+        if not raw_graphs:
+            raise ConfigError(f"{f}: [[graphs]] must list at least one graph")
+        graphs = []
+        for k, item in enumerate(raw_graphs):
+            gt = _Table(item, f"graphs[{k}]", f)
+            gname = gt.get("name", str)
+            method = gt.get("method", str, None)
+            gfile_rel = gt.get("file", str, None)
+            gfile = _path(root, gfile_rel, "graph file") if gfile_rel else None
+            if fmt == "onnx":
+                if gfile is None:
+                    raise ConfigError(f"{f}: graphs[{k}].file is required for format = 'onnx' (one .onnx file per graph)")
+                if not gfile.is_file():
+                    raise ModelError(f"{f}: graphs[{k}].file {str(gfile)!r} does not exist; fix the path (relative to {root})")
+            g_inputs = _parse_inputs(gt.get("inputs", list), f"graphs[{k}].inputs", f)
+            g_outputs = _parse_outputs(gt.get("outputs", list, []), f"graphs[{k}].outputs", f)
+            gt.finish()
+            graphs.append(GraphSpec(gname, g_inputs, g_outputs, method, gfile))
+        gnames = [g.name for g in graphs]
+        if len(set(gnames)) != len(gnames):
+            raise ConfigError(f"{f}: graph names must be unique, got {gnames}")
+    else:
+        graphs = [GraphSpec(SINGLE_GRAPH, _parse_inputs(top.get("inputs", list), "inputs", f),
+                            _parse_outputs(top.get("outputs", list, []), "outputs", f), None,
+                            file if fmt == "onnx" else None)]
 
     t = top.table("task")
     kind = t.get("kind", str, choices=TASK_KINDS)
     task_output = t.get("output", str, None)
     labels_rel = t.get("labels", str, None)
+    tokenizer_rel = t.get("tokenizer", str, None)
+    wiring = {key: t.get(key, str, getattr(TaskSpec, key))
+              for key in ("encoder", "decoder", "source_ids", "target_ids", "memory", "logits")}
     t.finish()
+    if kind != "translation" and (tokenizer_rel or any(k in t.data for k in wiring)):
+        raise ConfigError(f"{f}: [task] tokenizer/encoder/decoder keys are for kind = 'translation' only")
+    tokenizer = _path(root, tokenizer_rel, "tokenizer") if tokenizer_rel else None
+    if tokenizer is not None and not tokenizer.is_file():
+        raise ConfigError(f"{f}: [task].tokenizer {str(tokenizer)!r} does not exist; fix the path (relative to {root})")
+    outputs = graphs[0].outputs
     if kind == "classification" and task_output is None:
         if len(outputs) == 1:
             task_output = outputs[0].name
@@ -302,7 +457,7 @@ def load_model_spec(model_dir: Path | str) -> ModelSpec:
     labels = _path(root, labels_rel, "labels") if labels_rel else None
     if labels is not None and not labels.is_file():
         raise ConfigError(f"{f}: [task].labels {str(labels)!r} does not exist; fix the path (relative to {root})")
-    task = TaskSpec(kind, task_output, labels)
+    task = TaskSpec(kind, task_output, labels, tokenizer, **wiring)
 
     d = top.table("data")
     calib = _path(root, d.get("calibration", str), "calibration data")
@@ -332,7 +487,7 @@ def load_model_spec(model_dir: Path | str) -> ModelSpec:
 
     return ModelSpec(
         root=root, name=name, format=fmt, file=file, class_name=class_name, weights=weights,
-        init_args=dict(init_args), inputs=tuple(inputs), outputs=tuple(outputs), task=task,
+        init_args=dict(init_args), graphs=tuple(graphs), task=task,
         data=data, quantization=quant, gates=gates, io_dtype=io_dtype,
     )
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from edgeq.config import InputSpec
 from edgeq.errors import DataError
 

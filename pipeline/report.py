@@ -36,13 +36,22 @@ def build_report(ctx: BuildContext) -> dict[str, Any]:
             "float32_tflite_bytes": f32,
             "int8_tflite_bytes": i8,
             "int8_to_float32_ratio": i8 / f32 if f32 else None,
-            "int8_tflite_breakdown": arts["tflite_int8"]["inspection"]["size_breakdown"],
+            "int8_tflite_breakdown": _merged_breakdown(arts["tflite_int8"]["inspection"]),
         },
         "quantization": ctx.results.get("quantize", {}),
         "conversion": ctx.results.get("convert", {}),
         # Host wall time of each stage: the only field that differs between two identical builds.
         "stage_seconds": {k: round(s, 3) for k, s in ctx.timings.items()},
     }
+
+
+def _merged_breakdown(inspection: dict[str, Any]) -> dict[str, int]:
+    """Where the bytes of all the INT8 .tflite files go, summed over graphs."""
+    total: dict[str, int] = {}
+    for insp in inspection.values():
+        for part, b in insp["size_breakdown"].items():
+            total[part] = total.get(part, 0) + b
+    return total
 
 
 def _num(x: Any, digits: int = 4) -> str:
@@ -98,21 +107,30 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Reference", "",
               f"float ONNX on {ref['runtime']} {ref['version']}: "
               + ", ".join(f"{k} {_num(v)}" for k, v in ref["metrics"].items())]
+    translation = report["task"] == "translation"
+    task_cols = ("BLEU", "chrF", "exact", "BLEU vs float", "tokens/s (host)") if translation else ("top-1", "agreement")
+    task_keys = ("bleu", "chrf", "exact_match", "bleu_vs_float", "tokens_per_second_host") if translation else (
+        "top1_accuracy", "top1_agreement")
     lines += ["", "## Artifacts", "",
-              "| artifact | bytes | runtime | top-1 | agreement | cosine | SQNR dB | max abs err |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| artifact | bytes | runtime | " + " | ".join(task_cols) + " |",
+              "|---|---|---|" + "---|" * len(task_cols)]
     for key, art in report["artifacts"].items():
         if not art["runtimes"]:
-            lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | - | - | - | - | - | - |")
+            lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | - |" + " - |" * len(task_cols))
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
-            first = next(iter(entry["outputs"].values()))
             how = entry["describe"].get("kernels", entry["describe"].get("provider", ""))
-            lines.append(
-                f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | {rt} ({how}) | "
-                f"{_num(task.get('top1_accuracy'))} | {_num(task.get('top1_agreement'))} | {_num(first['cosine'], 6)} | "
-                f"{_num(first['sqnr_db'], 2)} | {_num(first['max_abs_error'])} |"
-            )
+            values = " | ".join(_num(task.get(k), 1 if k in ("bleu", "chrf", "bleu_vs_float", "tokens_per_second_host") else 4)
+                                for k in task_keys)
+            lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | {rt} ({how}) | {values} |")
+    lines += ["", "## Outputs vs the float reference", "",
+              "| artifact | runtime | graph | output | cosine | SQNR dB | max abs err |", "|---|---|---|---|---|---|---|"]
+    for key, art in report["artifacts"].items():
+        for rt, entry in art["runtimes"].items():
+            for graph, outs in entry["outputs"].items():
+                for name, m in outs.items():
+                    lines.append(f"| {key} | {rt} | {graph} | {name} | {_num(m['cosine'], 6)} | "
+                                 f"{_num(m['sqnr_db'], 2)} | {_num(m['max_abs_error'])} |")
     size = report["size"]
     lines += ["", "## Size", "",
               f"INT8 .tflite {size['int8_tflite_bytes']} bytes = {_num(size['int8_to_float32_ratio'], 3)} x the float32 "
@@ -120,12 +138,17 @@ def render_markdown(report: dict[str, Any]) -> str:
               "| part | bytes | share |", "|---|---|---|"]
     for part, b in size["int8_tflite_breakdown"].items():
         lines.append(f"| {part} | {b} | {b / size['int8_tflite_bytes']:.1%} |")
-    insp = report["artifacts"]["tflite_int8"]["inspection"]
-    lines += ["", "## INT8 ops", "",
-              f"{insp['int8_compute_ops']} of {insp['compute_ops']} compute ops run in int8. Op counts: "
-              + ", ".join(f"{k} {v}" for k, v in insp["ops"].items()) + "."]
-    if insp["float_output_ops"]:
-        lines.append(f"Ops with float32 outputs: {', '.join(insp['float_output_ops'])}.")
+    shipped = report["artifacts"]["tflite_int8"]
+    lines += ["", "## INT8 ops", ""]
+    for graph, insp in shipped["inspection"].items():
+        lines.append(
+            f"- {graph}: {insp['int8_compute_ops']} of {insp['compute_ops']} compute ops run in int8. Op counts: "
+            + ", ".join(f"{k} {v}" for k, v in insp["ops"].items()) + "."
+        )
+        if insp["float_output_ops"]:
+            lines.append(f"  Ops left in float32: {', '.join(insp['float_output_ops'])}.")
+    for graph, reason in shipped.get("float_fallback", {}).items():
+        lines.append(f"- {graph}: why - the converter has no int8 kernel for them: {reason}")
     q = report["quantization"]
     if q:
         lines += ["", "## Quantization (INT8 ONNX)", ""] + [f"- {k}: {v}" for k, v in q.items()]

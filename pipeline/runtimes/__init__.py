@@ -10,6 +10,7 @@ import importlib
 from typing import Any, Protocol
 
 import numpy as np
+
 from edgeq.context import Artifact
 
 __all__ = ["RUNTIMES", "Runtime", "create_runtime"]

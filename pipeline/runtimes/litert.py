@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from edgeq._fds import redirect_output
 from edgeq.context import Artifact
 
@@ -57,11 +58,11 @@ class LiteRT:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = {}
         for m in self._meta["inputs"]:
-            x = np.asarray(feeds[m["name"]], dtype=np.float32).transpose(m["perm"])
-            if m["dtype"] in ("int8", "uint8", "int16"):
-                x = quantize(x, m["quantization"], m["dtype"])
+            x = np.asarray(feeds[m["name"]]).transpose(m["perm"])
+            if m["dtype"] in ("int8", "uint8", "int16") and m["quantization"]:
+                x = quantize(x.astype(np.float32), m["quantization"], m["dtype"])  # a float tensor, quantized
             else:
-                x = x.astype(m["dtype"])
+                x = x.astype(m["dtype"])  # float32 stays float32; token ids stay integers
             args[m["tflite_name"]] = np.ascontiguousarray(x)
         raw = self._runner(**args)
         out = {}

@@ -42,6 +42,7 @@ class Stage(Protocol):
 
 STAGES: tuple[tuple[str, str], ...] = (
     ("export", "edgeq.stages.export"),
+    ("calibrate", "edgeq.stages.calibrate"),
     ("quantize", "edgeq.stages.quantize"),
     ("convert", "edgeq.stages.convert"),
     ("validate", "edgeq.stages.validate"),

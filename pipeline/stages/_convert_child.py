@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgeq.config import InputSpec
 from edgeq.data import ArrayDataset
 from edgeq.layout import input_perm, match_name
@@ -98,7 +99,15 @@ def _signature_inputs(saved: Path) -> list[str]:
     return [spec.name or key for key, spec in kwargs.items()]
 
 
-def saved_model_to_tflite(saved: Path, inputs: list[InputSpec], calibration: ArrayDataset, io_dtype: str) -> tuple[bytes, bytes]:
+def saved_model_to_tflite(
+    saved: Path, inputs: list[InputSpec], calibration: ArrayDataset, io_dtype: str
+) -> tuple[bytes, bytes, str | None]:
+    """float32 and INT8 .tflite bytes, and why ops stayed float in the INT8 file (None: none did).
+
+    The INT8 file is first converted with int8 kernels only. If the converter refuses an op, it is
+    converted again with float kernels allowed for the ops that have no int8 kernel; its message
+    (which names those ops) is returned, so that the report says which ops stayed float and why.
+    """
     import tensorflow as tf
 
     sig_inputs = _signature_inputs(saved)
@@ -116,29 +125,42 @@ def saved_model_to_tflite(saved: Path, inputs: list[InputSpec], calibration: Arr
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
     f32 = conv.convert()
 
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io_dtype == "int8":
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
+    def int8_converter(ops: list[Any]) -> Any:
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = ops
+        if io_dtype == "int8":
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        return conv
+
     try:
-        int8 = conv.convert()
-    except Exception as e:  # the converter raises ConverterError with the op list in its text
-        msg = " ".join(str(e).split())
-        raise ConversionFailed(f"full-integer INT8 conversion failed: {msg[:400]}") from e
-    return f32, int8
+        return f32, int8_converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]).convert(), None
+    except Exception as strict:  # ConverterError; its text names the ops without int8 kernels
+        reason = _converter_message(strict)
+    try:
+        mixed = int8_converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
+    except Exception as e:
+        raise ConversionFailed(f"INT8 conversion failed: {reason}; with float kernels allowed: {_converter_message(e)}") from e
+    return f32, mixed, reason
 
 
-def run(job: dict[str, Any]) -> None:
+def _converter_message(e: Exception) -> str:
+    lines = [" ".join(ln.split()) for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "error:" in ln.lower() or "not supported" in ln.lower()] or lines or [type(e).__name__]
+    return "; ".join(dict.fromkeys(useful))[:600]
+
+
+def run(job: dict[str, Any]) -> str | None:
     inputs = [InputSpec(i["name"], tuple(i["shape"]), i["dtype"], i["layout"]) for i in job["inputs"]]
     calibration = ArrayDataset.open(Path(job["calibration"]), tuple(inputs), "calibration", limit=job["limit"])
     saved = Path(job["saved_model"])
     onnx_to_saved_model(Path(job["onnx"]), saved, inputs, calibration)
-    f32, int8 = saved_model_to_tflite(saved, inputs, calibration, job["io_dtype"])
+    f32, int8, fallback = saved_model_to_tflite(saved, inputs, calibration, job["io_dtype"])
     Path(job["tflite_float32"]).write_bytes(f32)
     Path(job["tflite_int8"]).write_bytes(int8)
+    return fallback
 
 
 def main(argv: list[str]) -> int:
@@ -150,12 +172,12 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     os.chdir(job["workdir"])  # onnx2tf writes scratch files into the working directory
     try:
-        run(job)
+        fallback = run(job)
     except ConversionFailed as e:
         traceback.print_exc()
         result_path.write_text(json.dumps({"ok": False, "error": str(e)}), encoding="utf-8")
         return 2
-    result_path.write_text(json.dumps({"ok": True}), encoding="utf-8")
+    result_path.write_text(json.dumps({"ok": True, "float_fallback": fallback}), encoding="utf-8")
     return 0
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgeq._fds import redirect_output
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
@@ -42,30 +43,36 @@ class ConvertStage:
     produces = ("saved_model", "tflite_float32", "tflite_int8")
 
     def run(self, ctx: BuildContext) -> StageResult:
-        onnx_art = ctx.artifacts["onnx_float"]
-        saved = ctx.build_dir / "saved_model"
         log_path = ctx.build_dir / "convert.log"
-        f32_path = ctx.build_dir / "model.float32.tflite"
-        int8_path = ctx.build_dir / "model.int8.tflite"
         io_dtype = ctx.target.io_dtype
-        job = {
-            "onnx": str(onnx_art.path), "saved_model": str(saved), "workdir": str(ctx.build_dir),
-            "tflite_float32": str(f32_path), "tflite_int8": str(int8_path), "io_dtype": io_dtype,
-            "calibration": str(ctx.calibration.folder), "limit": ctx.calibration.count,
-            "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout}
-                       for i in ctx.spec.inputs],
-        }
-        run_child(job, ctx.build_dir / "convert_job.json", log_path)
-        ctx.add(Artifact("saved_model", saved, "saved_model", "float32"))
-        onnx_outputs = onnx_art.meta["outputs"]
-        out_shapes = _onnx_output_shapes(onnx_art.path)
-        for key, path, precision in (("tflite_float32", f32_path, "float32"), ("tflite_int8", int8_path, "int8")):
-            ctx.add(Artifact(key, path, "tflite", precision, io_mapping(path, ctx.spec.inputs, onnx_outputs, out_shapes)))
+        graphs = {}
+        for graph in ctx.spec.graphs:
+            onnx_art = ctx.artifact("onnx_float", graph.name)
+            saved = ctx.build_dir / f"{graph.name}.saved_model"
+            f32_path = ctx.build_dir / f"{graph.name}.float32.tflite"
+            int8_path = ctx.build_dir / f"{graph.name}.int8.tflite"
+            calibration = ctx.graph_calibration[graph.name]
+            job = {
+                "onnx": str(onnx_art.path), "saved_model": str(saved), "workdir": str(ctx.build_dir),
+                "tflite_float32": str(f32_path), "tflite_int8": str(int8_path), "io_dtype": io_dtype,
+                "calibration": str(calibration.folder), "limit": calibration.count,
+                "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout}
+                           for i in graph.inputs],
+            }
+            result = run_child(job, ctx.build_dir / f"{graph.name}.convert_job.json", log_path)
+            ctx.add(Artifact("saved_model", saved, "saved_model", "float32", graph=graph.name))
+            onnx_outputs = onnx_art.meta["outputs"]
+            out_shapes = _onnx_output_shapes(onnx_art.path)
+            for key, path, precision in (("tflite_float32", f32_path, "float32"), ("tflite_int8", int8_path, "int8")):
+                meta = io_mapping(path, graph.inputs, onnx_outputs, out_shapes)
+                ctx.add(Artifact(key, path, "tflite", precision, meta, graph=graph.name))
+            graphs[graph.name] = {"float_fallback": result.get("float_fallback")}
         info = {
             "converter": "onnx2tf -> SavedModel -> tf.lite.TFLiteConverter (child process)",
             "int8_ops_set": "TFLITE_BUILTINS_INT8",
             "io_dtype": io_dtype,
             "log": log_path.name,
+            "graphs": graphs,
         }
         ctx.results["convert"] = info
         return StageResult(self.produces, info)
@@ -74,7 +81,7 @@ class ConvertStage:
 STAGE = ConvertStage()
 
 
-def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> None:
+def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> dict[str, Any]:
     """Run the converters in ``edgeq.stages._convert_child``; its output goes to ``log_path``."""
     job_path.write_text(json.dumps(job, indent=2), encoding="utf-8")
     result_path = job_path.with_suffix(".result.json")
@@ -85,7 +92,7 @@ def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> None:
         )
     result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
     if proc.returncode == 0 and result and result.get("ok"):
-        return
+        return result
     if result and not result.get("ok"):
         raise ModelError(f"{result['error']} (converter log: {log_path.name})")
     if proc.returncode < 0:

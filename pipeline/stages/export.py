@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeq.config import GraphSpec
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
 from edgeq.stages import StageResult
@@ -28,7 +29,7 @@ __all__ = ["STAGE", "ExportStage", "OPSET"]
 OPSET = 17
 # Per-channel QDQ needs DequantizeLinear's axis attribute, which arrived in opset 13.
 MIN_OPSET = 13
-_ONNX_DTYPES = {"float32": 1}  # onnx.TensorProto.FLOAT
+_ONNX_DTYPES = {"float32": 1, "int32": 6}  # onnx.TensorProto.FLOAT, INT32
 
 
 class ExportStage:
@@ -37,36 +38,40 @@ class ExportStage:
     produces = ("onnx_float",)
 
     def run(self, ctx: BuildContext) -> StageResult:
+        spec = ctx.spec
+        torch_model = _load_pytorch(ctx) if spec.format == "pytorch" else None
+        graphs = {}
+        for graph in spec.graphs:
+            graphs[graph.name] = self._graph(ctx, graph, torch_model)
+        ctx.results["export"] = {"source_sha256": _sha256_files(spec.source_files), "graphs": graphs}
+        return StageResult(("onnx_float",), ctx.results["export"])
+
+    def _graph(self, ctx: BuildContext, graph: GraphSpec, torch_model: Any) -> dict[str, Any]:
         import onnx
 
-        spec = ctx.spec
-        raw = ctx.build_dir / "model.exported.onnx"
-        if spec.format == "pytorch":
-            _export_pytorch(ctx, raw)
+        raw = ctx.build_dir / f"{graph.name}.exported.onnx"
+        if torch_model is not None:
+            _export_pytorch(ctx, graph, torch_model, raw)
+            source = ctx.spec.file
         else:
-            _check_onnx_size(spec.file)
-            raw.write_bytes(spec.file.read_bytes())
-        model = _load_onnx(raw, spec.file)
+            source = graph.file
+            _check_onnx_size(source)
+            raw.write_bytes(source.read_bytes())
+        model = _load_onnx(raw, source)
         model = _upgrade_opset(model)
-        model = _fix_inputs(model, ctx)
-        model = _select_outputs(model, ctx)
+        model = _fix_inputs(model, graph, source)
+        model = _select_outputs(model, graph)
         try:
             onnx.checker.check_model(model, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            raise ModelError(f"{spec.file.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from e
+            raise ModelError(f"{source.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from e
         model = _simplify(model)
         onnx.checker.check_model(model, full_check=True)
-        out = ctx.build_dir / "model.float.onnx"
+        out = ctx.build_dir / f"{graph.name}.float.onnx"
         onnx.save_model(model, str(out))
         outputs = [o.name for o in model.graph.output]
-        ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}))
-        ctx.results["export"] = {
-            "source_sha256": _sha256_files([spec.file] + ([spec.weights] if spec.weights else [])),
-            "opset": _opset(model),
-            "outputs": outputs,
-            "nodes": len(model.graph.node),
-        }
-        return StageResult(("onnx_float",), ctx.results["export"])
+        ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}, graph=graph.name))
+        return {"opset": _opset(model), "outputs": outputs, "nodes": len(model.graph.node)}
 
 
 STAGE = ExportStage()
@@ -151,7 +156,8 @@ def _load_state_dict(path: Path) -> dict[str, Any]:
     raise ModelError(f"weights file {path.name}: unsupported extension; use .safetensors, .pt or .pth")
 
 
-def _export_pytorch(ctx: BuildContext, out: Path) -> None:
+def _load_pytorch(ctx: BuildContext) -> Any:
+    """The user's nn.Module, built from its code and loaded from weights without pickle."""
     try:
         import torch
     except ImportError as e:
@@ -173,20 +179,51 @@ def _export_pytorch(ctx: BuildContext, out: Path) -> None:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise ModelError(f"{spec.weights.name} does not match {spec.class_name}: {first}") from e
     model.eval()
-    example = tuple(torch.zeros(i.shape, dtype=torch.float32) for i in spec.inputs)
-    output_names = [o.name for o in spec.outputs] or None
+    return model
+
+
+class _Method:
+    """Wraps ``model.<method>`` as a module whose forward the exporter can trace."""
+
+    def __new__(cls, model: Any, method: str) -> Any:
+        import torch
+
+        class Method(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *args: Any) -> Any:
+                return getattr(self.model, method)(*args)
+
+        return Method()
+
+
+def _export_pytorch(ctx: BuildContext, graph: GraphSpec, model: Any, out: Path) -> None:
+    import torch
+
+    spec = ctx.spec
+    what = spec.class_name
+    if graph.method is not None:
+        if not callable(getattr(model, graph.method, None)):
+            raise ModelError(f"{spec.class_name} has no method '{graph.method}'; fix graphs.method in edgeq.toml")
+        what = f"{spec.class_name}.{graph.method}"
+        model = _Method(model, graph.method)
+    dtypes = {"float32": torch.float32, "int32": torch.int32}
+    example = tuple(torch.zeros(i.shape, dtype=dtypes[i.dtype]) for i in graph.inputs)
+    output_names = [o.name for o in graph.outputs] or None
     with torch.no_grad():
         try:
             result = model(*example)
         except Exception as e:
             raise ModelError(
-                f"{spec.class_name} failed on inputs of shapes {[list(i.shape) for i in spec.inputs]}: "
+                f"{what} failed on inputs of shapes {[list(i.shape) for i in graph.inputs]}: "
                 f"{type(e).__name__}: {e}"
             ) from e
     n_out = len(result) if isinstance(result, (tuple, list)) else 1
     if output_names and len(output_names) != n_out:
         raise ModelError(
-            f"{spec.class_name} returns {n_out} output(s) but edgeq.toml lists {len(output_names)}: {output_names}"
+            f"{what} returns {n_out} output(s) but edgeq.toml lists {len(output_names)}: {output_names}"
         )
     import warnings
 
@@ -194,19 +231,19 @@ def _export_pytorch(ctx: BuildContext, out: Path) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, example, str(out), dynamo=False, opset_version=OPSET,
-            input_names=[i.name for i in spec.inputs], output_names=output_names,
+            input_names=[i.name for i in graph.inputs], output_names=output_names,
             do_constant_folding=True,
         )
 
 
-def _fix_inputs(model: Any, ctx: BuildContext) -> Any:
+def _fix_inputs(model: Any, graph: GraphSpec, source: Path) -> Any:
     import onnx
 
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     by_name = {i.name: i for i in graph_inputs}
-    wanted = {i.name for i in ctx.spec.inputs}
-    for spec_in in ctx.spec.inputs:
+    wanted = {i.name for i in graph.inputs}
+    for spec_in in graph.inputs:
         if spec_in.name not in by_name:
             raise ModelError(
                 f"edgeq.toml names input '{spec_in.name}' but the model's inputs are: "
@@ -215,7 +252,7 @@ def _fix_inputs(model: Any, ctx: BuildContext) -> Any:
     extra = [n for n in by_name if n not in wanted]
     if extra:
         raise ModelError(f"the model has inputs not listed in edgeq.toml: {', '.join(extra)}; add them to [[inputs]]")
-    for spec_in in ctx.spec.inputs:
+    for spec_in in graph.inputs:
         vi = by_name[spec_in.name]
         tt = vi.type.tensor_type
         if tt.elem_type != _ONNX_DTYPES[spec_in.dtype]:
@@ -243,12 +280,12 @@ def _fix_inputs(model: Any, ctx: BuildContext) -> Any:
     except onnx.shape_inference.InferenceError as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(
-            f"{ctx.spec.file.name} is not a valid ONNX model with the shapes in edgeq.toml: {detail[:300]}"
+            f"{source.name} is not a valid ONNX model with the shapes in edgeq.toml: {detail[:300]}"
         ) from e
 
 
-def _select_outputs(model: Any, ctx: BuildContext) -> Any:
-    wanted = [o.name for o in ctx.spec.outputs]
+def _select_outputs(model: Any, graph: GraphSpec) -> Any:
+    wanted = [o.name for o in graph.outputs]
     if not wanted:
         return model
     have = {o.name: o for o in model.graph.output}

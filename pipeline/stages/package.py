@@ -56,6 +56,50 @@ def _layout(onnx_layout: str, perm: list[int]) -> str:
     return "".join(onnx_layout[i] for i in perm) if len(onnx_layout) == len(perm) else ""
 
 
+def _graph_json(graph: Any, art: Any, file_name: str) -> dict[str, Any]:
+    inputs = []
+    for m in art.meta["inputs"]:
+        s = graph.input(m["name"])
+        inputs.append({
+            "name": m["name"], "tensor": m["tflite_name"], "shape": m["shape"], "dtype": m["dtype"],
+            "layout": _layout(s.layout, m["perm"]), "quantization": m["quantization"],
+            "preprocessing": s.preprocessing,
+        })
+    outputs = [{"name": m["name"], "tensor": m["tflite_name"], "shape": m["shape"], "dtype": m["dtype"],
+                "quantization": m["quantization"]} for m in art.meta["outputs"]]
+    return {"file": file_name, "signature": art.meta["signature"], "inputs": inputs, "outputs": outputs}
+
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def _decode_json(ctx: BuildContext, out: Path) -> dict[str, Any]:
+    """The decode loop an app runs (edgeq.decode.greedy_decode, the loop edgeq validated)."""
+    from edgeq.tasks.translation import decode_spec, source_len, tokenizer_for
+
+    tok = tokenizer_for(ctx)
+    shutil.copyfile(tok.path, out / TOKENIZER_FILE)
+    ds = decode_spec(ctx, tok)
+    t = ctx.spec.task
+    return {
+        "tokenizer": TOKENIZER_FILE,
+        "tokenizer_type": "sentencepiece",
+        "bos_id": ds.bos_id, "eos_id": ds.eos_id, "pad_id": ds.pad_id,
+        "source_length": source_len(ctx), "target_length": ds.target_len,
+        "encoder": {"graph": t.encoder, "input": t.source_ids, "output": t.memory},
+        "decoder": {"graph": t.decoder, "target_input": t.target_ids, "memory_input": t.memory,
+                    "source_input": t.source_ids if ds.decoder_takes_source else None, "output": t.logits},
+        "loop": [
+            "source row = tokenizer pieces of the text, then eos_id, padded with pad_id to source_length",
+            "memory = encoder(source row)",
+            "target row = [bos_id] padded with pad_id to target_length",
+            "for t in 0 .. target_length - 2: logits = decoder(target row, memory[, source row]); "
+            "next = argmax(logits[0, t]); stop if next == eos_id; target row[t + 1] = next",
+            "translation = tokenizer.decode(target row[1 : t + 1])",
+        ],
+    }
+
+
 class PackageStage:
     name = "package"
     requires = ("tflite_int8",)
@@ -64,8 +108,13 @@ class PackageStage:
     def run(self, ctx: BuildContext) -> StageResult:
         out = ctx.bundle_dir
         spec, target = ctx.spec, ctx.target
-        art = ctx.artifacts["tflite_int8"]
-        shutil.copyfile(art.path, out / target.model_file)
+        single = len(spec.graphs) == 1
+        graphs = {}
+        for graph in spec.graphs:
+            art = ctx.artifact("tflite_int8", graph.name)
+            name = target.model_file if single else f"{graph.name}.tflite"
+            shutil.copyfile(art.path, out / name)
+            graphs[graph.name] = _graph_json(graph, art, name)
 
         labels_name = None
         if spec.task.labels is not None:
@@ -73,29 +122,23 @@ class PackageStage:
             lines = [ln.strip() for ln in spec.task.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
             (out / labels_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-        inputs = []
-        for m in art.meta["inputs"]:
-            s = spec.input(m["name"])
-            inputs.append({
-                "name": m["name"], "tensor": m["tflite_name"], "shape": m["shape"], "dtype": m["dtype"],
-                "layout": _layout(s.layout, m["perm"]), "quantization": m["quantization"],
-                "preprocessing": s.preprocessing,
-            })
-        outputs = [{"name": m["name"], "tensor": m["tflite_name"], "shape": m["shape"], "dtype": m["dtype"],
-                    "quantization": m["quantization"]} for m in art.meta["outputs"]]
-        model_json = {
+        model_json: dict[str, Any] = {
             "name": spec.name,
-            "file": target.model_file,
             "format": target.format,
             "precision": target.precision,
             "io_dtype": target.io_dtype,
-            "signature": art.meta["signature"],
-            "inputs": inputs,
-            "outputs": outputs,
-            "task": {"kind": spec.task.kind, "output": spec.task.output, "labels": labels_name},
-            "runtime": {"name": "LiteRT (TFLite runtime)", "threads": target.threads,
-                        "note": "dequantize int8 outputs with (q - zero_point) * scale; quantize int8 inputs with "
-                                "round(x / scale) + zero_point"},
+        }
+        if single:
+            model_json.update(next(iter(graphs.values())))
+        else:
+            model_json["graphs"] = graphs
+        model_json["task"] = {"kind": spec.task.kind, "output": spec.task.output, "labels": labels_name}
+        if spec.task.kind == "translation":
+            model_json["task"] = {"kind": "translation", **_decode_json(ctx, out)}
+        model_json["runtime"] = {
+            "name": "LiteRT (TFLite runtime)", "threads": target.threads,
+            "note": "dequantize int8 outputs with (q - zero_point) * scale; quantize int8 inputs with "
+                    "round(x / scale) + zero_point",
         }
         write_json(out / "model.json", model_json)
 
@@ -104,7 +147,7 @@ class PackageStage:
         (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
 
         files = [file_entry(out, p) for p in sorted(out.rglob("*")) if p.is_file()]
-        source_files = [spec.file] + ([spec.weights] if spec.weights else [])
+        source_files = spec.source_files
         manifest = {
             "generator": "edgeq",
             "edgeq_version": __version__,

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator
 
 import numpy as np
+
 from edgeq.context import Artifact, BuildContext
 from edgeq.data import ArrayDataset
 from edgeq.stages import StageResult
@@ -58,14 +59,8 @@ class QuantizeStage:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         q = ctx.spec.quantization
-        src = ctx.artifacts["onnx_float"].path
-        pre = ctx.build_dir / "model.preprocessed.onnx"
-        out = ctx.build_dir / "model.int8.onnx"
         logging.getLogger("root").setLevel(logging.ERROR)
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-
         reader_cls = type("EdgeqCalibrationReader", (StreamingReader, CalibrationDataReader), {})
-        reader = reader_cls(ctx.calibration)
         method = {
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
@@ -78,24 +73,29 @@ class QuantizeStage:
         }
         if q.method == "percentile":
             extra["CalibPercentile"] = q.percentile
-        quantize_static(
-            str(pre), str(out), reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=q.per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            extra_options=extra,
-        )
+        for graph in ctx.spec.graphs:
+            src = ctx.artifact("onnx_float", graph.name)
+            pre = ctx.build_dir / f"{graph.name}.preprocessed.onnx"
+            out = ctx.build_dir / f"{graph.name}.int8.onnx"
+            quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre), str(out), reader_cls(ctx.graph_calibration[graph.name]),
+                quant_format=QuantFormat.QDQ,
+                per_channel=q.per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                extra_options=extra,
+            )
+            ctx.add(Artifact("onnx_int8", out, "onnx", "int8", {"outputs": src.meta["outputs"]}, graph=graph.name))
         recipe = {
             "format": "QDQ",
             "weights": "int8 symmetric " + ("per-channel" if q.per_channel else "per-tensor"),
             "activations": "int8 asymmetric per-tensor",
             "calibration_method": q.method,
-            "calibration_samples": len(ctx.calibration),
+            "calibration_samples": {g: len(ds) for g, ds in ctx.graph_calibration.items()},
             **({"percentile": q.percentile} if q.method == "percentile" else {}),
         }
-        ctx.add(Artifact("onnx_int8", out, "onnx", "int8", {"outputs": ctx.artifacts["onnx_float"].meta["outputs"]}))
         ctx.results["quantize"] = recipe
         return StageResult(("onnx_int8",), recipe)
 

@@ -5,10 +5,15 @@ Rules:
 * The reference is the float ONNX model on onnxruntime. Every artifact runs on the runtime(s)
   that can run it: the INT8 ONNX on onnxruntime, the float32 .tflite on LiteRT, and the shipped
   INT8 .tflite on every runtime the target names.
-* One pass over the eval set, all runtimes in lockstep, metrics accumulated per sample: memory does
-  not grow with the eval set.
-* Per artifact and runtime: the task metrics (classification: top-1 accuracy, top-1 agreement) and
-  the tensor metrics of every output (cosine, SQNR, max/mean abs error of dequantized outputs).
+* An artifact is a set of files, one per graph; a runtime runs the set (one loaded file per graph).
+* Classification / generic: one pass over the eval set, all runtimes in lockstep, metrics
+  accumulated per sample: memory does not grow with the eval set.
+* Translation: each graph's outputs against the reference's on teacher-forced eval feeds (the
+  decoder gets the reference memory, so its own error is measured), then the whole eval set is
+  decoded with the one greedy loop (edgeq.decode) on every runtime and scored.
+* Per artifact and runtime: the task metrics (top-1 accuracy and agreement; or BLEU, chrF, exact
+  match, BLEU vs the float translations, tokens/s) and the tensor metrics of every output of every
+  graph (cosine, SQNR, max/mean abs error of dequantized outputs).
 * Gates are evaluated on the shipped artifact (the INT8 .tflite), once per validating runtime for
   the metrics that depend on the runtime.
 """
@@ -24,7 +29,7 @@ from edgeq.stages import StageResult
 from edgeq.tasks import ClassificationMetrics, TensorMetrics
 from edgeq.tflite_inspect import inspect_tflite
 
-__all__ = ["STAGE", "ValidateStage", "SHIPPED", "evaluate_gate"]
+__all__ = ["STAGE", "SHIPPED", "VARIANTS", "ValidateStage", "evaluate_gate"]
 
 SHIPPED = "tflite_int8"
 
@@ -41,6 +46,9 @@ def evaluate_gate(name: str, value: float | None, limit: float) -> dict[str, Any
             "passed": bool(passed), "margin": margin}
 
 
+VARIANTS = ("onnx_int8", "tflite_float32", SHIPPED)
+
+
 class ValidateStage:
     name = "validate"
     requires = ("onnx_float", "onnx_int8", "tflite_float32", SHIPPED)
@@ -48,57 +56,44 @@ class ValidateStage:
 
     def run(self, ctx: BuildContext) -> StageResult:
         threads = ctx.target.threads
-        ref = create_runtime("onnxruntime", threads=threads)
-        ref.load(ctx.artifacts["onnx_float"])
+        graphs = [g.name for g in ctx.spec.graphs]
+        ref = {g: _load("onnxruntime", ctx.artifact("onnx_float", g), threads) for g in graphs}
 
         pairs: list[tuple[str, str]] = []
-        for key in ("onnx_int8", "tflite_float32", SHIPPED):
-            art = ctx.artifacts[key]
-            names = ctx.target.runtimes if key == SHIPPED else [r for r, f in FORMATS.items() if f == art.format][:1]
+        for key in VARIANTS:
+            fmt = ctx.artifact(key, graphs[0]).format
+            names = ctx.target.runtimes if key == SHIPPED else [r for r, f in FORMATS.items() if f == fmt][:1]
             pairs += [(key, rt) for rt in names if (key, rt) not in pairs]
-        runtimes = {}
-        for key, rt_name in pairs:
-            rt = create_runtime(rt_name, threads=threads)
-            rt.load(ctx.artifacts[key])
-            runtimes[(key, rt_name)] = rt
+        runners = {(key, rt): {g: _load(rt, ctx.artifact(key, g), threads) for g in graphs} for key, rt in pairs}
 
-        classify = ctx.spec.task.kind == "classification"
-        task_out = ctx.spec.task.output
-        n_classes = _count_labels(ctx)
-        batch = ctx.spec.inputs[0].shape[0]
-        labels = ctx.eval.sample_labels() if classify else None
-        ref_task = ClassificationMetrics(n_classes) if classify else None
-        task_acc = {p: ClassificationMetrics(n_classes) for p in pairs} if classify else {}
-        outputs = ctx.artifacts["onnx_float"].meta["outputs"]
-        tensor_acc = {p: {o: TensorMetrics() for o in outputs} for p in pairs}
+        if ctx.spec.task.kind == "translation":
+            ref_metrics, task_results, tensor_results = _translation(ctx, ref, runners)
+        else:
+            ref_metrics, task_results, tensor_results = _single_graph(ctx, ref, runners)
 
-        for k, feeds in enumerate(ctx.eval):
-            ref_out = ref.run(feeds)
-            y = labels[k * batch : (k + 1) * batch] if labels is not None else None
-            if ref_task is not None:
-                ref_task.update(ref_out[task_out], ref_out[task_out], y)
-            for p, rt in runtimes.items():
-                out = rt.run(feeds)
-                for o in outputs:
-                    tensor_acc[p][o].update(ref_out[o], out[o])
-                if classify:
-                    task_acc[p].update(ref_out[task_out], out[task_out], y)
-
-        reference = {"artifact": "onnx_float", **ref.describe(),
-                     "metrics": ref_task.result() if ref_task else {}, "samples": len(ctx.eval)}
+        reference = {"artifact": "onnx_float", **ref[graphs[0]].describe(), "metrics": ref_metrics,
+                     "samples": len(ctx.eval)}
         artifacts: dict[str, Any] = {}
-        for key in ("onnx_float", "onnx_int8", "tflite_float32", SHIPPED):
-            art = ctx.artifacts[key]
-            artifacts[key] = {"file": art.path.name, "format": art.format, "precision": art.precision,
-                              "bytes": art.bytes, "runtimes": {}}
-        for (key, rt_name), rt in runtimes.items():
-            entry: dict[str, Any] = {"describe": rt.describe(),
-                                     "outputs": {o: tensor_acc[(key, rt_name)][o].result() for o in outputs}}
-            if classify:
-                entry["task"] = task_acc[(key, rt_name)].result()
+        for key in ("onnx_float", *VARIANTS):
+            arts = ctx.artifacts[key]
+            first = arts[graphs[0]]
+            artifacts[key] = {
+                "format": first.format, "precision": first.precision,
+                "files": {g: {"file": arts[g].path.name, "bytes": arts[g].bytes} for g in graphs},
+                "bytes": sum(arts[g].bytes for g in graphs), "runtimes": {},
+            }
+        for (key, rt_name), graph_runners in runners.items():
+            entry: dict[str, Any] = {"describe": graph_runners[graphs[0]].describe(),
+                                     "outputs": tensor_results[(key, rt_name)]}
+            if (key, rt_name) in task_results:
+                entry["task"] = task_results[(key, rt_name)]
             artifacts[key]["runtimes"][rt_name] = entry
         for key in ("tflite_float32", SHIPPED):
-            artifacts[key]["inspection"] = inspect_tflite(ctx.artifacts[key].path)
+            artifacts[key]["inspection"] = {g: inspect_tflite(ctx.artifact(key, g).path) for g in graphs}
+            conv = ctx.results.get("convert", {}).get("graphs", {})
+            fallback = {g: conv[g]["float_fallback"] for g in graphs if conv.get(g, {}).get("float_fallback")}
+            if key == SHIPPED and fallback:
+                artifacts[key]["float_fallback"] = fallback
 
         gates = self._gates(ctx, reference, artifacts)
         validation = {"reference": reference, "artifacts": artifacts, "gates": gates,
@@ -108,33 +103,110 @@ class ValidateStage:
 
     def _gates(self, ctx: BuildContext, reference: dict[str, Any], artifacts: dict[str, Any]) -> list[dict[str, Any]]:
         shipped = artifacts[SHIPPED]
-        ref_acc = reference["metrics"].get("top1_accuracy")
+        metrics = reference["metrics"]
         results = []
+
+        def add(name: str, value: float | None, limit: float, runtime: str | None, source: str) -> None:
+            results.append({**evaluate_gate(name, value, limit), "artifact": SHIPPED, "runtime": runtime, "source": source})
+
         for g in ctx.gates:
             if g.name in ("accuracy_drop", "top1_agreement"):
                 if ctx.spec.task.kind != "classification":
                     continue  # classification gates do not apply to this task
                 for rt_name, entry in shipped["runtimes"].items():
                     task = entry["task"]
-                    value = (ref_acc - task["top1_accuracy"]) * 100.0 if g.name == "accuracy_drop" else task["top1_agreement"]
-                    results.append({**evaluate_gate(g.name, value, g.limit), "artifact": SHIPPED,
-                                    "runtime": rt_name, "source": g.source})
+                    value = ((metrics["top1_accuracy"] - task["top1_accuracy"]) * 100.0 if g.name == "accuracy_drop"
+                             else task["top1_agreement"])
+                    add(g.name, value, g.limit, rt_name, g.source)
+            elif g.name == "bleu_drop":
+                if ctx.spec.task.kind != "translation":
+                    continue
+                for rt_name, entry in shipped["runtimes"].items():
+                    add(g.name, metrics["bleu"] - entry["task"]["bleu"], g.limit, rt_name, g.source)
             elif g.name == "output_cosine":
                 for rt_name, entry in shipped["runtimes"].items():
-                    value = min(o["cosine"] for o in entry["outputs"].values())
-                    results.append({**evaluate_gate(g.name, value, g.limit), "artifact": SHIPPED,
-                                    "runtime": rt_name, "source": g.source})
+                    value = min(o["cosine"] for outs in entry["outputs"].values() for o in outs.values())
+                    add(g.name, value, g.limit, rt_name, g.source)
             elif g.name == "int8_compute_ops":
-                value = shipped["inspection"]["int8_compute_fraction"]
-                results.append({**evaluate_gate(g.name, value, g.limit), "artifact": SHIPPED, "runtime": None,
-                                "source": g.source})
+                insp = shipped["inspection"].values()
+                total = sum(i["compute_ops"] for i in insp)
+                value = sum(i["int8_compute_ops"] for i in insp) / total if total else 1.0
+                add(g.name, value, g.limit, None, g.source)
             elif g.name == "model_bytes":
-                results.append({**evaluate_gate(g.name, float(shipped["bytes"]), g.limit), "artifact": SHIPPED,
-                                "runtime": None, "source": g.source})
+                add(g.name, float(shipped["bytes"]), g.limit, None, g.source)
         return results
 
 
 STAGE = ValidateStage()
+
+
+def _load(runtime: str, artifact: Any, threads: int) -> Any:
+    rt = create_runtime(runtime, threads=threads)
+    rt.load(artifact)
+    return rt
+
+
+Pair = tuple[str, str]
+
+
+def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any]:
+    """Classification / generic: one pass over the eval arrays, every runtime in lockstep."""
+    g = ctx.spec.single.name
+    classify = ctx.spec.task.kind == "classification"
+    task_out = ctx.spec.task.output
+    n_classes = _count_labels(ctx)
+    batch = ctx.spec.inputs[0].shape[0]
+    labels = ctx.eval.sample_labels() if classify else None
+    ref_task = ClassificationMetrics(n_classes) if classify else None
+    task_acc = {p: ClassificationMetrics(n_classes) for p in runners} if classify else {}
+    outputs = ctx.artifact("onnx_float").meta["outputs"]
+    tensor_acc = {p: {o: TensorMetrics() for o in outputs} for p in runners}
+    for k, feeds in enumerate(ctx.eval):
+        ref_out = ref[g].run(feeds)
+        y = labels[k * batch : (k + 1) * batch] if labels is not None else None
+        if ref_task is not None:
+            ref_task.update(ref_out[task_out], ref_out[task_out], y)
+        for p, rts in runners.items():
+            out = rts[g].run(feeds)
+            for o in outputs:
+                tensor_acc[p][o].update(ref_out[o], out[o])
+            if classify:
+                task_acc[p].update(ref_out[task_out], out[task_out], y)
+    tensors = {p: {g: {o: m.result() for o, m in accs.items()}} for p, accs in tensor_acc.items()}
+    return (ref_task.result() if ref_task else {}), {p: m.result() for p, m in task_acc.items()}, tensors
+
+
+def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any]:
+    """Each graph's outputs vs the reference on teacher-forced eval feeds, then greedy decoding of
+    every eval sentence with every runtime, scored with BLEU / chrF against the references."""
+    from edgeq.tasks.translation import TranslationMetrics, teacher_forced_feeds, tokenizer_for, translate_all
+
+    t = ctx.spec.task
+    tok = tokenizer_for(ctx)
+    tensor_acc = {p: {t.encoder: TensorMetrics(), t.decoder: TensorMetrics()} for p in runners}
+    for source, target in zip(ctx.eval.sources, ctx.eval.targets, strict=True):
+        feeds = teacher_forced_feeds(ctx, tok, source, target, None)
+        ref_mem = ref[t.encoder].run(feeds["encoder"])[t.memory]
+        dec_feeds = {**feeds["decoder"], t.memory: ref_mem}
+        ref_logits = ref[t.decoder].run(dec_feeds)[t.logits]
+        for p, rts in runners.items():
+            tensor_acc[p][t.encoder].update(ref_mem, rts[t.encoder].run(feeds["encoder"])[t.memory])
+            # the reference memory, so that the decoder's own error is measured
+            tensor_acc[p][t.decoder].update(ref_logits, rts[t.decoder].run(dec_feeds)[t.logits])
+    tensors = {p: {t.encoder: {t.memory: accs[t.encoder].result()}, t.decoder: {t.logits: accs[t.decoder].result()}}
+               for p, accs in tensor_acc.items()}
+
+    refs = list(ctx.eval.targets)
+    ref_hyps, ref_speed = translate_all(ref, ctx, tok)
+    ref_metrics = TranslationMetrics.score(ref_hyps, refs, None, ref_speed)
+    task = {}
+    translations = {"onnx_float": ref_hyps}
+    for p, rts in runners.items():
+        hyps, speed = translate_all(rts, ctx, tok)
+        task[p] = TranslationMetrics.score(hyps, refs, ref_hyps, speed)
+        translations[f"{p[0]}@{p[1]}"] = hyps
+    ctx.results["translations"] = translations
+    return ref_metrics, task, tensors
 
 
 def _count_labels(ctx: BuildContext) -> int | None:
