@@ -1,4 +1,4 @@
-"""Benchmark: edgeq on the digits sample vs the pipeline a user would otherwise script by hand.
+"""Benchmark: edgeq on its samples vs the pipelines a user would otherwise script by hand.
 
     .venv/bin/python bench/run.py            (or: make bench)
 
@@ -11,6 +11,9 @@ Writes bench/RESULTS.md (and bench/results.json) from one run on this machine:
   its `*_integer_quant.tflite` (float I/O, like edgeq's default) evaluated on LiteRT.
 * LiteRT latency (1 thread, XNNPACK, median of many invokes, float32 and INT8 interleaved in
   the same run) of edgeq's float32 and INT8 .tflite and of the onnx2tf baseline's INT8 file.
+
+* the translator sample, and onnxruntime's dynamic INT8 quantization of the same graphs
+  (bench/translator.py).
 
 Every job runs in its own child process so that its peak memory is its own.
 """
@@ -322,12 +325,12 @@ def write_results(r: dict[str, Any], path: Path) -> None:
     e, ob, tb, lat, sh = r["edgeq"], r["ort_baseline"], r["onnx2tf_baseline"], r["latency"], r["shifted"]
     f32, i8, b8 = lat["edgeq float32"], lat["edgeq int8"], lat["onnx2tf -oiqt int8"]
     lines = [
-        "# edgeq benchmark: digits sample, android target",
+        "# edgeq benchmark: the samples, android target",
         "",
         f"Produced by `{r['command']}` on {r['date']} - {r['machine']}. Versions: {r['versions']}.",
         "All numbers below come from that one run; rerun the command to reproduce them.",
         "",
-        "## edgeq build, per stage",
+        "## Digits sample: edgeq build, per stage",
         "",
         "| stage | wall time (s) | peak RSS (process + children) |",
         "|---|---|---|",
@@ -386,12 +389,16 @@ def write_results(r: dict[str, Any], path: Path) -> None:
         "These are x86 host numbers, not phone latency.",
         "",
     ]
+    if "translator" in r:
+        import translator
+
+        lines += translator.section(r["translator"], r["translator_dynamic"])
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--job", choices=["edgeq", "ort", "onnx2tf", "latency", "shifted"])
+    ap.add_argument("--job", choices=["edgeq", "ort", "onnx2tf", "latency", "shifted", "translator", "translator-dynamic"])
     ap.add_argument("--work", type=Path)
     ap.add_argument("--baseline-int8")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
@@ -399,7 +406,12 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.job:
         fn = {"edgeq": job_edgeq, "ort": job_ort_baseline, "onnx2tf": job_onnx2tf_baseline}.get(args.job)
-        if fn:
+        if args.job.startswith("translator"):
+            import translator
+
+            job = translator.job_translator_edgeq if args.job == "translator" else translator.job_translator_dynamic
+            result = job(args.work, PeakRSS)
+        elif fn:
             result = fn(args.work)
         else:
             result = (job_latency if args.job == "latency" else job_shifted)(args.work, args.baseline_int8)
@@ -420,6 +432,8 @@ def main() -> None:
         results["latency"] = _child("latency", work, "--baseline-int8", results["onnx2tf_baseline"]["int8_path"])
         results["shifted"] = _child("shifted", work, "--baseline-int8", results["onnx2tf_baseline"]["int8_path"])
         results["onnx2tf_baseline"].pop("int8_path")
+        results["translator"] = _child("translator", work)
+        results["translator_dynamic"] = _child("translator-dynamic", work)
     write_results(results, args.out)
     args.out.with_name("results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(args.out.read_text())
