@@ -146,7 +146,7 @@ def _summary(report: dict[str, Any], out: Path) -> None:
         console.print(f"[{style}]{escape(format_gate(g))}[/{style}]")
     size = report["size"]
     console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
-    for graph, reason in report["artifacts"]["tflite_int8"].get("float_fallback", {}).items():
+    for graph in report["artifacts"]["tflite_int8"].get("float_fallback", {}):
         console.print(f"{escape(graph)}: some ops stayed float32 (no int8 kernel); report.md lists them")
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
     console.print(f"{verdict}: bundle in {escape(str(out))} (report.md has the details)")

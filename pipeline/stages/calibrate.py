@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,13 +44,66 @@ class CalibrateStage:
 
     def run(self, ctx: BuildContext) -> StageResult:
         if ctx.spec.task.kind != "translation":
-            ctx.graph_calibration[ctx.spec.single.name] = ctx.calibration
-            return StageResult((), {"samples": {ctx.spec.single.name: len(ctx.calibration)}})
+            graph = ctx.spec.single
+            for ds in (ctx.calibration, ctx.eval):
+                check_token_ids(ds, embedding_rows(ctx.artifact("onnx_float").path, graph.inputs))
+            ctx.graph_calibration[graph.name] = ctx.calibration
+            return StageResult((), {"samples": {graph.name: len(ctx.calibration)}})
         counts = _translation_sets(ctx)
         return StageResult((), {"samples": counts})
 
 
 STAGE = CalibrateStage()
+
+
+_PASS_THROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten"}
+
+
+def embedding_rows(onnx_path: Path, inputs: Any) -> dict[str, int]:
+    """For each integer input that indexes an embedding table (a Gather on a constant, maybe after
+    a Cast or Reshape), the number of rows of that table: the ids it accepts are 0 .. rows - 1."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    consts = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            consts[node.output[0]] = node.attribute[0].t
+    users: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    rows = {}
+    for spec in inputs:
+        if not spec.dtype.startswith("int"):
+            continue
+        frontier, seen = [spec.name], set()
+        while frontier:
+            name = frontier.pop()
+            seen.add(name)
+            for node in users.get(name, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name and node.input[0] in consts:
+                    table = numpy_helper.to_array(consts[node.input[0]])
+                    rows[spec.name] = min(rows.get(spec.name, table.shape[0]), int(table.shape[0]))
+                elif node.op_type in _PASS_THROUGH:
+                    frontier += [o for o in node.output if o not in seen]
+    return rows
+
+
+def check_token_ids(ds: ArrayDataset, rows: dict[str, int]) -> None:
+    """Token ids must index a row of their embedding table (an out-of-range Gather is undefined)."""
+    for name, n in rows.items():
+        arr = ds.arrays[name][: ds.count * ds._spec(name).shape[0]]
+        for start in range(0, arr.shape[0], 1024):
+            chunk = np.asarray(arr[start : start + 1024])
+            bad = (chunk < 0) | (chunk >= n)
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise DataError(
+                    f"{ds.role} data: {name}.npy holds token id {int(chunk[where])} at row {start + where[0]}, "
+                    f"outside the model's vocabulary (ids 0..{n - 1}); fix the data or the tokenizer"
+                )
 
 
 def _writer(folder: Path, name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
