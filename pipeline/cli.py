@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeq import __version__
-from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, EdgeqError
+from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgeqError
 
 __all__ = ["app", "main"]
 
@@ -150,6 +150,31 @@ def _summary(report: dict[str, Any], out: Path) -> None:
         console.print(f"{escape(graph)}: some ops stayed float32 (no int8 kernel); report.md lists them")
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
     console.print(f"{verdict}: bundle in {escape(str(out))} (report.md has the details)")
+
+
+@app.command()
+def translate(
+    bundle: Annotated[Path, typer.Argument(help="A translation bundle written by `edgeq build`.")],
+    text: Annotated[list[str] | None, typer.Argument(help="Sentences to translate.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Translate every line of this file.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Translate with a bundle's .tflite files on LiteRT, as an app would (one line out per line in)."""
+    from edgeq.bundle import Bundle
+    from edgeq.bundle import translate as run_translate
+
+    try:
+        lines = list(text or [])
+        if file is not None:
+            if not file.is_file():
+                raise ConfigError(f"--file {str(file)!r} does not exist")
+            lines += [ln for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not lines:
+            raise ConfigError("nothing to translate; pass sentences or --file")
+        for out in run_translate(Bundle.open(bundle), lines):
+            typer.echo(out)
+    except EdgeqError as e:
+        _fail(e, debug, e.exit_code)
 
 
 @app.command()

@@ -106,7 +106,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     ref = report["reference"]
     lines += ["", "## Reference", "",
               f"float ONNX on {ref['runtime']} {ref['version']}: "
-              + ", ".join(f"{k} {_num(v)}" for k, v in ref["metrics"].items())]
+              + ", ".join(f"{k} {_num(v)}" for k, v in ref["metrics"].items() if k != "examples")]
+    examples = ref["metrics"].get("examples", [])
+    if examples:
+        lines += ["", "First translations of the eval set:", ""]
+        for ex in examples:
+            lines += [f"- source: {ex['source']}"] + [f"  - {k}: {v}" for k, v in ex.items() if k != "source"]
     translation = report["task"] == "translation"
     task_cols = ("BLEU", "chrF", "exact", "BLEU vs float", "tokens/s (host)") if translation else ("top-1", "agreement")
     task_keys = ("bleu", "chrf", "exact_match", "bleu_vs_float", "tokens_per_second_host") if translation else (

@@ -47,6 +47,7 @@ def evaluate_gate(name: str, value: float | None, limit: float) -> dict[str, Any
 
 
 VARIANTS = ("onnx_int8", "tflite_float32", SHIPPED)
+EXAMPLES = 5  # translations shown in the report
 
 
 class ValidateStage:
@@ -205,7 +206,12 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         hyps, speed = translate_all(rts, ctx, tok)
         task[p] = TranslationMetrics.score(hyps, refs, ref_hyps, speed)
         translations[f"{p[0]}@{p[1]}"] = hyps
-    ctx.results["translations"] = translations
+    shipped = next((k for k in translations if k.startswith(f"{SHIPPED}@")), None)
+    ref_metrics["examples"] = [
+        {"source": src, "reference": r, "float": f, **({shipped: translations[shipped][k]} if shipped else {})}
+        for k, (src, r, f) in enumerate(zip(ctx.eval.sources, refs, ref_hyps, strict=False))
+        if k < EXAMPLES
+    ]
     return ref_metrics, task, tensors
 
 
