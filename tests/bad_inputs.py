@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import DELETE, INPUT, N_CALIBRATION, N_EVAL, SHAPE, merge_config, write_config
+
 from edgeq.errors import ConfigError, DataError, ModelError
 
 Mutation = Callable[[Path], None]

@@ -367,8 +367,9 @@ class CliBuild:
 
 
 def invoke_cli(args: list[str]) -> Any:
-    from edgeq.cli import app
     from typer.testing import CliRunner
+
+    from edgeq.cli import app
 
     return CliRunner().invoke(app, args)
 
@@ -514,3 +515,37 @@ def context_with_artifacts(model_dir: Path, keep: Path, work: Path) -> Any:
         ctx.add(Artifact(key, keep / name, "tflite", precision, meta))
     ctx.results["export"] = {"source_sha256": "0" * 64}
     return ctx
+
+
+@dataclass(frozen=True)
+class TranslationBuild:
+    model_dir: Path
+    out: Path
+    keep: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+TRANSLATION_CALIBRATION_SAMPLES = 6
+
+
+@pytest.fixture(scope="session")
+def translation_build(tmp_path_factory: pytest.TempPathFactory) -> TranslationBuild:
+    """Build 6: the tiny encoder-decoder (tests/tiny_translator.py) through `python -m edgeq build --json`
+    in a child process, with --keep-build and [data].calibration_samples, the target's gates.
+    Two graphs, so two converter runs."""
+    from tiny_translator import make_translation_dir
+
+    root = tmp_path_factory.mktemp("translation_build")
+    model_dir = make_translation_dir(root, data={"calibration_samples": TRANSLATION_CALIBRATION_SAMPLES})
+    out = root / "dist" / "translator-android"
+    keep = root / "keep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeq", "build", str(model_dir), "--out", str(out), "--keep-build", str(keep), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=600,
+    )
+    return TranslationBuild(model_dir, out, keep, proc.returncode, proc.stdout, proc.stderr)

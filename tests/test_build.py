@@ -19,6 +19,7 @@ from conftest import (
     snapshot,
     staging_leftovers,
 )
+
 from edgeq.build import KEEP_MARKER, BuildOptions, BuildOutcome, build, check_out_dir, is_edgeq_bundle
 from edgeq.errors import ConfigError, DataError, EdgeqError, ModelError, OutputDirError, StageError
 
@@ -243,7 +244,8 @@ def test_onnx_model_with_int8_io_builds_and_passes(onnx_int8_build: ApiBuild) ->
         "model.float.onnx",
         "model.preprocessed.onnx",
         "model.int8.onnx",
-        "saved_model",
+        "model.saved_model",
+        "model.convert_job.json",
         "model.float32.tflite",
         "model.int8.tflite",
         "convert.log",

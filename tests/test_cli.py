@@ -28,6 +28,7 @@ from conftest import (
     snapshot,
     staging_leftovers,
 )
+
 from edgeq import __version__
 
 BUNDLE_FILES = {"model.tflite", "model.json", "labels.txt", "report.json", "report.md", "manifest.json"}
@@ -279,10 +280,10 @@ def test_manifest_hashes_every_bundle_file(tiny_build: CliBuild) -> None:
 
 def test_progress_goes_to_stderr_one_line_per_stage_event(tiny_build: CliBuild) -> None:
     err = lines(tiny_build.stderr)
-    stages = ["export", "quantize", "convert", "validate", "package"]
-    assert [ln for ln in err if ln.endswith(" ...")] == [f"[{k}/5] {s} ..." for k, s in enumerate(stages, 1)]
+    stages = ["export", "calibrate", "quantize", "convert", "validate", "package"]
+    assert [ln for ln in err if ln.endswith(" ...")] == [f"[{k}/6] {s} ..." for k, s in enumerate(stages, 1)]
     done = [ln for ln in err if " done in " in ln]
-    assert [ln.split(" done in ")[0] for ln in done] == [f"[{k}/5] {s}" for k, s in enumerate(stages, 1)]
+    assert [ln.split(" done in ")[0] for ln in done] == [f"[{k}/6] {s}" for k, s in enumerate(stages, 1)]
     assert not any(ln.startswith("error") for ln in err)
 
 
@@ -373,7 +374,7 @@ def test_stage_failure_exits_2_naming_the_stage(
     result = invoke_cli(["build", str(make_model_dir(tmp_path)), "--out", str(out_dir)])
     assert result.exit_code == 2
     err = lines(result.stderr)
-    assert err[:2] == ["[1/5] export ...", err[1]] and err[1].startswith("[1/5] export failed after ")
+    assert err[:2] == ["[1/6] export ...", err[1]] and err[1].startswith("[1/6] export failed after ")
     assert err[-1] == (
         "error: stage 'export' failed (after: none): ValueError: boom (run with --debug for the traceback)"
     )
@@ -512,3 +513,25 @@ def test_importing_edgeq_turns_off_onnxruntime_telemetry() -> None:
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert proc.stdout.strip() == "1"
+
+
+def _m(sqnr: float | None, identical: bool = False) -> dict[str, Any]:
+    return {"cosine": 1.0, "sqnr_db": sqnr, "identical": identical}
+
+
+@pytest.mark.parametrize(
+    ("outputs", "shown"),
+    [
+        pytest.param({"model": {"logits": _m(31.25)}}, "31.2", id="one-graph"),
+        pytest.param({"encoder": {"memory": _m(40.0)}, "decoder": {"logits": _m(22.06)}}, "22.1", id="worst-of-graphs"),
+        pytest.param({"encoder": {"memory": _m(None, True)}, "decoder": {"logits": _m(25.0)}}, "25.0",
+                     id="identical-graph-ignored"),
+        pytest.param({"encoder": {"memory": _m(None, True)}, "decoder": {"logits": _m(None, True)}}, "inf",
+                     id="all-identical"),
+        pytest.param({"model": {"logits": _m(None, False)}}, "-", id="zero-reference"),
+    ],
+)
+def test_summary_sqnr_is_the_worst_output_of_any_graph(outputs: dict[str, Any], shown: str) -> None:
+    from edgeq.cli import _min_sqnr
+
+    assert _min_sqnr({"outputs": outputs}) == shown

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from bad_inputs import CONFIG_CASES, Mutation, edit
 from conftest import DELETE, INPUT, SHAPE, make_model_dir
+
 from edgeq.config import (
     GATE_DEFINITIONS,
     GateLimit,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgeq.config import InputSpec
 from edgeq.data import ArrayDataset
 from edgeq.errors import DataError

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from edgeq.report import format_gate, render_markdown
 from edgeq.stages.validate import evaluate_gate
 

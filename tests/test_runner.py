@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import make_context, make_model_dir
+
 from edgeq.context import Artifact
 from edgeq.errors import ModelError, StageError
 from edgeq.runner import run_stages
@@ -17,7 +18,7 @@ NAMES = [name for name, _ in STAGES]
 
 
 def test_stage_table_order_and_contracts() -> None:
-    assert NAMES == ["export", "quantize", "convert", "validate", "package"]
+    assert NAMES == ["export", "calibrate", "quantize", "convert", "validate", "package"]
     produced: set[str] = set()
     for name, module in STAGES:
         stage = load_stage(name)
@@ -56,7 +57,7 @@ def test_all_stages_run_in_order_with_events_and_timings(ctx: Any, fake_stages: 
     results = run_stages(ctx, lambda n, k, total, status, s: events.append((n, k, total, status)))
     assert list(results) == NAMES
     assert results["quantize"].info == {"stage": "quantize"}
-    assert events == [e for k, n in enumerate(NAMES, 1) for e in ((n, k, 5, "start"), (n, k, 5, "done"))]
+    assert events == [e for k, n in enumerate(NAMES, 1) for e in ((n, k, 6, "start"), (n, k, 6, "done"))]
     assert list(ctx.timings) == NAMES and all(t >= 0 for t in ctx.timings.values())
     assert set(ctx.artifacts) == {"onnx_float", "onnx_int8", "saved_model", "tflite_float32", "tflite_int8"}
 
@@ -72,9 +73,9 @@ def test_unexpected_exception_becomes_stage_error_with_context(
     with pytest.raises(StageError) as info:
         run_stages(ctx, lambda n, k, total, status, s: events.append((n, status)))
     err = info.value
-    assert (err.stage, err.after) == ("convert", ["export", "quantize"])
+    assert (err.stage, err.after) == ("convert", ["export", "calibrate", "quantize"])
     assert str(err) == (
-        "stage 'convert' failed (after: export, quantize): ValueError: first line "
+        "stage 'convert' failed (after: export, calibrate, quantize): ValueError: first line "
         "(run with --debug for the traceback)"
     )
     assert isinstance(err.__cause__, ValueError)
@@ -114,7 +115,8 @@ def test_stage_that_does_not_produce_its_artifacts(
 ) -> None:
     monkeypatch.setattr(fake_stages["quantize"], "run", lambda ctx: StageResult(()))
     with pytest.raises(
-        StageError, match=r"stage 'quantize' failed \(after: export\): did not produce \['onnx_int8'\]"
+        StageError,
+        match=r"stage 'quantize' failed \(after: export, calibrate\): did not produce \['onnx_int8'\]",
     ):
         run_stages(ctx)
 

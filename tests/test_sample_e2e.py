@@ -53,7 +53,8 @@ def test_quality_gates_of_the_sample(two_builds: tuple[Path, Path, subprocess.Co
     assert report["size"]["int8_to_float32_ratio"] <= 0.40
     breakdown = report["size"]["int8_tflite_breakdown"]
     assert sum(breakdown.values()) == shipped["bytes"]
-    insp = shipped["inspection"]
+    assert list(shipped["inspection"]) == ["model"]
+    insp = shipped["inspection"]["model"]
     assert insp["compute_ops"] > 0 and insp["non_int8_compute_ops"] == []
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(insp["ops"])
     names = {g["name"] for g in report["gates"]}

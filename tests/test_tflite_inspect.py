@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import ApiBuild, CliBuild
+
 from edgeq.tflite_inspect import COMPUTE_OPS, inspect_tflite
 
 
@@ -53,7 +54,7 @@ def test_int8_io_model_has_no_quantize_at_the_edges(onnx_int8_build: ApiBuild) -
 
 
 def test_report_inspection_matches(tiny_build: CliBuild, tiny_report: dict) -> None:
-    assert tiny_report["artifacts"]["tflite_int8"]["inspection"] == inspect_tflite(
-        Path(tiny_build.out / "model.tflite")
-    )
+    assert tiny_report["artifacts"]["tflite_int8"]["inspection"] == {
+        "model": inspect_tflite(Path(tiny_build.out / "model.tflite"))
+    }
     assert set(COMPUTE_OPS) >= {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"}

@@ -100,6 +100,12 @@ def _decode_json(ctx: BuildContext, out: Path) -> dict[str, Any]:
     }
 
 
+def _used(available: int, spec: Any) -> int:
+    """How many calibration samples (or sentences) the build used: [data].calibration_samples caps it."""
+    limit = spec.data.calibration_samples
+    return available if limit is None else min(available, limit)
+
+
 class PackageStage:
     name = "package"
     requires = ("tflite_int8",)
@@ -158,7 +164,7 @@ class PackageStage:
                 "format": spec.format,
                 "files": [{"name": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for p in source_files],
             },
-            "calibration_data": {"sha256": ctx.calibration.sha256(), "samples": len(ctx.calibration)},
+            "calibration_data": {"sha256": ctx.calibration.sha256(), "samples": _used(len(ctx.calibration), spec)},
             "eval_data": {"sha256": ctx.eval.sha256(), "samples": len(ctx.eval)},
             "tools": _tool_versions(),
         }

@@ -31,8 +31,25 @@ def tokenizer_for(ctx: Any) -> Tokenizer:
                 f"tokenizer {tok.path.name} has {tok.vocab_size} pieces but the decoder's "
                 f"'{ctx.spec.task.logits}' output has {vocab}; use the tokenizer the model was trained with"
             )
+        _check_embeddings(ctx, tok)
         ctx.results["_tokenizer"] = tok
     return tok
+
+
+def _check_embeddings(ctx: Any, tok: Tokenizer) -> None:
+    """Every id the tokenizer can produce must index a row of each token input's embedding table."""
+    from edgeq.stages.calibrate import embedding_rows
+
+    for graph in ctx.spec.graphs:
+        art = ctx.artifacts.get("onnx_float", {}).get(graph.name)
+        if art is None:
+            continue
+        for name, rows in embedding_rows(art.path, graph.inputs).items():
+            if rows < tok.vocab_size:
+                raise DataError(
+                    f"tokenizer {tok.path.name} has {tok.vocab_size} pieces but graph '{graph.name}' embeds "
+                    f"'{name}' with a table of {rows} rows (ids 0..{rows - 1}); use the tokenizer the model was trained with"
+                )
 
 
 def _model_vocab(ctx: Any) -> int | None:

@@ -9,12 +9,13 @@ import numpy as np
 import onnx
 import pytest
 from conftest import INPUT, NUM_CLASSES, OUTPUT, ApiBuild, CliBuild, tiny_assets, tiny_logits
+from onnx import TensorProto, helper
+
 from edgeq.config import load_model_spec, load_target
 from edgeq.context import Artifact
 from edgeq.runtimes import FORMATS, RUNTIMES, create_runtime
 from edgeq.runtimes.litert import dequantize, quantize
 from edgeq.stages.convert import io_mapping
-from onnx import TensorProto, helper
 
 
 @pytest.mark.parametrize("name", sorted(RUNTIMES))

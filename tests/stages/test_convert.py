@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import INPUT, NUM_CLASSES, OUTPUT, SHAPE, ApiBuild, CliBuild
+
 from edgeq.config import InputSpec, load_model_spec
 from edgeq.errors import ModelError
 from edgeq.stages.convert import channels_last_perm, input_perm, io_mapping
@@ -47,11 +49,15 @@ def test_convert_writes_both_tflite_files_and_a_log(onnx_int8_build: ApiBuild) -
     keep = onnx_int8_build.keep
     for name in ("model.float32.tflite", "model.int8.tflite"):
         assert (keep / name).read_bytes()[4:8] == b"TFL3", name  # the flatbuffer file identifier
-    assert (keep / "saved_model" / "saved_model.pb").is_file()
+    assert (keep / "model.saved_model" / "saved_model.pb").is_file()
+    assert (keep / "model.convert_job.json").is_file()
     assert (keep / "convert.log").is_file()
     conversion = onnx_int8_build.outcome.report["conversion"]
     assert conversion["int8_ops_set"] == "TFLITE_BUILTINS_INT8"
     assert conversion["io_dtype"] == "int8"
+    # every op of TinyNet has an int8 kernel: nothing fell back to float
+    assert conversion["graphs"] == {"model": {"float_fallback": None}}
+    assert "float_fallback" not in onnx_int8_build.outcome.report["artifacts"]["tflite_int8"]
 
 
 def test_int8_io_model_takes_quantized_nhwc_input(onnx_int8_build: ApiBuild) -> None:
@@ -132,5 +138,93 @@ def test_int8_tflite_agrees_with_the_float_model(onnx_int8_build: ApiBuild) -> N
     report = onnx_int8_build.outcome.report
     entry = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]
     assert entry["task"]["top1_agreement"] == 1.0
-    assert entry["outputs"][OUTPUT]["cosine"] > 0.99
-    assert np.isfinite(entry["outputs"][OUTPUT]["sqnr_db"])
+    assert list(entry["outputs"]) == ["model"]
+    assert entry["outputs"]["model"][OUTPUT]["cosine"] > 0.99
+    assert np.isfinite(entry["outputs"]["model"][OUTPUT]["sqnr_db"])
+
+
+# --- the child-process protocol (run_child), with the child stubbed --------------------------------
+
+
+class _FakeChild:
+    """Stands in for subprocess.run: writes the result file and log a child would, returns its exit code."""
+
+    def __init__(self, returncode: int, result: dict | None, log: str = "") -> None:
+        self.returncode, self.result, self.log = returncode, result, log
+        self.argv: list[str] = []
+
+    def __call__(self, argv: list[str], **kwargs: Any) -> Any:
+        import subprocess
+
+        self.argv = argv
+        job_path = Path(argv[-1])
+        if self.result is not None:
+            job_path.with_suffix(".result.json").write_text(json.dumps(self.result), encoding="utf-8")
+        kwargs["stdout"].write(self.log.encode())
+        return subprocess.CompletedProcess(argv, self.returncode)
+
+
+def _run_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child: _FakeChild) -> Any:
+    from edgeq.stages import convert
+
+    monkeypatch.setattr(convert.subprocess, "run", child)
+    return convert.run_child({"onnx": "x"}, tmp_path / "encoder.convert_job.json", tmp_path / "convert.log")
+
+
+def test_run_child_returns_the_childs_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    child = _FakeChild(0, {"ok": True, "float_fallback": "SOFTMAX has no int8 kernel"})
+    result = _run_child(tmp_path, monkeypatch, child)
+    assert result == {"ok": True, "float_fallback": "SOFTMAX has no int8 kernel"}
+    assert child.argv[1:] == ["-m", "edgeq.stages._convert_child", str(tmp_path / "encoder.convert_job.json")]
+    assert json.loads((tmp_path / "encoder.convert_job.json").read_text()) == {"onnx": "x"}
+    assert (tmp_path / "encoder.convert_job.result.json").is_file()  # per graph, next to its job
+
+
+def test_run_child_reports_the_childs_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    child = _FakeChild(2, {"ok": False, "error": "onnx2tf could not convert the model (it exited with 1)"})
+    with pytest.raises(ModelError) as info:
+        _run_child(tmp_path, monkeypatch, child)
+    assert str(info.value) == "onnx2tf could not convert the model (it exited with 1) (converter log: convert.log)"
+
+
+def test_run_child_reports_a_crash_with_the_last_log_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = "INFO: starting\n\x1b[31mERROR: the graph has a loop\x1b[0m\nINFO: still going\n"
+    with pytest.raises(ModelError) as info:
+        _run_child(tmp_path, monkeypatch, _FakeChild(-11, None, log))
+    assert str(info.value) == "the converter crashed (SIGSEGV) on this model; last error: ERROR: the graph has a loop"
+
+
+def test_run_child_reports_an_unexpected_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelError) as info:
+        _run_child(tmp_path, monkeypatch, _FakeChild(1, None, "just a line\n"))
+    assert str(info.value) == "the converter failed (exit 1); last error: just a line"
+
+
+def test_converter_message_keeps_the_lines_that_name_ops() -> None:
+    from edgeq.stages._convert_child import _converter_message
+
+    e = RuntimeError("loc(fused[...]): error: 'tfl.gelu' op is neither a custom op nor a flex op\n"
+                     "   some context line\n"
+                     "error: failed while converting: 'main'\n"
+                     "loc(fused[...]): error: 'tfl.gelu' op is neither a custom op nor a flex op\n")
+    msg = _converter_message(e)
+    assert msg == ("loc(fused[...]): error: 'tfl.gelu' op is neither a custom op nor a flex op; "
+                   "error: failed while converting: 'main'")
+    assert "\n" not in msg
+    assert _converter_message(ValueError("")) == "ValueError"
+    assert len(_converter_message(RuntimeError("error: " + "x" * 2000))) == 600
+
+
+def test_float_fallback_is_reported_per_graph(tiny_report: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """A graph whose INT8 file kept float ops: report.md says which and why; the summary says where to look."""
+    import copy
+
+    from edgeq.cli import _summary
+    from edgeq.report import render_markdown
+
+    report = copy.deepcopy(tiny_report)
+    report["artifacts"]["tflite_int8"]["float_fallback"] = {"model": "'tfl.gelu' op has no int8 kernel"}
+    md = render_markdown(report)
+    assert "- model: why - the converter has no int8 kernel for them: 'tfl.gelu' op has no int8 kernel" in md
+    _summary(report, Path("out"))
+    assert "model: some ops stayed float32 (no int8 kernel); report.md lists them" in capsys.readouterr().out

@@ -22,9 +22,10 @@ from conftest import (
     make_model_dir,
     tiny_logits,
 )
+from onnx import TensorProto, helper, numpy_helper
+
 from edgeq.errors import ModelError
 from edgeq.stages.export import OPSET, STAGE
-from onnx import TensorProto, helper, numpy_helper
 
 
 def export(root: Path, work: Path) -> Any:
@@ -52,8 +53,10 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 def test_pytorch_export_matches_the_torch_model(tmp_path: Path) -> None:
     root = make_model_dir(tmp_path)
     ctx = export(root, tmp_path / "work")
-    art = ctx.artifacts["onnx_float"]
-    assert art.path == ctx.build_dir / "model.float.onnx"
+    assert set(ctx.artifacts["onnx_float"]) == {"model"}
+    art = ctx.artifacts["onnx_float"]["model"]
+    assert art is ctx.artifact("onnx_float")
+    assert (art.path, art.graph) == (ctx.build_dir / "model.float.onnx", "model")
     assert (art.format, art.precision, art.meta) == ("onnx", "float32", {"outputs": [OUTPUT]})
     model = onnx.load(str(art.path))
     onnx.checker.check_model(model, full_check=True)
@@ -62,7 +65,9 @@ def test_pytorch_export_matches_the_torch_model(tmp_path: Path) -> None:
     assert [o.name for o in model.graph.output] == [OUTPUT]
     assert _dims(model.graph.output[0]) == [1, 4]
     info = ctx.results["export"]
-    assert info["opset"] == OPSET and info["outputs"] == [OUTPUT] and info["nodes"] == len(model.graph.node)
+    assert set(info) == {"source_sha256", "graphs"} and list(info["graphs"]) == ["model"]
+    g = info["graphs"]["model"]
+    assert g["opset"] == OPSET and g["outputs"] == [OUTPUT] and g["nodes"] == len(model.graph.node)
     expected_sha = hashlib.sha256(
         (root / "model.py").read_bytes() + (root / "weights.safetensors").read_bytes()
     )
@@ -73,8 +78,8 @@ def test_pytorch_export_matches_the_torch_model(tmp_path: Path) -> None:
 
 def test_pytorch_export_is_deterministic(tmp_path: Path) -> None:
     root = make_model_dir(tmp_path)
-    a = export(root, tmp_path / "a").artifacts["onnx_float"].path.read_bytes()
-    b = export(root, tmp_path / "b").artifacts["onnx_float"].path.read_bytes()
+    a = export(root, tmp_path / "a").artifact("onnx_float").path.read_bytes()
+    b = export(root, tmp_path / "b").artifact("onnx_float").path.read_bytes()
     assert a == b
 
 
@@ -87,7 +92,7 @@ def test_pytorch_weights_from_a_state_dict_pt_file(tmp_path: Path) -> None:
     ctx = export(root, tmp_path / "work")
     x = ctx.eval.sample(1)[INPUT]
     np.testing.assert_allclose(
-        _run_onnx(ctx.artifacts["onnx_float"].path, x), tiny_logits(x), rtol=1e-4, atol=1e-4
+        _run_onnx(ctx.artifact("onnx_float").path, x), tiny_logits(x), rtol=1e-4, atol=1e-4
     )
 
 
@@ -247,7 +252,7 @@ def test_onnx_dynamic_batch_is_fixed_to_the_configured_shape(tmp_path: Path) -> 
     source = onnx.load(str(root / "model.onnx"))
     assert _dims(source.graph.input[0]) == ["batch", 3, 8, 8]
     ctx = export(root, tmp_path / "work")
-    model = onnx.load(str(ctx.artifacts["onnx_float"].path))
+    model = onnx.load(str(ctx.artifact("onnx_float").path))
     assert _dims(model.graph.input[0]) == list(SHAPE)
     assert _dims(model.graph.output[0]) == [1, 4]
     assert (
@@ -256,13 +261,13 @@ def test_onnx_dynamic_batch_is_fixed_to_the_configured_shape(tmp_path: Path) -> 
     )
     x = ctx.eval.sample(2)[INPUT]
     np.testing.assert_allclose(
-        _run_onnx(ctx.artifacts["onnx_float"].path, x), tiny_logits(x), rtol=1e-4, atol=1e-4
+        _run_onnx(ctx.artifact("onnx_float").path, x), tiny_logits(x), rtol=1e-4, atol=1e-4
     )
 
 
 def test_onnx_dynamic_batch_takes_a_larger_configured_batch(tmp_path: Path) -> None:
     root = make_model_dir(tmp_path, "onnx", inputs=[{"name": INPUT, "shape": [2, 3, 8, 8]}])
-    model = onnx.load(str(export(root, tmp_path / "work").artifacts["onnx_float"].path))
+    model = onnx.load(str(export(root, tmp_path / "work").artifact("onnx_float").path))
     assert _dims(model.graph.input[0]) == [2, 3, 8, 8]
     assert _dims(model.graph.output[0]) == [2, 4]
 
@@ -380,7 +385,7 @@ def test_onnx_model_errors(tmp_path: Path, mutate: Mutation, fragment: str) -> N
 def test_helper_built_onnx_model_exports(tmp_path: Path) -> None:
     root = make_model_dir(tmp_path, "onnx")
     (root / "model.onnx").write_bytes(tiny_onnx())
-    model = onnx.load(str(export(root, tmp_path / "work").artifacts["onnx_float"].path))
+    model = onnx.load(str(export(root, tmp_path / "work").artifact("onnx_float").path))
     assert _dims(model.graph.input[0]) == list(SHAPE)
 
 
@@ -388,9 +393,9 @@ def test_old_opset_is_upgraded_for_per_channel_qdq(tmp_path: Path) -> None:
     root = make_model_dir(tmp_path, "onnx")
     (root / "model.onnx").write_bytes(tiny_onnx(opset=11))
     ctx = export(root, tmp_path / "work")
-    assert ctx.results["export"]["opset"] >= 13
+    assert ctx.results["export"]["graphs"]["model"]["opset"] >= 13
     x = ctx.eval.sample(0)[INPUT]
-    assert _run_onnx(ctx.artifacts["onnx_float"].path, x).shape == (1, 4)
+    assert _run_onnx(ctx.artifact("onnx_float").path, x).shape == (1, 4)
 
 
 def test_outputs_are_restricted_to_the_listed_ones(tmp_path: Path) -> None:
@@ -399,8 +404,8 @@ def test_outputs_are_restricted_to_the_listed_ones(tmp_path: Path) -> None:
     model.graph.output.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT, None))
     (root / "model.onnx").write_bytes(model.SerializeToString())
     ctx = export(root, tmp_path / "work")
-    assert [o.name for o in onnx.load(str(ctx.artifacts["onnx_float"].path)).graph.output] == [OUTPUT]
-    assert ctx.artifacts["onnx_float"].meta == {"outputs": [OUTPUT]}
+    assert [o.name for o in onnx.load(str(ctx.artifact("onnx_float").path)).graph.output] == [OUTPUT]
+    assert ctx.artifact("onnx_float").meta == {"outputs": [OUTPUT]}
 
 
 def test_onnx_with_inconsistent_shapes_is_a_model_error(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from conftest import (
     context_with_artifacts,
     make_model_dir,
 )
+
 from edgeq import __version__
 from edgeq.config import load_model_spec
 from edgeq.data import ArrayDataset

@@ -11,12 +11,13 @@ import numpy as np
 import onnx
 import pytest
 from conftest import INPUT, make_context, make_model_dir
+from onnx import numpy_helper
+
 from edgeq.config import QuantSpec
 from edgeq.context import Artifact
 from edgeq.stages.export import STAGE as EXPORT
 from edgeq.stages.quantize import STAGE as QUANTIZE
 from edgeq.stages.quantize import StreamingReader
-from onnx import numpy_helper
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     model_dir = make_model_dir(root)
     ctx = make_context(model_dir, root / "work")
     EXPORT.run(ctx)
-    return model_dir, ctx.artifacts["onnx_float"].path
+    return model_dir, ctx.artifacts["onnx_float"]["model"].path
 
 
 def quantize(exported: tuple[Path, Path], work: Path, **quant: Any) -> Any:
@@ -36,6 +37,7 @@ def quantize(exported: tuple[Path, Path], work: Path, **quant: Any) -> Any:
     src = ctx.build_dir / "model.float.onnx"
     shutil.copyfile(float_onnx, src)
     ctx.add(Artifact("onnx_float", src, "onnx", "float32", {"outputs": ["logits"]}))
+    ctx.graph_calibration["model"] = ctx.calibration  # what the calibrate stage does for one graph
     result = QUANTIZE.run(ctx)
     assert result.produced == ("onnx_int8",)
     return ctx
@@ -57,8 +59,11 @@ def test_each_calibration_method_gives_a_qdq_model(
     exported: tuple[Path, Path], tmp_path: Path, method: str
 ) -> None:
     ctx = quantize(exported, tmp_path, method=method)
-    art = ctx.artifacts["onnx_int8"]
-    assert (art.path, art.format, art.precision) == (ctx.build_dir / "model.int8.onnx", "onnx", "int8")
+    assert set(ctx.artifacts["onnx_int8"]) == {"model"}
+    art = ctx.artifacts["onnx_int8"]["model"]
+    assert (art.path, art.format, art.precision, art.graph) == (
+        ctx.build_dir / "model.int8.onnx", "onnx", "int8", "model"
+    )
     assert art.meta == {"outputs": ["logits"]}
     ops = _ops(art.path)
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -71,7 +76,7 @@ def test_each_calibration_method_gives_a_qdq_model(
     assert recipe["format"] == "QDQ"
     assert recipe["weights"] == "int8 symmetric per-channel"
     assert recipe["activations"] == "int8 asymmetric per-tensor"
-    assert recipe["calibration_samples"] == len(ctx.calibration)
+    assert recipe["calibration_samples"] == {"model": len(ctx.calibration)}
     assert ("percentile" in recipe) == (method == "percentile")
     # the INT8 model still classifies the eval set like the float model does
     agree = (_top1(art.path, ctx.eval) == ctx.eval.sample_labels()).mean()
@@ -81,7 +86,7 @@ def test_each_calibration_method_gives_a_qdq_model(
 def test_per_tensor_weights(exported: tuple[Path, Path], tmp_path: Path) -> None:
     ctx = quantize(exported, tmp_path, per_channel=False)
     assert ctx.results["quantize"]["weights"] == "int8 symmetric per-tensor"
-    model = onnx.load(str(ctx.artifacts["onnx_int8"].path))
+    model = onnx.load(str(ctx.artifacts["onnx_int8"]["model"].path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     weight_scales = [
         inits[n.input[1]]
@@ -98,8 +103,9 @@ def test_calibration_sample_limit_is_recorded(exported: tuple[Path, Path], tmp_p
     ctx = make_context(model_dir, tmp_path / "limited")
     ctx.calibration.count = 5
     ctx.add(Artifact("onnx_float", float_onnx, "onnx", "float32", {"outputs": ["logits"]}))
+    ctx.graph_calibration["model"] = ctx.calibration
     QUANTIZE.run(ctx)
-    assert ctx.results["quantize"]["calibration_samples"] == 5
+    assert ctx.results["quantize"]["calibration_samples"] == {"model": 5}
     assert "percentile" not in ctx.results["quantize"]
 
 

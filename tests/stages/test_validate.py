@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from bad_inputs import remove
 from conftest import DELETE, N_EVAL, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir
+
 from edgeq.config import GATE_DEFINITIONS, GateLimit, load_target
 from edgeq.stages.validate import STAGE, evaluate_gate
 
@@ -70,23 +71,31 @@ def test_every_artifact_runs_on_its_runtime(tiny_report: dict[str, Any]) -> None
         "tflite_float32": ["litert"],
         "tflite_int8": ["litert"],
     }
+    for key, art in arts.items():
+        assert art["files"] == {"model": {"file": f"model.{key.split('_')[1]}.{art['format']}",
+                                          "bytes": art["bytes"]}}, key
+        assert art["bytes"] > 0
     for key in ("onnx_int8", "tflite_float32", "tflite_int8"):
         entry = next(iter(arts[key]["runtimes"].values()))
-        out = entry["outputs"][OUTPUT]
+        assert list(entry["outputs"]) == ["model"]
+        out = entry["outputs"]["model"][OUTPUT]
         assert out["elements"] == N_EVAL * 4
         assert entry["task"]["samples"] == N_EVAL
         assert entry["task"]["top1_agreement"] == 1.0, key
-    f32 = arts["tflite_float32"]["runtimes"]["litert"]["outputs"][OUTPUT]
+    f32 = arts["tflite_float32"]["runtimes"]["litert"]["outputs"]["model"][OUTPUT]
     assert f32["cosine"] > 0.99999 and (f32["sqnr_db"] is None or f32["sqnr_db"] > 60)
-    i8 = arts["tflite_int8"]["runtimes"]["litert"]["outputs"][OUTPUT]
+    i8 = arts["tflite_int8"]["runtimes"]["litert"]["outputs"]["model"][OUTPUT]
     assert 0.99 < i8["cosine"] <= 1.0 + 1e-9
+    assert i8["identical"] is False and f32["identical"] is (f32["sqnr_db"] is None)
     assert 20 < i8["sqnr_db"] < f32["sqnr_db"]
     assert arts["tflite_int8"]["runtimes"]["litert"]["describe"]["kernels"].startswith("XNNPACK")
 
 
 def test_target_gates_all_pass_on_the_shipped_artifact(tiny_report: dict[str, Any]) -> None:
     gates = {g["name"]: g for g in tiny_report["gates"]}
-    assert list(gates) == [n for n in GATE_DEFINITIONS if n in load_target("android").gates]
+    # bleu_drop is a translation gate: the target names it, a classifier skips it
+    assert "bleu_drop" in load_target("android").gates
+    assert list(gates) == [n for n in GATE_DEFINITIONS if n in load_target("android").gates and n != "bleu_drop"]
     assert all(
         g["passed"] and g["source"] == "target" and g["artifact"] == "tflite_int8" for g in gates.values()
     )
@@ -95,7 +104,7 @@ def test_target_gates_all_pass_on_the_shipped_artifact(tiny_report: dict[str, An
     assert gates["int8_compute_ops"]["value"] == 1.0 and gates["int8_compute_ops"]["runtime"] is None
     assert gates["model_bytes"]["value"] == tiny_report["artifacts"]["tflite_int8"]["bytes"]
     shipped = tiny_report["artifacts"]["tflite_int8"]["runtimes"]["litert"]
-    assert gates["output_cosine"]["value"] == min(o["cosine"] for o in shipped["outputs"].values())
+    assert gates["output_cosine"]["value"] == min(o["cosine"] for o in shipped["outputs"]["model"].values())
     assert gates["output_cosine"]["runtime"] == "litert"
     assert tiny_report["passed"] is True
 
@@ -128,13 +137,13 @@ def test_generic_task_skips_the_classification_gates(onnx_int8_build: ApiBuild, 
     v = ctx.results["validation"]
     in_force = [n for n in GATE_DEFINITIONS if n in load_target("android").gates]
     assert [g["name"] for g in v["gates"]] == [
-        n for n in in_force if n not in ("accuracy_drop", "top1_agreement")
+        n for n in in_force if n not in ("accuracy_drop", "top1_agreement", "bleu_drop")
     ]
     assert v["passed"] is True
     assert v["reference"]["metrics"] == {}
     entry = v["artifacts"]["tflite_int8"]["runtimes"]["litert"]
     assert "task" not in entry
-    assert entry["outputs"][OUTPUT]["cosine"] > 0.99
+    assert entry["outputs"]["model"][OUTPUT]["cosine"] > 0.99
 
 
 def test_labels_file_with_fewer_classes_than_the_model(onnx_int8_build: ApiBuild, tmp_path: Path) -> None:
@@ -148,5 +157,8 @@ def test_labels_file_with_fewer_classes_than_the_model(onnx_int8_build: ApiBuild
 def test_tensor_metrics_are_finite_numbers(onnx_int8_build: ApiBuild) -> None:
     for art in onnx_int8_build.outcome.report["artifacts"].values():
         for entry in art["runtimes"].values():
-            for out in entry["outputs"].values():
-                assert all(v is None or math.isfinite(v) for v in out.values())
+            assert list(entry["outputs"]) == ["model"]
+            for out in entry["outputs"]["model"].values():
+                assert isinstance(out["identical"], bool)
+                numbers = [v for k, v in out.items() if k != "identical"]
+                assert all(v is None or (not isinstance(v, bool) and math.isfinite(v)) for v in numbers)
