@@ -8,8 +8,9 @@ Rules:
 * An artifact is a set of files, one per graph; a runtime runs the set (one loaded file per graph).
 * Classification / generic: one pass over the eval set, all runtimes in lockstep, metrics
   accumulated per sample: memory does not grow with the eval set.
-* Translation: each graph's outputs against the reference's on teacher-forced eval feeds (the
-  decoder gets the reference memory, so its own error is measured), then the whole eval set is
+* Translation: each graph's outputs against the reference's on teacher-forced eval feeds, at the
+  positions that matter (memory rows of real source tokens, logits of the target positions the
+  loop reads; the decoder gets the reference memory, so its own error is measured), then the whole eval set is
   decoded with the one greedy loop (edgeq.decode) on every runtime and scored.
 * Per artifact and runtime: the task metrics (top-1 accuracy and agreement; or BLEU, chrF, exact
   match, BLEU vs the float translations, tokens/s) and the tensor metrics of every output of every
@@ -190,10 +191,16 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         ref_mem = ref[t.encoder].run(feeds["encoder"])[t.memory]
         dec_feeds = {**feeds["decoder"], t.memory: ref_mem}
         ref_logits = ref[t.decoder].run(dec_feeds)[t.logits]
+        # Only the positions that matter are compared: memory rows of real source tokens (PAD rows
+        # are masked out of cross-attention) and the logits of the target positions the loop reads.
+        src_rows = feeds["encoder"][t.source_ids][0] != tok.pad_id
+        n_tgt = int((feeds["decoder"][t.target_ids][0] != tok.pad_id).sum())
         for p, rts in runners.items():
-            tensor_acc[p][t.encoder].update(ref_mem, rts[t.encoder].run(feeds["encoder"])[t.memory])
+            mem = rts[t.encoder].run(feeds["encoder"])[t.memory]
+            tensor_acc[p][t.encoder].update(ref_mem[0][src_rows], mem[0][src_rows])
             # the reference memory, so that the decoder's own error is measured
-            tensor_acc[p][t.decoder].update(ref_logits, rts[t.decoder].run(dec_feeds)[t.logits])
+            logits = rts[t.decoder].run(dec_feeds)[t.logits]
+            tensor_acc[p][t.decoder].update(ref_logits[0, :n_tgt], logits[0, :n_tgt])
     tensors = {p: {t.encoder: {t.memory: accs[t.encoder].result()}, t.decoder: {t.logits: accs[t.decoder].result()}}
                for p, accs in tensor_acc.items()}
 
