@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgeq-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-translator test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/edgeq build sample_models/digits --target android --out dist/digits-android
+
+demo-translator: install
+	$(BIN)/edgeq build sample_models/translator --target android --out dist/translator-android
+	$(BIN)/edgeq translate dist/translator-android "my mother wants 97 lamps" "the party is on 21 March at 7:45 pm"
 
 test: install
 	$(BIN)/python -m pytest -q
