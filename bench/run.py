@@ -73,6 +73,7 @@ class PeakRSS:
 
     def mark(self, name: str) -> None:
         self.current = name
+        self.peaks[name] = max(self.peaks.get(name, 0), self.proc.memory_info().rss)  # even a short stage gets a sample
 
     def stop(self) -> dict[str, int]:
         self._stop.set()
@@ -125,7 +126,7 @@ def job_edgeq(work: Path) -> dict[str, Any]:
     peaks = mem.stop()
     r = outcome.report
     shipped = r["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]
-    sq = {k: r["artifacts"][k]["runtimes"][rt]["outputs"]["logits"]["sqnr_db"]
+    sq = {k: r["artifacts"][k]["runtimes"][rt]["outputs"]["model"]["logits"]["sqnr_db"]
           for k, rt in (("tflite_int8", "litert"), ("onnx_int8", "onnxruntime"))}
     onnx_task = r["artifacts"]["onnx_int8"]["runtimes"]["onnxruntime"]["task"]
     return {
