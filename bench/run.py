@@ -29,13 +29,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import PeakRSS, timed_build
 
 # Offline, like edgeq itself: onnxruntime sends telemetry from Linux unless this is set first.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
@@ -44,41 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "digits"
 LATENCY_ROUNDS = 40  # rounds of (float32 x N, int8 x N, baseline x N), interleaved
 LATENCY_PER_ROUND = 25
-
-
-class PeakRSS:
-    """Samples the resident set size of this process plus its children (edgeq converts in a child
-    process) every few ms; ``mark`` starts a new segment."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.current = "start"
-        self.peaks: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            rss = self.proc.memory_info().rss
-            for child in self.proc.children(recursive=True):
-                try:
-                    rss += child.memory_info().rss
-                except Exception:  # the child ended between listing and reading
-                    pass
-            self.peaks[self.current] = max(self.peaks.get(self.current, 0), rss)
-            time.sleep(0.005)
-
-    def mark(self, name: str) -> None:
-        self.current = name
-        self.peaks[name] = max(self.peaks.get(name, 0), self.proc.memory_info().rss)  # even a short stage gets a sample
-
-    def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._t.join()
-        return self.peaks
 
 
 def _eval_set() -> tuple[np.ndarray, np.ndarray]:
@@ -105,35 +70,14 @@ def _scores(logits: np.ndarray, work: Path) -> dict[str, float]:
 
 
 def job_edgeq(work: Path) -> dict[str, Any]:
-    from edgeq.build import BuildOptions, build
-
-    mem = PeakRSS()
-    seconds: dict[str, float] = {}
-    starts: dict[str, float] = {}
-
-    def on_event(name: str, k: int, total: int, status: str, s: float) -> None:
-        if status == "start":
-            mem.mark(name)
-            starts[name] = time.perf_counter()
-        else:
-            seconds[name] = time.perf_counter() - starts[name]
-            mem.mark("between")
-
-    t0 = time.perf_counter()
-    outcome = build(BuildOptions(model_dir=SAMPLE, target="android", out=work / "bundle", keep_build_dir=work / "build"),
-                    on_event=on_event)
-    total = time.perf_counter() - t0
-    peaks = mem.stop()
+    outcome, timing = timed_build(SAMPLE, work / "bundle", work / "build")
     r = outcome.report
     shipped = r["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]
     sq = {k: r["artifacts"][k]["runtimes"][rt]["outputs"]["model"]["logits"]["sqnr_db"]
           for k, rt in (("tflite_int8", "litert"), ("onnx_int8", "onnxruntime"))}
     onnx_task = r["artifacts"]["onnx_int8"]["runtimes"]["onnxruntime"]["task"]
     return {
-        "total_seconds": total,
-        "stage_seconds": seconds,
-        "stage_peak_rss": {k: v for k, v in peaks.items() if k in seconds},
-        "peak_rss": max(peaks.values()),
+        **timing,
         "float_accuracy": r["reference"]["metrics"]["top1_accuracy"],
         "int8_onnx": {"accuracy": onnx_task["top1_accuracy"], "agreement": onnx_task["top1_agreement"],
                       "sqnr_db": sq["onnx_int8"]},

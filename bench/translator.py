@@ -13,30 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import timed_build
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "translator"
 
 
 def job_translator_edgeq(work: Path, peak_rss: Any) -> dict[str, Any]:
-    from edgeq.build import BuildOptions, build
-
-    mem = peak_rss()
-    seconds: dict[str, float] = {}
-    starts: dict[str, float] = {}
-
-    def on_event(name: str, k: int, total: int, status: str, s: float) -> None:
-        if status == "start":
-            mem.mark(name)
-            starts[name] = time.perf_counter()
-        else:
-            seconds[name] = time.perf_counter() - starts[name]
-            mem.mark("between")
-
-    t0 = time.perf_counter()
-    outcome = build(BuildOptions(model_dir=SAMPLE, target="android", out=work / "tr_bundle", keep_build_dir=work / "tr_build"),
-                    on_event=on_event)
-    total = time.perf_counter() - t0
-    peaks = mem.stop()
+    outcome, timing = timed_build(SAMPLE, work / "tr_bundle", work / "tr_build")
     r = outcome.report
     arts = r["artifacts"]
 
@@ -44,10 +28,7 @@ def job_translator_edgeq(work: Path, peak_rss: Any) -> dict[str, Any]:
         return arts[key]["runtimes"][rt]["task"]
 
     return {
-        "total_seconds": total,
-        "stage_seconds": seconds,
-        "stage_peak_rss": {k: v for k, v in peaks.items() if k in seconds},
-        "peak_rss": max(peaks.values()),
+        **timing,
         "passed": r["passed"],
         "sentences": r["reference"]["metrics"]["sentences"],
         "float": r["reference"]["metrics"],
