@@ -255,7 +255,9 @@ def _fix_inputs(model: Any, graph: GraphSpec, source: Path) -> Any:
     for spec_in in graph.inputs:
         vi = by_name[spec_in.name]
         tt = vi.type.tensor_type
-        if tt.elem_type != _ONNX_DTYPES[spec_in.dtype]:
+        if tt.elem_type == onnx.TensorProto.INT64 and spec_in.dtype == "int32":
+            _int32_input(model, spec_in.name)  # token ids are int32 on the device
+        elif tt.elem_type != _ONNX_DTYPES[spec_in.dtype]:
             have = onnx.TensorProto.DataType.Name(tt.elem_type)
             raise ModelError(f"input '{spec_in.name}' is {have} in the model but {spec_in.dtype} in edgeq.toml")
         dims = tt.shape.dim
@@ -282,6 +284,26 @@ def _fix_inputs(model: Any, graph: GraphSpec, source: Path) -> Any:
         raise ModelError(
             f"{source.name} is not a valid ONNX model with the shapes in edgeq.toml: {detail[:300]}"
         ) from e
+
+
+def _int32_input(model: Any, name: str) -> None:
+    """Make an int64 graph input int32 and cast it back to int64 for the nodes that read it.
+
+    Exporters write token ids as int64; phones feed int32, and TFLite's int8 path wants int32
+    indices. The ids are the same numbers, so one Cast at the input changes nothing else."""
+    import onnx
+
+    cast_out = f"{name}__edgeq_int64"
+    for node in model.graph.node:
+        for k, inp in enumerate(node.input):
+            if inp == name:
+                node.input[k] = cast_out
+    for out in model.graph.output:
+        if out.name == name:
+            raise ModelError(f"input '{name}' is also a graph output; it cannot be made int32")
+    cast = onnx.helper.make_node("Cast", [name], [cast_out], to=onnx.TensorProto.INT64, name=f"{name}__edgeq_cast")
+    model.graph.node.insert(0, cast)
+    next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type = onnx.TensorProto.INT32
 
 
 def _select_outputs(model: Any, graph: GraphSpec) -> Any:

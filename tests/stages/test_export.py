@@ -413,3 +413,31 @@ def test_onnx_with_inconsistent_shapes_is_a_model_error(tmp_path: Path) -> None:
     (root / "model.onnx").write_bytes(tiny_onnx(fc_in=5))  # Gemm weight [5, 4] after 3 channels
     with pytest.raises(ModelError, match="is not a valid ONNX model"):
         export(root, tmp_path / "work")
+
+
+def test_int64_token_input_becomes_int32_with_the_same_results() -> None:
+    """Exporters write token ids as int64; edgeq.toml's int32 makes the device input int32."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeq.config import GraphSpec, InputSpec, OutputSpec
+    from edgeq.stages.export import _fix_inputs
+
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"]),
+         helper.make_node("ReduceSum", ["emb"], ["out"], keepdims=0)],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    spec = GraphSpec("model", (InputSpec("ids", (1, 3), "int32", "NC"),), (OutputSpec("out"),))
+    original = model.SerializeToString()
+    fixed = _fix_inputs(model, spec, Path("model.onnx"))
+    assert fixed.graph.input[0].type.tensor_type.elem_type == TensorProto.INT32
+    ids = np.array([[1, 7, 9]])
+    before = ort.InferenceSession(original).run(None, {"ids": ids.astype(np.int64)})[0]
+    after = ort.InferenceSession(fixed.SerializeToString()).run(None, {"ids": ids.astype(np.int32)})[0]
+    np.testing.assert_array_equal(before, after)
