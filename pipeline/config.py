@@ -51,6 +51,10 @@ GATE_DEFINITIONS: dict[str, tuple[str, str, str]] = {
     "accuracy_drop": ("max", "points", "top-1 accuracy of the float reference minus the artifact's, in percentage points"),
     "bleu_drop": ("max", "BLEU", "corpus BLEU of the float reference's translations minus the artifact's, vs the references"),
     "top1_agreement": ("min", "fraction", "share of eval samples whose top-1 class matches the float reference"),
+    "runtime_top1_agreement": (
+        "min", "fraction", "share of eval samples whose top-1 class is the same on another runtime as on the target's first",
+    ),
+    "runtime_bleu_diff": ("max", "BLEU", "BLEU difference between the target's first runtime and another one (translation)"),
     "output_cosine": (
         "min", "cosine",
         "lowest cosine similarity, over the model's outputs, between the artifact's outputs and the float reference's",

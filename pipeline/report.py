@@ -136,6 +136,22 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for name, m in outs.items():
                     lines.append(f"| {key} | {rt} | {graph} | {name} | {_num(m['cosine'], 6)} | "
                                  f"{_num(m['sqnr_db'], 2)} | {_num(m['max_abs_error'])} |")
+    shipped_parity = report["artifacts"]["tflite_int8"].get("parity", {})
+    if shipped_parity:
+        lines += ["", "## Parity of the shipped model across runtimes", "",
+                  "| runtime | vs | graph | output | max abs diff | max steps | elements > 1 step | top-1 agreement | "
+                  "BLEU diff |", "|---|---|---|---|---|---|---|---|---|"]
+        for rt, entry in shipped_parity.items():
+            for graph, outs in entry["outputs"].items():
+                for name, m in outs.items():
+                    lines.append(
+                        f"| {rt} | {entry['vs']} | {graph} | {name} | {_num(m['max_abs_diff'], 6)} | "
+                        f"{_num(m['max_steps'], 2)} | {_num(m['elements_over_one_step'])} of {m['elements']} | "
+                        f"{_num(entry.get('top1_agreement'))} | {_num(entry.get('bleu_diff'), 2)} |"
+                    )
+                    for d in m["divergences"]:
+                        lines.append(f"  - divergence: {graph}/{name} sample {d['sample']} element {d['element']}: "
+                                     f"{d['steps']:.2f} steps")
     size = report["size"]
     lines += ["", "## Size", "",
               f"INT8 .tflite {size['int8_tflite_bytes']} bytes = {_num(size['int8_to_float32_ratio'], 3)} x the float32 "

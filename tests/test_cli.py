@@ -64,7 +64,7 @@ def test_targets_lists_android() -> None:
     assert result.exit_code == 0
     (line,) = lines(result.stdout)
     assert line.startswith("android ")
-    assert "full-integer INT8 .tflite" in line
+    assert "INT8 .tflite for LiteRT" in line
 
 
 def test_help_lists_the_commands() -> None:

@@ -64,7 +64,7 @@ def test_render_markdown_of_a_shared_build(tiny_report: dict[str, Any]) -> None:
         assert section in md
     assert "| accuracy_drop | tflite_int8 | litert | 0.0000 points | <= 1.0000 | yes | +1.0000 | target |" in md
     assert "3 of 3 compute ops run in int8." in md
-    assert md.count("| INT8 .tflite (shipped) |") == 1
+    assert md.count("| INT8 .tflite (shipped) |") == 2  # litert and litert-ref
 
 
 def test_render_markdown_of_a_failed_gate(tiny_report: dict[str, Any]) -> None:

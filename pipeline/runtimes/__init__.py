@@ -37,10 +37,11 @@ class Runtime(Protocol):
 RUNTIMES: dict[str, str] = {
     "onnxruntime": "edgeq.runtimes.onnxrt:OnnxRuntime",
     "litert": "edgeq.runtimes.litert:LiteRT",
+    "litert-ref": "edgeq.runtimes.litert:LiteRTReference",
 }
 
 # Which artifact formats each runtime can run.
-FORMATS: dict[str, str] = {"onnxruntime": "onnx", "litert": "tflite"}
+FORMATS: dict[str, str] = {"onnxruntime": "onnx", "litert": "tflite", "litert-ref": "tflite"}
 
 
 def create_runtime(name: str, **options: Any) -> Runtime:

@@ -13,7 +13,7 @@ import numpy as np
 from edgeq._fds import redirect_output
 from edgeq.context import Artifact
 
-__all__ = ["LiteRT", "quantize", "dequantize"]
+__all__ = ["LiteRT", "LiteRTReference", "dequantize", "quantize"]
 
 
 def quantize(x: np.ndarray, q: dict[str, Any], dtype: str) -> np.ndarray:
@@ -77,3 +77,16 @@ class LiteRT:
 
         return {"runtime": self.name, "version": version("ai-edge-litert"), "kernels": self.kernels,
                 "threads": self.threads, "host": True}
+
+
+class LiteRTReference(LiteRT):
+    """LiteRT with its reference kernels (no XNNPACK, no optimized kernels): the semantics the
+    optimized kernels of every device should match, to compare them against."""
+
+    name = "litert-ref"
+    kernels = "reference kernels (BUILTIN_REF)"
+
+    def _resolver(self) -> Any:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        return OpResolverType.BUILTIN_REF

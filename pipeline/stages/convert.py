@@ -132,6 +132,24 @@ def _quant(details: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _output_step(interp: Any, index: int) -> float | None:
+    """One quantization step of an output, in output units: its own scale if it is quantized, or
+    the scale of the int8 tensor a final DEQUANTIZE reads. None for a float output computed in float."""
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+
+    def scale(i: int) -> float | None:
+        scales = tensors[i].get("quantization_parameters", {}).get("scales", [])
+        return float(scales[0]) if len(scales) == 1 else None
+
+    own = scale(index)
+    if own is not None:
+        return own
+    for op in interp._get_ops_details():  # the public API has no op list; this one is stable in LiteRT
+        if index in list(op["outputs"]) and op["op_name"] == "DEQUANTIZE":
+            return scale(int(op["inputs"][0]))
+    return None
+
+
 def _layout_perm(onnx_shape: list[int], tfl_shape: list[int], what: str, expected: tuple[int, ...] | None = None) -> list[int]:
     """The permutation p with ``tfl_shape == onnx_shape[p]``: ``expected`` if it fits, else
     channels-last, else identity."""
@@ -179,5 +197,6 @@ def io_mapping(path: Path, inputs: Any, onnx_outputs: list[str], onnx_out_shapes
             "dtype": np.dtype(d["dtype"]).name,
             "perm": _layout_perm(onnx_out_shapes[onnx_name], shape, f"output '{onnx_name}'"),
             "quantization": _quant(d),
+            "step": _output_step(interp, int(d["index"])),
         })
     return {"signature": SIGNATURE, "inputs": meta_in, "outputs": meta_out}

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from edgeq.config import GATE_DEFINITIONS
 from edgeq.context import BuildContext
 from edgeq.runtimes import FORMATS, create_runtime
 from edgeq.stages import StageResult
-from edgeq.tasks import ClassificationMetrics, TensorMetrics
+from edgeq.tasks import ClassificationMetrics, ParityMetrics, TensorMetrics
 from edgeq.tflite_inspect import inspect_tflite
 
 __all__ = ["STAGE", "SHIPPED", "VARIANTS", "ValidateStage", "evaluate_gate"]
@@ -96,6 +98,8 @@ class ValidateStage:
             fallback = {g: conv[g]["float_fallback"] for g in graphs if conv.get(g, {}).get("float_fallback")}
             if key == SHIPPED and fallback:
                 artifacts[key]["float_fallback"] = fallback
+        if ctx.results.get("parity"):
+            artifacts[SHIPPED]["parity"] = ctx.results["parity"]
 
         gates = self._gates(ctx, reference, artifacts)
         validation = {"reference": reference, "artifacts": artifacts, "gates": gates,
@@ -125,6 +129,14 @@ class ValidateStage:
                     continue
                 for rt_name, entry in shipped["runtimes"].items():
                     add(g.name, metrics["bleu"] - entry["task"]["bleu"], g.limit, rt_name, g.source)
+            elif g.name == "runtime_top1_agreement":
+                for rt_name, entry in shipped.get("parity", {}).items():
+                    if "top1_agreement" in entry:
+                        add(g.name, entry["top1_agreement"], g.limit, rt_name, g.source)
+            elif g.name == "runtime_bleu_diff":
+                for rt_name, entry in shipped.get("parity", {}).items():
+                    if "bleu_diff" in entry:
+                        add(g.name, entry["bleu_diff"], g.limit, rt_name, g.source)
             elif g.name == "output_cosine":
                 for rt_name, entry in shipped["runtimes"].items():
                     value = min(o["cosine"] for outs in entry["outputs"].values() for o in outs.values())
@@ -163,18 +175,22 @@ def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, di
     task_acc = {p: ClassificationMetrics(n_classes) for p in runners} if classify else {}
     outputs = ctx.artifact("onnx_float").meta["outputs"]
     tensor_acc = {p: {o: TensorMetrics() for o in outputs} for p in runners}
+    parity = _Parity(ctx, runners)
     for k, feeds in enumerate(ctx.eval):
         ref_out = ref[g].run(feeds)
         y = labels[k * batch : (k + 1) * batch] if labels is not None else None
         if ref_task is not None:
             ref_task.update(ref_out[task_out], ref_out[task_out], y)
+        outs = {}
         for p, rts in runners.items():
-            out = rts[g].run(feeds)
+            outs[p] = out = rts[g].run(feeds)
             for o in outputs:
                 tensor_acc[p][o].update(ref_out[o], out[o])
             if classify:
                 task_acc[p].update(ref_out[task_out], out[task_out], y)
+        parity.update(g, {p: outs[p] for p in outs}, classify_output=task_out if classify else None)
     tensors = {p: {g: {o: m.result() for o, m in accs.items()}} for p, accs in tensor_acc.items()}
+    ctx.results["parity"] = parity.result()
     return (ref_task.result() if ref_task else {}), {p: m.result() for p, m in task_acc.items()}, tensors
 
 
@@ -186,6 +202,7 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
     t = ctx.spec.task
     tok = tokenizer_for(ctx)
     tensor_acc = {p: {t.encoder: TensorMetrics(), t.decoder: TensorMetrics()} for p in runners}
+    parity = _Parity(ctx, runners)
     for source, target in zip(ctx.eval.sources, ctx.eval.targets, strict=True):
         feeds = teacher_forced_feeds(ctx, tok, source, target, None)
         ref_mem = ref[t.encoder].run(feeds["encoder"])[t.memory]
@@ -195,12 +212,17 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         # are masked out of cross-attention) and the logits of the target positions the loop reads.
         src_rows = feeds["encoder"][t.source_ids][0] != tok.pad_id
         n_tgt = int((feeds["decoder"][t.target_ids][0] != tok.pad_id).sum())
+        enc_outs, dec_outs = {}, {}
         for p, rts in runners.items():
             mem = rts[t.encoder].run(feeds["encoder"])[t.memory]
             tensor_acc[p][t.encoder].update(ref_mem[0][src_rows], mem[0][src_rows])
             # the reference memory, so that the decoder's own error is measured
             logits = rts[t.decoder].run(dec_feeds)[t.logits]
             tensor_acc[p][t.decoder].update(ref_logits[0, :n_tgt], logits[0, :n_tgt])
+            enc_outs[p] = {t.memory: mem[0][src_rows]}
+            dec_outs[p] = {t.logits: logits[0, :n_tgt]}
+        parity.update(t.encoder, enc_outs)
+        parity.update(t.decoder, dec_outs)
     tensors = {p: {t.encoder: {t.memory: accs[t.encoder].result()}, t.decoder: {t.logits: accs[t.decoder].result()}}
                for p, accs in tensor_acc.items()}
 
@@ -213,6 +235,12 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         hyps, speed = translate_all(rts, ctx, tok)
         task[p] = TranslationMetrics.score(hyps, refs, ref_hyps, speed)
         translations[f"{p[0]}@{p[1]}"] = hyps
+    ctx.results["parity"] = parity.result()
+    primary = ctx.target.runtimes[0]
+    for rt, entry in ctx.results["parity"].items():
+        mine, theirs = translations[f"{SHIPPED}@{rt}"], translations[f"{SHIPPED}@{primary}"]
+        entry["same_translation"] = sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine)
+        entry["bleu_diff"] = abs(task[(SHIPPED, rt)]["bleu"] - task[(SHIPPED, primary)]["bleu"])
     shipped = next((k for k in translations if k.startswith(f"{SHIPPED}@")), None)
     ref_metrics["examples"] = [
         {"source": src, "reference": r, "float": f, **({shipped: translations[shipped][k]} if shipped else {})}
@@ -220,6 +248,45 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         if k < EXAMPLES
     ]
     return ref_metrics, task, tensors
+
+
+class _Parity:
+    """The shipped artifact on each of the target's other runtimes vs its first runtime (host LiteRT)."""
+
+    def __init__(self, ctx: BuildContext, runners: dict[Pair, dict[str, Any]]) -> None:
+        self.primary = ctx.target.runtimes[0]
+        self.others = [rt for rt in ctx.target.runtimes[1:] if (SHIPPED, rt) in runners]
+        self.steps = {
+            g.name: {m["name"]: m.get("step") for m in ctx.artifact(SHIPPED, g.name).meta["outputs"]}
+            for g in ctx.spec.graphs
+        }
+        self.acc: dict[str, dict[str, dict[str, ParityMetrics]]] = {rt: {} for rt in self.others}
+        self.agree = {rt: [0, 0] for rt in self.others}
+
+    def update(self, graph: str, outs: dict[Pair, dict[str, Any]], classify_output: str | None = None) -> None:
+        base = outs[(SHIPPED, self.primary)]
+        for rt in self.others:
+            other = outs[(SHIPPED, rt)]
+            for name, value in other.items():
+                acc = self.acc[rt].setdefault(graph, {}).setdefault(name, ParityMetrics(self.steps[graph].get(name)))
+                acc.update(base[name], value)
+            if classify_output is not None:
+                a = np.asarray(base[classify_output]).reshape(len(other[classify_output]), -1).argmax(1)
+                b = np.asarray(other[classify_output]).reshape(len(other[classify_output]), -1).argmax(1)
+                self.agree[rt][0] += int((a == b).sum())
+                self.agree[rt][1] += len(a)
+
+    def result(self) -> dict[str, Any]:
+        out = {}
+        for rt in self.others:
+            entry: dict[str, Any] = {
+                "vs": self.primary,
+                "outputs": {g: {n: m.result() for n, m in outs.items()} for g, outs in self.acc[rt].items()},
+            }
+            if self.agree[rt][1]:
+                entry["top1_agreement"] = self.agree[rt][0] / self.agree[rt][1]
+            out[rt] = entry
+        return out
 
 
 def _count_labels(ctx: BuildContext) -> int | None:

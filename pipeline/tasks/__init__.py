@@ -7,8 +7,8 @@ metrics (``TensorMetrics``) apply to every model whatever its task.
 from __future__ import annotations
 
 from edgeq.tasks.classification import ClassificationMetrics
-from edgeq.tasks.generic import TensorMetrics
+from edgeq.tasks.generic import ParityMetrics, TensorMetrics
 
-__all__ = ["TASKS", "ClassificationMetrics", "TensorMetrics"]
+__all__ = ["TASKS", "ClassificationMetrics", "ParityMetrics", "TensorMetrics"]
 
 TASKS = {"classification": ClassificationMetrics}

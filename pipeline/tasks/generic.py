@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TensorMetrics"]
+__all__ = ["ParityMetrics", "TensorMetrics"]
 
 
 class TensorMetrics:
@@ -56,4 +56,43 @@ class TensorMetrics:
             "mean_abs_error": self.abs_sum / self.n if self.n else 0.0,
             "identical": self.err_sq == 0,
             "elements": self.n,
+        }
+
+
+class ParityMetrics:
+    """How far one runtime's outputs are from another's on the same artifact, in quantization steps.
+
+    ``step`` is one quantization step of the output (its int8 scale, in output units). Differences
+    larger than one step are divergences: kernels that implement the same int8 arithmetic should
+    differ by rounding only. The first ``keep`` divergences are listed (sample, flat element index).
+    """
+
+    def __init__(self, step: float | None, keep: int = 10) -> None:
+        self.step = step
+        self.keep = keep
+        self.max_abs = 0.0
+        self.over = 0
+        self.n = 0
+        self.samples = 0
+        self.divergences: list[dict[str, Any]] = []
+
+    def update(self, primary: np.ndarray, other: np.ndarray) -> None:
+        d = np.abs(np.asarray(primary, dtype=np.float64).ravel() - np.asarray(other, dtype=np.float64).ravel())
+        self.max_abs = max(self.max_abs, float(d.max(initial=0.0)))
+        if self.step:
+            over = np.flatnonzero(d > self.step * 1.001)  # dequantized values carry float rounding
+            self.over += int(over.size)
+            for i in over[: max(0, self.keep - len(self.divergences))]:
+                self.divergences.append({"sample": self.samples, "element": int(i), "steps": float(d[i] / self.step)})
+        self.n += d.size
+        self.samples += 1
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "max_abs_diff": self.max_abs,
+            "step": self.step,
+            "max_steps": self.max_abs / self.step if self.step else None,
+            "elements_over_one_step": self.over if self.step else None,
+            "elements": self.n,
+            "divergences": self.divergences,
         }

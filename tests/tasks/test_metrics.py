@@ -105,3 +105,23 @@ def test_classification_without_samples() -> None:
 def test_task_table() -> None:
     assert TASKS == {"classification": ClassificationMetrics}
     assert ClassificationMetrics.gates == ("accuracy_drop", "top1_agreement")
+
+
+def test_parity_counts_differences_in_quantization_steps() -> None:
+    from edgeq.tasks import ParityMetrics
+
+    m = ParityMetrics(step=0.5, keep=2)
+    m.update(np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 1.5, 3.5, 3.0]))  # 1 step (rounding), 3 steps
+    m.update(np.array([0.0, 0.0]), np.array([-1.5, 0.0]))  # 3 steps
+    r = m.result()
+    assert (r["max_abs_diff"], r["max_steps"], r["elements_over_one_step"], r["elements"]) == (1.5, 3.0, 2, 6)
+    assert r["divergences"] == [{"sample": 0, "element": 2, "steps": 3.0}, {"sample": 1, "element": 0, "steps": 3.0}]
+
+
+def test_parity_without_a_step_reports_the_absolute_difference_only() -> None:
+    from edgeq.tasks import ParityMetrics
+
+    m = ParityMetrics(step=None)
+    m.update(np.array([1.0, 2.0]), np.array([1.0, 2.25]))
+    r = m.result()
+    assert (r["max_abs_diff"], r["max_steps"], r["elements_over_one_step"], r["divergences"]) == (0.25, None, None, [])
