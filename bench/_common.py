@@ -43,6 +43,18 @@ class PeakRSS:
         return self.peaks
 
 
+def mb(b: int) -> str:
+    return f"{b / 2**20:.0f} MiB"
+
+
+def stage_table(timing: dict[str, Any], total_label: str) -> list[str]:
+    """RESULTS.md rows: wall time and peak memory of each stage of a timed build."""
+    lines = ["| stage | wall time (s) | peak RSS (process + children) |", "|---|---|---|"]
+    for stage, s in timing["stage_seconds"].items():
+        lines.append(f"| {stage} | {s:.2f} | {mb(timing['stage_peak_rss'].get(stage, 0))} |")
+    return [*lines, f"| {total_label} | {timing['total_seconds']:.2f} | {mb(timing['peak_rss'])} |", ""]
+
+
 def timed_build(model_dir: Path, out: Path, keep: Path) -> tuple[Any, dict[str, Any]]:
     """`edgeq build --target android` with per-stage wall time and peak RSS (process + children)."""
     from edgeq.build import BuildOptions, build

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeakRSS, timed_build
+from _common import PeakRSS, mb, stage_table, timed_build
 
 # Offline, like edgeq itself: onnxruntime sends telemetry from Linux unless this is set first.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
@@ -262,10 +262,6 @@ def _s(m: dict[str, float]) -> str:
     return f"{m['accuracy']:.4f} | {m['agreement']:.4f} | {m['sqnr_db']:.1f}"
 
 
-def _mb(b: int) -> str:
-    return f"{b / 2**20:.0f} MiB"
-
-
 def write_results(r: dict[str, Any], path: Path) -> None:
     e, ob, tb, lat, sh = r["edgeq"], r["ort_baseline"], r["onnx2tf_baseline"], r["latency"], r["shifted"]
     f32, i8, b8 = lat["edgeq float32"], lat["edgeq int8"], lat["onnx2tf -oiqt int8"]
@@ -277,12 +273,8 @@ def write_results(r: dict[str, Any], path: Path) -> None:
         "",
         "## Digits sample: edgeq build, per stage",
         "",
-        "| stage | wall time (s) | peak RSS (process + children) |",
-        "|---|---|---|",
+        *stage_table(e, "**total** (incl. input checks)"),
     ]
-    for stage, s in e["stage_seconds"].items():
-        lines.append(f"| {stage} | {s:.2f} | {_mb(e['stage_peak_rss'].get(stage, 0))} |")
-    lines += [f"| **total** (incl. input checks) | {e['total_seconds']:.2f} | {_mb(e['peak_rss'])} |", ""]
     lines += [
         "## Accuracy and size (360 held-out eval samples)",
         "",
@@ -294,13 +286,13 @@ def write_results(r: dict[str, Any], path: Path) -> None:
         f"| float reference | float ONNX | onnxruntime | {e['float_accuracy']:.4f} | 1 | - | - | - | - |",
         f"| edgeq | INT8 .tflite (shipped) | LiteRT | {_s(e['int8_tflite'])} | "
         f"{e['int8_tflite_bytes']} / {e['float32_tflite_bytes']} = **{e['size_ratio']:.3f}** | "
-        f"{e['total_seconds']:.1f} (whole build) | {_mb(e['peak_rss'])} |",
+        f"{e['total_seconds']:.1f} (whole build) | {mb(e['peak_rss'])} |",
         f"| edgeq | INT8 ONNX (QDQ, per-channel) | onnxruntime | {_s(e['int8_onnx'])} | - | (in build) | - |",
         f"| baseline: `quantize_static` defaults | INT8 ONNX | onnxruntime | {_s(ob['int8_onnx'])} | - | "
-        f"{ob['seconds']:.1f} | {_mb(ob['peak_rss'])} |",
+        f"{ob['seconds']:.1f} | {mb(ob['peak_rss'])} |",
         f"| baseline: `onnx2tf -oiqt -cind` | `*_integer_quant.tflite` | LiteRT | {_s(tb['int8_tflite'])} | "
         f"{tb['int8_tflite_bytes']} / {tb['float32_tflite_bytes']} = {tb['size_ratio']:.3f} | {tb['seconds']:.1f} | "
-        f"{_mb(tb['peak_rss'])} |",
+        f"{mb(tb['peak_rss'])} |",
         "",
         f"Top-1 accuracy, edgeq's shipped INT8 .tflite minus the float model: "
         f"{100 * (e['int8_tflite']['accuracy'] - e['float_accuracy']):+.2f} points; minus the onnx2tf baseline's "

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import timed_build
+from _common import mb, stage_table, timed_build
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "translator"
@@ -89,10 +89,6 @@ def job_translator_dynamic(work: Path, peak_rss: Any) -> dict[str, Any]:
             "bytes": sum(p.stat().st_size for p in files.values())}
 
 
-def _mb(b: int) -> str:
-    return f"{b / 2**20:.0f} MiB"
-
-
 def section(e: dict[str, Any], d: dict[str, Any]) -> list[str]:
     """The translator part of RESULTS.md."""
     b = e["bytes"]
@@ -103,12 +99,8 @@ def section(e: dict[str, Any], d: dict[str, Any]) -> list[str]:
         "(1 thread). Tokens/s are decoder steps per second on this x86 host, Python loop included: host numbers, "
         "not phone numbers.",
         "",
-        "| stage | wall time (s) | peak RSS (process + children) |",
-        "|---|---|---|",
+        *stage_table(e, "**total**"),
     ]
-    for stage, s in e["stage_seconds"].items():
-        lines.append(f"| {stage} | {s:.2f} | {_mb(e['stage_peak_rss'].get(stage, 0))} |")
-    lines += [f"| **total** | {e['total_seconds']:.2f} | {_mb(e['peak_rss'])} |", ""]
     rows = [
         ("float reference", "float ONNX", "onnxruntime", e["float"], b["onnx_float"]),
         ("edgeq", "INT8 ONNX (static, QDQ)", "onnxruntime", e["int8_onnx"], b["onnx_int8"]),
@@ -127,7 +119,7 @@ def section(e: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"BLEU drop of the shipped INT8 .tflite vs the float model: **{e['float']['bleu'] - i8['bleu']:.2f}**; "
         f"INT8 / float32 .tflite bytes (encoder + decoder): **{e['size_ratio']:.3f}**; "
         f"LiteRT tokens/s INT8 / float32: {i8['tokens_per_second_host'] / f32['tokens_per_second_host']:.2f}; "
-        f"quantize_dynamic took {d['seconds']:.1f} s ({_mb(d['peak_rss'])}).",
+        f"quantize_dynamic took {d['seconds']:.1f} s ({mb(d['peak_rss'])}).",
         "",
     ]
     if e["float_fallback"]:

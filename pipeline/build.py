@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +146,7 @@ def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
         )
 
 
-def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[str], None] | None = None) -> BuildOutcome:
+def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
     spec = load_model_spec(opts.model_dir)
     target = _resolve_target(opts, spec.io_dtype)
     gates = target.gate_limits(spec.gates, opts.gates or {})
@@ -167,7 +166,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None, log: Callable[[
         bundle_dir.mkdir()
         ctx = BuildContext(
             spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates,
-            calibration=calibration, eval=evaluation, log=log or (lambda m: None),
+            calibration=calibration, eval=evaluation,
         )
         try:
             run_stages(ctx, on_event)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ class BuildContext:
     gates: list[GateLimit]
     calibration: Any  # the user's calibration data: ArrayDataset, or ParallelText for translation
     eval: Any  # the user's eval data: ArrayDataset, or ParallelText for translation
-    log: Callable[[str], None] = lambda msg: None
     artifacts: dict[str, dict[str, Artifact]] = field(default_factory=dict)
     graph_calibration: dict[str, ArrayDataset] = field(default_factory=dict)
     # Results a stage publishes for later ones (validation metrics, export facts, ...).
