@@ -1,14 +1,17 @@
-"""convert: float ONNX -> TF SavedModel (onnx2tf) -> float32 and full-integer INT8 .tflite (TFLiteConverter).
+"""convert: float ONNX -> TF SavedModel (onnx2tf) -> float32 and INT8 .tflite (TFLiteConverter), per graph.
 
 Rules:
 
+* The converters run in a child process (``_convert_child``): a crash, ``sys.exit`` or global state
+  of theirs never reaches the build; this module reads the child's result and the log.
 * onnx2tf writes a SavedModel only; its own quantized outputs are not used (its INT8 path breaks
   on integer inputs). It runs with the network blocked: for models whose inputs are all 4-D with
   3 channels it wants to download sample images; edgeq hands it the user's calibration samples
   instead. Its console output goes to ``convert.log`` in the build folder.
 * Both .tflite files come from ``tf.lite.TFLiteConverter.from_saved_model``. The INT8 one uses
-  ``TFLITE_BUILTINS_INT8`` only (an op without an int8 kernel is an error, never a silent float
-  fallback) and the calibration data as representative dataset, transposed to the SavedModel's
+  ``TFLITE_BUILTINS_INT8``; only if the converter refuses an op is it converted again with float
+  kernels allowed for such ops, and the reason is recorded for the report (never silent). The
+  calibration data is the representative dataset, transposed to the SavedModel's
   layout (onnx2tf turns NCHW into NHWC). I/O tensors are float32 or int8 as the target says.
 * Each .tflite artifact records how its signature maps to the ONNX inputs/outputs: names,
   the permutation from ONNX layout to TFLite layout, dtypes and quantization parameters.
