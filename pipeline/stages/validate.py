@@ -71,9 +71,9 @@ class ValidateStage:
         runners = {(key, rt): {g: _load(rt, ctx.artifact(key, g), threads) for g in graphs} for key, rt in pairs}
 
         if ctx.spec.task.kind == "translation":
-            ref_metrics, task_results, tensor_results = _translation(ctx, ref, runners)
+            ref_metrics, task_results, tensor_results, parity = _translation(ctx, ref, runners)
         else:
-            ref_metrics, task_results, tensor_results = _single_graph(ctx, ref, runners)
+            ref_metrics, task_results, tensor_results, parity = _single_graph(ctx, ref, runners)
 
         reference = {"artifact": "onnx_float", **ref[graphs[0]].describe(), "metrics": ref_metrics,
                      "samples": len(ctx.eval)}
@@ -98,8 +98,8 @@ class ValidateStage:
             fallback = {g: conv[g]["float_fallback"] for g in graphs if conv.get(g, {}).get("float_fallback")}
             if key == SHIPPED and fallback:
                 artifacts[key]["float_fallback"] = fallback
-        if ctx.results.get("parity"):
-            artifacts[SHIPPED]["parity"] = ctx.results["parity"]
+        if parity:
+            artifacts[SHIPPED]["parity"] = parity
 
         gates = self._gates(ctx, reference, artifacts)
         validation = {"reference": reference, "artifacts": artifacts, "gates": gates,
@@ -163,7 +163,7 @@ def _load(runtime: str, artifact: Any, threads: int) -> Any:
 Pair = tuple[str, str]
 
 
-def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any]:
+def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any, Any]:
     """Classification / generic: one pass over the eval arrays, every runtime in lockstep."""
     g = ctx.spec.single.name
     classify = ctx.spec.task.kind == "classification"
@@ -190,11 +190,11 @@ def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, di
                 task_acc[p].update(ref_out[task_out], out[task_out], y)
         parity.update(g, {p: outs[p] for p in outs}, classify_output=task_out if classify else None)
     tensors = {p: {g: {o: m.result() for o, m in accs.items()}} for p, accs in tensor_acc.items()}
-    ctx.results["parity"] = parity.result()
-    return (ref_task.result() if ref_task else {}), {p: m.result() for p, m in task_acc.items()}, tensors
+    tasks = {p: m.result() for p, m in task_acc.items()}
+    return (ref_task.result() if ref_task else {}), tasks, tensors, parity.result()
 
 
-def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any]:
+def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any, Any]:
     """Each graph's outputs vs the reference on teacher-forced eval feeds, then greedy decoding of
     every eval sentence with every runtime, scored with BLEU / chrF against the references."""
     from edgeq.tasks.translation import TranslationMetrics, teacher_forced_feeds, tokenizer_for, translate_all
@@ -235,9 +235,9 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         hyps, speed = translate_all(rts, ctx, tok)
         task[p] = TranslationMetrics.score(hyps, refs, ref_hyps, speed)
         translations[f"{p[0]}@{p[1]}"] = hyps
-    ctx.results["parity"] = parity.result()
+    parity_result = parity.result()
     primary = ctx.target.runtimes[0]
-    for rt, entry in ctx.results["parity"].items():
+    for rt, entry in parity_result.items():
         mine, theirs = translations[f"{SHIPPED}@{rt}"], translations[f"{SHIPPED}@{primary}"]
         entry["same_translation"] = sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine)
         entry["bleu_diff"] = abs(task[(SHIPPED, rt)]["bleu"] - task[(SHIPPED, primary)]["bleu"])
@@ -247,7 +247,7 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         for k, (src, r, f) in enumerate(zip(ctx.eval.sources, refs, ref_hyps, strict=False))
         if k < EXAMPLES
     ]
-    return ref_metrics, task, tensors
+    return ref_metrics, task, tensors, parity_result
 
 
 class _Parity:
