@@ -12,21 +12,9 @@ import numpy as np
 
 from edgeq._fds import redirect_output
 from edgeq.context import Artifact
+from edgeq.tflite_io import from_tflite, to_tflite
 
-__all__ = ["LiteRT", "LiteRTReference", "dequantize", "quantize"]
-
-
-def quantize(x: np.ndarray, q: dict[str, Any], dtype: str) -> np.ndarray:
-    info = np.iinfo(dtype)
-    scale = np.asarray(q["scale"], dtype=np.float32)
-    zp = np.asarray(q["zero_point"], dtype=np.float32)
-    return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(dtype)
-
-
-def dequantize(y: np.ndarray, q: dict[str, Any]) -> np.ndarray:
-    scale = np.asarray(q["scale"], dtype=np.float32)
-    zp = np.asarray(q["zero_point"], dtype=np.float32)
-    return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
+__all__ = ["LiteRT", "LiteRTReference"]
 
 
 class LiteRT:
@@ -56,21 +44,7 @@ class LiteRT:
         self._meta = artifact.meta
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = {}
-        for m in self._meta["inputs"]:
-            x = np.asarray(feeds[m["name"]]).transpose(m["perm"])
-            if m["dtype"] in ("int8", "uint8", "int16") and m["quantization"]:
-                x = quantize(x.astype(np.float32), m["quantization"], m["dtype"])  # a float tensor, quantized
-            else:
-                x = x.astype(m["dtype"])  # float32 stays float32; token ids stay integers
-            args[m["tflite_name"]] = np.ascontiguousarray(x)
-        raw = self._runner(**args)
-        out = {}
-        for m in self._meta["outputs"]:
-            y = raw[m["tflite_name"]]
-            y = dequantize(y, m["quantization"]) if m["dtype"] in ("int8", "uint8", "int16") else y.astype(np.float32)
-            out[m["name"]] = y.transpose(np.argsort(m["perm"]))
-        return out
+        return from_tflite(self._runner(**to_tflite(feeds, self._meta)), self._meta)
 
     def describe(self) -> dict[str, Any]:
         from importlib.metadata import version

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper
 from edgeq.config import load_model_spec, load_target
 from edgeq.context import Artifact
 from edgeq.runtimes import FORMATS, RUNTIMES, create_runtime
-from edgeq.runtimes.litert import dequantize, quantize
 from edgeq.stages.convert import io_mapping
+from edgeq.tflite_io import dequantize, quantize
 
 
 @pytest.mark.parametrize("name", sorted(RUNTIMES))
