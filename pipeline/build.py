@@ -44,6 +44,9 @@ class BuildOptions:
     io_dtype: str | None = None
     gates: dict[str, float] | None = None
     keep_build_dir: Path | None = None
+    runtimes: tuple[str, ...] | None = None  # instead of the target's list (--runtime)
+    setup_emulator: bool = False  # set up a missing emulator instead of failing (--setup-emulator)
+    log: Any = None  # where set-up messages go (a callable taking one line)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def check_keep_dir(keep: Path, out: Path) -> None:
 
 
 def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
-    target = load_target(opts.target)
+    target = load_target(opts.target).with_runtimes(opts.runtimes)
     io_dtype = opts.io_dtype or model_io
     if io_dtype is not None and io_dtype not in target.io_dtypes:
         raise ConfigError(
@@ -108,6 +111,21 @@ def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
             f"choose one of: {', '.join(target.io_dtypes)}"
         )
     return target.with_io_dtype(io_dtype)
+
+
+def check_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:
+    """Every emulator the target's runtimes need: qemu installed, the root set up (or set up now)."""
+    from edgeq.emulator import EMULATORS, EmulatorMissing, require
+    from edgeq.emulator import setup as run_setup
+
+    for runtime, name in target.emulators:
+        spec = EMULATORS[name]
+        try:
+            require(spec, runtime)
+        except EmulatorMissing:
+            if not setup:
+                raise
+            run_setup(spec, log=log or (lambda line: None))
 
 
 def open_data(spec: ModelSpec) -> tuple[Any, Any]:
@@ -155,6 +173,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
     if opts.keep_build_dir is not None:
         check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), out)
     calibration, evaluation = open_data(spec)
+    check_emulators(target, opts.setup_emulator, opts.log)
 
     created = _make_parents(out.parent)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))

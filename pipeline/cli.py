@@ -69,6 +69,14 @@ def build(
     keep_build: Annotated[
         Path | None, typer.Option("--keep-build", help="Also copy the intermediate files (ONNX, SavedModel, .tflite) here.")
     ] = None,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option("--runtime", "-r", help="Validate on these runtimes instead of the target's (repeatable; "
+                     "the first is the parity reference), e.g. -r litert -r litert-arm64:cortex-a53."),
+    ] = None,
+    setup_emulator: Annotated[
+        bool, typer.Option("--setup-emulator", help="Set up a missing emulator now (network) instead of failing.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -83,7 +91,8 @@ def build(
             spec = load_model_spec(model_dir)
             out = Path("dist") / f"{spec.name}-{target}"
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
-                            keep_build_dir=keep_build)
+                            keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
+                            setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False))
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
@@ -143,7 +152,7 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     console.print(table)
     for g in report["gates"]:
         style = "green" if g["passed"] else "red"
-        console.print(f"[{style}]{escape(format_gate(g))}[/{style}]")
+        console.print(f"[{style}]{escape(format_gate(g))}[/{style}]", soft_wrap=True)
     size = report["size"]
     console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
     for graph in report["artifacts"]["tflite_int8"].get("float_fallback", {}):
@@ -175,6 +184,74 @@ def translate(
             typer.echo(out)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
+
+
+emulator_app = typer.Typer(help="Emulated edge CPUs for validation: set up once, then builds run offline.",
+                           no_args_is_help=True)
+app.add_typer(emulator_app, name="emulator")
+
+
+def _emulator_spec(name: str) -> Any:
+    from edgeq.emulator import EMULATORS
+
+    if name not in EMULATORS:
+        raise ConfigError(f"unknown emulator '{name}'; known: {', '.join(EMULATORS)}")
+    return EMULATORS[name]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@emulator_app.command("setup")
+def emulator_setup(
+    name: Annotated[str, typer.Argument(help="The emulator: arm64.")] = "arm64",
+    mirror: Annotated[str | None, typer.Option("--mirror", help="Debian mirror [default: http://deb.debian.org/debian].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Fetch and unpack again even if it is set up.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Fetch the emulator's root (Debian packages and aarch64 wheels) into the user cache; once."""
+    from edgeq.emulator import DEFAULT_MIRROR, emulator_dir, setup
+
+    try:
+        spec = _emulator_spec(name)
+        m = setup(spec, mirror=mirror or DEFAULT_MIRROR, force=force, log=lambda line: err.print(line, markup=False))
+    except EdgeqError as e:
+        _fail(e, debug, e.exit_code)
+    where = emulator_dir(spec)
+    if not m["fetched"]:
+        typer.echo(f"{name}: already set up in {where} ({_mb(m['bytes_installed'])}, {m['created']}); nothing to do")
+        return
+    g = m["guest"]
+    typer.echo(f"{name}: fetched {len(m['packages'])} Debian {m['suite']} packages and "
+               f"{', '.join(w['requirement'] for w in m['wheels'])}: {_mb(m['bytes_fetched'])} downloaded")
+    typer.echo(f"{name}: set up in {where}: {_mb(m['bytes_installed'])} on disk, Python {g['python']} {g['machine']}, "
+               f"LiteRT {g['litert']}, numpy {g['numpy']} ({m['setup_seconds']:.0f} s)")
+
+
+@emulator_app.command("status")
+def emulator_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """What is installed: qemu, each emulator's root, the CPU profiles."""
+    from edgeq.emulator import EMULATORS, status
+
+    states = [status(spec) for spec in EMULATORS.values()]
+    if as_json:
+        typer.echo(json.dumps(states, indent=2, sort_keys=True))
+        return
+    for st in states:
+        q = st["qemu"]
+        typer.echo(f"{st['emulator']}:")
+        typer.echo(f"  qemu:     {q['path'] + ' (' + q['version'] + ')' if 'path' in q else 'missing - ' + q['missing']}")
+        if st["installed"]:
+            g = st["guest"]
+            typer.echo(f"  root:     {st['path']} ({_mb(st['bytes_installed'])}, Debian {st['suite']}, set up {st['created']})")
+            typer.echo(f"  guest:    Python {g['python']} {g['machine']}, LiteRT {g['litert']}, numpy {g['numpy']}")
+        else:
+            why = "set up by another edgeq version" if st.get("stale") else "not set up"
+            typer.echo(f"  root:     {why}; run: edgeq emulator setup {st['emulator']}")
+        typer.echo("  profiles: " + "; ".join(f"{p} ({d})" for p, d in st["profiles"].items()))
 
 
 @app.command()

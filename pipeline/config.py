@@ -521,6 +521,20 @@ class TargetSpec:
     def with_io_dtype(self, io_dtype: str | None) -> TargetSpec:
         return self if io_dtype is None else replace(self, io_dtype=io_dtype)
 
+    def with_runtimes(self, runtimes: list[str] | tuple[str, ...] | None, where: str = "--runtime") -> TargetSpec:
+        """The target validating on ``runtimes`` instead of its own list (None: unchanged)."""
+        if not runtimes:
+            return self
+        return replace(self, runtimes=check_runtimes(tuple(runtimes), self.format, where))
+
+    @property
+    def emulators(self) -> list[tuple[str, str]]:
+        """(runtime, emulator) for every runtime that runs under an emulator."""
+        from edgeq.runtimes import EMULATED, split_name
+
+        return [(r, EMULATED[split_name(r)[0]]) for r in self.runtimes if split_name(r)[0] in EMULATED]
+
+
     def gate_limits(self, model_gates: dict[str, float], cli_gates: dict[str, float]) -> list[GateLimit]:
         """The gates in force: target defaults, then edgeq.toml, then the command line."""
         limits = {k: GateLimit(k, v, "target") for k, v in self.gates.items()}
@@ -528,6 +542,31 @@ class TargetSpec:
             for k, v in overrides.items():
                 limits[k] = GateLimit(k, v, source)
         return [limits[k] for k in GATE_DEFINITIONS if k in limits]
+
+
+def check_runtimes(runtimes: tuple[str, ...], fmt: str, where: str) -> tuple[str, ...]:
+    """Every name known (emulated ones with a CPU profile), none twice, the first a host runtime of
+    the target's format: it is the reference the others' parity is measured against."""
+    from edgeq.runtimes import EMULATED, FORMATS, check_name, split_name
+
+    if not runtimes:
+        raise ConfigError(f"{where}: no runtimes; name at least one, e.g. litert")
+    for r in runtimes:
+        try:
+            check_name(r)
+        except KeyError as e:
+            raise ConfigError(f"{where}: {e.args[0]}") from None
+        if FORMATS[split_name(r)[0]] != fmt:
+            raise ConfigError(f"{where}: runtime '{r}' does not run {fmt} files; choose a {fmt} runtime")
+    dup = next((r for k, r in enumerate(runtimes) if r in runtimes[:k]), None)
+    if dup is not None:
+        raise ConfigError(f"{where}: runtime '{dup}' is named twice; name each once")
+    if split_name(runtimes[0])[0] in EMULATED:
+        raise ConfigError(
+            f"{where}: the first runtime is the reference for parity and must run on the host, "
+            f"not '{runtimes[0]}'; put litert first"
+        )
+    return runtimes
 
 
 def _target_files() -> dict[str, Any]:
@@ -560,7 +599,7 @@ def load_target(name: str) -> TargetSpec:
         precision=t.get("precision", str, choices=("int8",)),
         io_dtype=t.get("io_dtype", str, choices=IO_DTYPES),
         io_dtypes=tuple(t.get("io_dtypes", list)),
-        runtimes=tuple(t.get("runtimes", list)),
+        runtimes=check_runtimes(tuple(t.get("runtimes", list)), t.data.get("format", "tflite"), f"{where}: runtimes"),
         threads=t.get("threads", int, 1),
         gates=gates,
         model_file=b.get("model_file", str),

@@ -83,6 +83,84 @@ def _margin(g: dict[str, Any]) -> str:
     return text if g["passed"] else f"**{text}** (misses by {abs(m):.4g} {g['unit']})"
 
 
+def _runtimes_section(report: dict[str, Any]) -> list[str]:
+    """Where each runtime of the shipped model ran: host or emulated core, kernels, versions."""
+    shipped = report["artifacts"]["tflite_int8"]["runtimes"]
+    lines = ["", "## Runtimes of the shipped model", "",
+             "| runtime | runs on | CPU profile | dot product | kernels | LiteRT |", "|---|---|---|---|---|---|"]
+    for rt, entry in shipped.items():
+        d = entry["describe"]
+        if d.get("emulated"):
+            g = d.get("guest", {})
+            where = f"qemu-user -cpu {d['qemu_cpu']}, aarch64 Python {g.get('python')}, numpy {g.get('numpy')}"
+            dot = {True: "yes", False: "no"}.get(g.get("dot_product"), "-")
+            lines.append(f"| {rt} | {where} | {d['profile']}: {d['cpu']} | {dot} | {d['kernels']} | {d.get('version')} |")
+        else:
+            lines.append(f"| {rt} | host | - | - | {d.get('kernels', '-')} | {d.get('version')} |")
+    return lines
+
+
+def _parity_section(report: dict[str, Any]) -> list[str]:
+    """The shipped model, runtime x metric: task metric, agreement with the float reference, and the
+    distance to the first runtime in quantization steps; then every divergence over one step."""
+    art = report["artifacts"]["tflite_int8"]
+    parity = art.get("parity", {})
+    if not parity:
+        return []
+    translation = report["task"] == "translation"
+    first = next(iter(parity.values()))["vs"]
+    if translation:
+        metric, agree = ("BLEU", "bleu", "BLEU diff", "bleu_diff"), ("BLEU vs float", "bleu_vs_float")
+    else:
+        metric = ("top-1", "top1_accuracy", "top-1 agreement", "top1_agreement")
+        agree = ("agreement with float", "top1_agreement")
+    outputs = [(g, o) for g, outs in next(iter(parity.values()))["outputs"].items() for o in outs]
+    head = ["runtime", metric[0], agree[0], f"{metric[2]} vs {first}"] + [f"{g}/{o}: max steps (> 1 step)" for g, o in outputs]
+    lines = ["", "## Parity of the shipped model across runtimes", "",
+             f"Differences from {first} in quantization steps of each output (the int8 scale behind it); "
+             "kernels that compute the same int8 arithmetic differ by rounding, at most one step.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    digits = 2 if translation else 4
+    for rt, entry in art["runtimes"].items():
+        task = entry.get("task", {})
+        row = [rt, _num(task.get(metric[1]), digits), _num(task.get(agree[1]), digits)]
+        p = parity.get(rt)
+        if p is None:
+            row += ["(reference)"] + ["-"] * len(outputs)
+        else:
+            row.append(_num(p.get(metric[3]), digits))
+            for g, o in outputs:
+                m = p["outputs"][g][o]
+                row.append(f"{_num(m['max_steps'], 2)} ({_num(m['elements_over_one_step'])} of {m['elements']})")
+        lines.append("| " + " | ".join(row) + " |")
+    listed = [(rt, g, o, d) for rt, p in parity.items() for g, outs in p["outputs"].items()
+              for o, m in outs.items() for d in m["divergences"]]
+    if listed:
+        lines += ["", "Divergences larger than one step (first 10 per runtime and output):", ""]
+        lines += [f"- {rt}: {g}/{o} sample {d['sample']} element {d['element']}: {d['steps']:.2f} steps"
+                  for rt, g, o, d in listed]
+    else:
+        lines += ["", "No element of any output differs by more than one step."]
+    return lines
+
+
+def _emulation_cost_section(report: dict[str, Any]) -> list[str]:
+    """Wall time of the emulated runtimes: what validating under emulation cost on this host."""
+    rows = [(rt, e["describe"]) for rt, e in report["artifacts"]["tflite_int8"]["runtimes"].items()
+            if e["describe"].get("emulated")]
+    if not rows:
+        return []
+    lines = ["", "## Validation cost of the emulated runtimes (host wall time, s)", "",
+             "Time under qemu on this host's CPU; not the latency of a device with that core.", "",
+             "| runtime | wall | start-up | running samples | decoding |", "|---|---|---|---|---|"]
+    for rt, d in rows:
+        c = d["validation_seconds"]
+        running = sum(v for k, v in c.items() if k.startswith("run_"))
+        lines.append(f"| {rt} | {_num(c.get('wall'), 1)} | {_num(c.get('startup'), 1)} | {running:.1f} | "
+                     f"{_num(c.get('decode'), 1)} |")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# edgeq report: {report['model']['name']} for {report['target']['name']}",
@@ -124,7 +202,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | - |" + " - |" * len(task_cols))
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
-            how = entry["describe"].get("kernels", entry["describe"].get("provider", ""))
+            d = entry["describe"]
+            how = d.get("kernels", d.get("provider", "")) + (f", emulated {d['profile']}" if d.get("emulated") else "")
             values = " | ".join(_num(task.get(k), 1 if k in ("bleu", "chrf", "bleu_vs_float", "tokens_per_second_host") else 4)
                                 for k in task_keys)
             lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | {rt} ({how}) | {values} |")
@@ -136,22 +215,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for name, m in outs.items():
                     lines.append(f"| {key} | {rt} | {graph} | {name} | {_num(m['cosine'], 6)} | "
                                  f"{_num(m['sqnr_db'], 2)} | {_num(m['max_abs_error'])} |")
-    shipped_parity = report["artifacts"]["tflite_int8"].get("parity", {})
-    if shipped_parity:
-        lines += ["", "## Parity of the shipped model across runtimes", "",
-                  "| runtime | vs | graph | output | max abs diff | max steps | elements > 1 step | top-1 agreement | "
-                  "BLEU diff |", "|---|---|---|---|---|---|---|---|---|"]
-        for rt, entry in shipped_parity.items():
-            for graph, outs in entry["outputs"].items():
-                for name, m in outs.items():
-                    lines.append(
-                        f"| {rt} | {entry['vs']} | {graph} | {name} | {_num(m['max_abs_diff'], 6)} | "
-                        f"{_num(m['max_steps'], 2)} | {_num(m['elements_over_one_step'])} of {m['elements']} | "
-                        f"{_num(entry.get('top1_agreement'))} | {_num(entry.get('bleu_diff'), 2)} |"
-                    )
-                    for d in m["divergences"]:
-                        lines.append(f"  - divergence: {graph}/{name} sample {d['sample']} element {d['element']}: "
-                                     f"{d['steps']:.2f} steps")
+    lines += _runtimes_section(report)
+    lines += _parity_section(report)
+    lines += _emulation_cost_section(report)
     size = report["size"]
     lines += ["", "## Size", "",
               f"INT8 .tflite {size['int8_tflite_bytes']} bytes = {_num(size['int8_to_float32_ratio'], 3)} x the float32 "

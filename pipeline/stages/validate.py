@@ -17,17 +17,22 @@ Rules:
   graph (cosine, SQNR, max/mean abs error of dequantized outputs).
 * Gates are evaluated on the shipped artifact (the INT8 .tflite), once per validating runtime for
   the metrics that depend on the runtime.
+* Emulated runtimes (``litert-arm64:<profile>``) do not run sample by sample: every feed is first
+  recorded to files, one emulator process per artifact and profile runs them all (and decodes
+  every eval sentence) while the host works, and the recorded outputs are then replayed into the
+  same passes as every other runtime. Their wall time is reported as validation cost only.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from edgeq.config import GATE_DEFINITIONS
 from edgeq.context import BuildContext
-from edgeq.runtimes import FORMATS, create_runtime
+from edgeq.runtimes import EMULATED, FORMATS, create_runtime, split_name
 from edgeq.stages import StageResult
 from edgeq.tasks import ClassificationMetrics, ParityMetrics, TensorMetrics
 from edgeq.tflite_inspect import inspect_tflite
@@ -68,12 +73,24 @@ class ValidateStage:
             fmt = ctx.artifact(key, graphs[0]).format
             names = ctx.target.runtimes if key == SHIPPED else [r for r, f in FORMATS.items() if f == fmt][:1]
             pairs += [(key, rt) for rt in names if (key, rt) not in pairs]
-        runners = {(key, rt): {g: _load(rt, ctx.artifact(key, g), threads) for g in graphs} for key, rt in pairs}
+        emulated: dict[Pair, Any] = {}
+        runners: dict[Pair, dict[str, Any]] = {}
+        for key, rt in pairs:
+            if split_name(rt)[0] in EMULATED:
+                emulated[(key, rt)] = em = create_runtime(rt, threads=threads)
+                for g in graphs:
+                    em.load(ctx.artifact(key, g))
+            else:
+                runners[(key, rt)] = {g: _load(rt, ctx.artifact(key, g), threads) for g in graphs}
 
-        if ctx.spec.task.kind == "translation":
-            ref_metrics, task_results, tensor_results, parity = _translation(ctx, ref, runners)
-        else:
-            ref_metrics, task_results, tensor_results, parity = _single_graph(ctx, ref, runners)
+        emulation = _Emulation(ctx, emulated)
+        try:
+            if ctx.spec.task.kind == "translation":
+                ref_metrics, task_results, tensor_results, parity = _translation(ctx, ref, runners, emulation)
+            else:
+                ref_metrics, task_results, tensor_results, parity = _single_graph(ctx, ref, runners, emulation)
+        finally:
+            emulation.stop()
 
         reference = {"artifact": "onnx_float", **ref[graphs[0]].describe(), "metrics": ref_metrics,
                      "samples": len(ctx.eval)}
@@ -86,7 +103,7 @@ class ValidateStage:
                 "files": {g: {"file": arts[g].path.name, "bytes": arts[g].bytes} for g in graphs},
                 "bytes": sum(arts[g].bytes for g in graphs), "runtimes": {},
             }
-        for (key, rt_name), graph_runners in runners.items():
+        for (key, rt_name), graph_runners in {**runners, **emulation.replays}.items():
             entry: dict[str, Any] = {"describe": graph_runners[graphs[0]].describe(),
                                      "outputs": tensor_results[(key, rt_name)]}
             if (key, rt_name) in task_results:
@@ -163,9 +180,16 @@ def _load(runtime: str, artifact: Any, threads: int) -> Any:
 Pair = tuple[str, str]
 
 
-def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any, Any]:
+def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]],
+                  emulation: _Emulation) -> tuple[Any, Any, Any, Any]:
     """Classification / generic: one pass over the eval arrays, every runtime in lockstep."""
     g = ctx.spec.single.name
+    if emulation:
+        recorder = emulation.recorder(g, len(ctx.eval))
+        for feeds in ctx.eval:
+            recorder.add(feeds)
+        emulation.start()
+        runners = {**runners, **emulation.wait()}
     classify = ctx.spec.task.kind == "classification"
     task_out = ctx.spec.task.output
     n_classes = _count_labels(ctx)
@@ -194,13 +218,37 @@ def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, di
     return (ref_task.result() if ref_task else {}), tasks, tensors, parity.result()
 
 
-def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]]) -> tuple[Any, Any, Any, Any]:
+def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dict[str, Any]],
+                 emulation: _Emulation) -> tuple[Any, Any, Any, Any]:
     """Each graph's outputs vs the reference on teacher-forced eval feeds, then greedy decoding of
     every eval sentence with every runtime, scored with BLEU / chrF against the references."""
-    from edgeq.tasks.translation import TranslationMetrics, teacher_forced_feeds, tokenizer_for, translate_all
+    from edgeq.tasks.translation import (
+        TranslationMetrics,
+        decode_spec,
+        decoded_texts,
+        teacher_forced_feeds,
+        tokenizer_for,
+        translate_all,
+    )
 
     t = ctx.spec.task
     tok = tokenizer_for(ctx)
+    refs = list(ctx.eval.targets)
+    host_decoded = {}
+    if emulation:
+        # Record the teacher-forced feeds (the decoder's carry the reference memory), start the
+        # emulators, and decode on the host runtimes while they run.
+        enc_rec = emulation.recorder(t.encoder, len(ctx.eval))
+        dec_rec = emulation.recorder(t.decoder, len(ctx.eval))
+        for source, target in zip(ctx.eval.sources, ctx.eval.targets, strict=True):
+            feeds = teacher_forced_feeds(ctx, tok, source, target, None)
+            enc_rec.add(feeds["encoder"])
+            dec_rec.add({**feeds["decoder"], t.memory: ref[t.encoder].run(feeds["encoder"])[t.memory]})
+        emulation.decode(t.encoder, t.decoder, asdict(decode_spec(ctx, tok)), enc_rec.files[t.source_ids])
+        emulation.start()
+        host_decoded = {p: translate_all(rts, ctx, tok) for p, rts in runners.items()}
+        replays = emulation.wait()
+        runners = {**runners, **replays}
     tensor_acc = {p: {t.encoder: TensorMetrics(), t.decoder: TensorMetrics()} for p in runners}
     parity = _Parity(ctx, runners)
     for source, target in zip(ctx.eval.sources, ctx.eval.targets, strict=True):
@@ -226,13 +274,16 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
     tensors = {p: {t.encoder: {t.memory: accs[t.encoder].result()}, t.decoder: {t.logits: accs[t.decoder].result()}}
                for p, accs in tensor_acc.items()}
 
-    refs = list(ctx.eval.targets)
     ref_hyps, ref_speed = translate_all(ref, ctx, tok)
     ref_metrics = TranslationMetrics.score(ref_hyps, refs, None, ref_speed)
     task = {}
     translations = {"onnx_float": ref_hyps}
     for p, rts in runners.items():
-        hyps, speed = translate_all(rts, ctx, tok)
+        if p in emulation.sessions:  # decoded inside the emulator; its speed is not a device's
+            tokens, _ = emulation.sessions[p].decoded()
+            hyps, speed = decoded_texts(tok, tokens), None
+        else:
+            hyps, speed = host_decoded[p] if p in host_decoded else translate_all(rts, ctx, tok)
         task[p] = TranslationMetrics.score(hyps, refs, ref_hyps, speed)
         translations[f"{p[0]}@{p[1]}"] = hyps
     parity_result = parity.result()
@@ -248,6 +299,54 @@ def _translation(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, dic
         if k < EXAMPLES
     ]
     return ref_metrics, task, tensors, parity_result
+
+
+class _Emulation:
+    """The emulated runtimes of one validation: shared feed files, one process per artifact and profile."""
+
+    def __init__(self, ctx: BuildContext, sessions: dict[Pair, Any]) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+        self.folder = ctx.build_dir / "emulated"
+        self.recorders: dict[str, Any] = {}
+        self.replays: dict[Pair, dict[str, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions)
+
+    def recorder(self, graph: str, samples: int) -> Any:
+        from edgeq.runtimes.arm64 import FeedRecorder
+
+        self.recorders[graph] = FeedRecorder(self.folder / "feeds" / graph, samples)
+        return self.recorders[graph]
+
+    def decode(self, encoder: str, decoder: str, spec: dict[str, Any], sources: Any) -> None:
+        for session in self.sessions.values():
+            session.add_decode(encoder, decoder, spec, sources)
+
+    def start(self) -> None:
+        for graph, rec in self.recorders.items():
+            rec.close()
+            for session in self.sessions.values():
+                session.add_run(graph, rec)
+        for (key, rt), session in self.sessions.items():
+            session.start(self.folder / f"{key}-{rt.replace(':', '-')}")
+
+    def wait(self) -> dict[Pair, dict[str, Any]]:
+        import time
+
+        while not all(session.poll() for session in self.sessions.values()):  # each one's own wall time
+            time.sleep(0.05)
+        out = {}
+        for p, session in self.sessions.items():
+            session.wait()
+            out[p] = {g: session.replay(g) for g in self.recorders}
+        self.replays = out
+        return out
+
+    def stop(self) -> None:
+        for session in self.sessions.values():
+            session.stop()
 
 
 class _Parity:

@@ -17,7 +17,7 @@ from edgeq.decode import DecodeSpec, greedy_decode
 from edgeq.errors import DataError
 from edgeq.text import Tokenizer
 
-__all__ = ["TranslationMetrics", "decode_spec", "teacher_forced_feeds", "tokenizer_for", "translate_all"]
+__all__ = ["TranslationMetrics", "decode_spec", "decoded_texts", "teacher_forced_feeds", "tokenizer_for", "translate_all"]
 
 
 def tokenizer_for(ctx: Any) -> Tokenizer:
@@ -113,11 +113,17 @@ def translate_all(runners: dict[str, Any], ctx: Any, tok: Tokenizer) -> tuple[li
     return hyps, {"decoder_steps": steps, "seconds": seconds, "tokens_per_second": steps / seconds if seconds else 0.0}
 
 
+def decoded_texts(tok: Tokenizer, tokens: np.ndarray) -> list[str]:
+    """Texts of token-id rows decoded elsewhere (-1 pads a row after its last token)."""
+    return [tok.decode([int(i) for i in row if i >= 0]) for row in tokens]
+
+
 class TranslationMetrics:
     gates = ("bleu_drop",)
 
     @staticmethod
-    def score(hyps: list[str], refs: list[str], float_hyps: list[str] | None, speed: dict[str, float]) -> dict[str, Any]:
+    def score(hyps: list[str], refs: list[str], float_hyps: list[str] | None, speed: dict[str, float] | None) -> dict[str, Any]:
+        """Scores; ``speed`` None for a runtime whose speed means nothing here (an emulator's)."""
         import sacrebleu
 
         out: dict[str, Any] = {
@@ -125,9 +131,10 @@ class TranslationMetrics:
             "chrf": float(sacrebleu.corpus_chrf(hyps, [refs]).score),
             "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs, strict=True)])) if refs else 0.0,
             "sentences": len(hyps),
-            "tokens_per_second_host": speed["tokens_per_second"],
-            "decode_seconds_host": speed["seconds"],
         }
+        if speed is not None:
+            out["tokens_per_second_host"] = speed["tokens_per_second"]
+            out["decode_seconds_host"] = speed["seconds"]
         if float_hyps is not None:
             out["bleu_vs_float"] = float(sacrebleu.corpus_bleu(hyps, [float_hyps]).score)
             out["same_as_float"] = float(np.mean([h == f for h, f in zip(hyps, float_hyps, strict=True)]))

@@ -1,0 +1,251 @@
+"""``litert-arm64:<profile>``: the aarch64 LiteRT, run under qemu-user on an emulated phone CPU.
+
+Unlike the host runtimes, it does not run one sample per call. The validate stage records every
+feed to files first; one emulator process per artifact and profile then runs them all (and, for
+translation, decodes every eval sentence with the shared loop) and writes the outputs to files
+(see ``edgeq.emulator.worker`` for the protocol). Start-up - about 5 s for qemu, Python, numpy
+and LiteRT - is paid once per artifact, not per sample.
+
+``replay(graph)`` then gives a Runtime whose ``run`` returns the recorded outputs of each sample
+in turn, checking that it is fed exactly what was recorded, so the validate stage scores the
+emulated runtime with the same code as every other.
+
+Wall time under emulation is not device latency: it is reported only as the cost of validation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.context import Artifact
+from edgeq.emulator import ARM64, find_qemu, guest_command, guest_env, profile_root, require
+from edgeq.emulator.profiles import PROFILES, CpuProfile
+from edgeq.errors import EdgeqError
+from edgeq.tflite_io import from_tflite
+
+__all__ = ["EmulatorRunError", "FeedRecorder", "LiteRTArm64"]
+
+PROTOCOL = 1
+PACKAGE = Path(__file__).resolve().parent.parent
+WORKER = PACKAGE / "emulator" / "worker.py"
+LIB = {"tflite_io": PACKAGE / "tflite_io.py", "decode": PACKAGE / "decode.py"}
+
+
+class EmulatorRunError(EdgeqError):
+    """The emulated runtime crashed or failed on an artifact."""
+
+
+class FeedRecorder:
+    """Every sample's feeds of one graph, stacked per input into .npy files (streamed, not held)."""
+
+    def __init__(self, folder: Path, samples: int) -> None:
+        self.folder = folder
+        self.samples = samples
+        self.files: dict[str, Path] = {}
+        self._arrays: dict[str, np.memmap] = {}
+        self.count = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, feeds: dict[str, np.ndarray]) -> None:
+        if self.count >= self.samples:
+            raise IndexError(f"more than the {self.samples} samples announced")
+        if not self._arrays:
+            for k, (name, value) in enumerate(sorted(feeds.items())):
+                value = np.asarray(value)
+                path = self.folder / f"{k}.npy"
+                self.files[name] = path
+                self._arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=value.dtype,
+                                                               shape=(self.samples, *value.shape))
+        for name, arr in self._arrays.items():
+            arr[self.count] = feeds[name]
+        self.count += 1
+
+    def close(self) -> None:
+        if self.count != self.samples:
+            raise ValueError(f"recorded {self.count} samples, {self.samples} announced")
+        for arr in self._arrays.values():
+            arr.flush()
+        self._arrays = {}
+
+
+class LiteRTArm64:
+    """One artifact (every graph of it) on one emulated CPU profile."""
+
+    emulated = True
+    base = "litert-arm64"
+
+    def __init__(self, profile: str | None = None, threads: int = 1) -> None:
+        if profile is None or profile not in PROFILES:
+            raise KeyError(f"{self.base} needs a CPU profile: {', '.join(f'{self.base}:{p}' for p in PROFILES)}")
+        self.profile: CpuProfile = PROFILES[profile]
+        self.name = f"{self.base}:{profile}"
+        self.threads = threads
+        self.graphs: dict[str, Artifact] = {}
+        self.runs: list[dict[str, Any]] = []
+        self.decode: dict[str, Any] | None = None
+        self.result: dict[str, Any] = {}
+        self.wall_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._job: Path | None = None
+        self._t0 = 0.0
+
+    def load(self, artifact: Artifact) -> None:
+        self.graphs[artifact.graph] = artifact
+
+    def add_run(self, graph: str, recorder: FeedRecorder) -> None:
+        self.runs.append({"graph": graph, "samples": recorder.samples, "feeds": dict(recorder.files)})
+
+    def add_decode(self, encoder: str, decoder: str, spec: dict[str, Any], sources: Path) -> None:
+        self.decode = {"encoder": encoder, "decoder": decoder, "spec": spec, "sources": sources}
+
+    # -- the emulator process -------------------------------------------------------------------
+
+    def start(self, job: Path, root: Path | None = None) -> None:
+        """Write the job folder and start the emulator (returns at once; ``wait`` collects)."""
+        root = root or require(ARM64, self.name)
+        qemu = find_qemu(ARM64)
+        job.mkdir(parents=True)
+        (job / "lib").mkdir()
+        for src in LIB.values():
+            shutil.copyfile(src, job / "lib" / src.name)
+        shutil.copyfile(WORKER, job / "worker.py")
+        (job / "models").mkdir()
+        graphs = {}
+        for g, art in self.graphs.items():
+            model = job / "models" / f"{g}.tflite"
+            model.symlink_to(_rel(art.path.resolve(), model.parent.resolve()))
+            graphs[g] = {"model": f"models/{g}.tflite", "meta": art.meta}
+        spec = {
+            "protocol": PROTOCOL, "threads": self.threads,
+            "lib": {name: f"lib/{src.name}" for name, src in LIB.items()},
+            "graphs": graphs,
+            "runs": [{"graph": r["graph"], "samples": r["samples"],
+                      "feeds": {n: _rel(p, job) for n, p in r["feeds"].items()}, "outputs": f"out/{r['graph']}"}
+                     for r in self.runs],
+            "decode": None if self.decode is None else {
+                **{k: self.decode[k] for k in ("encoder", "decoder", "spec")},
+                "sources": _rel(self.decode["sources"], job), "tokens": "out/tokens.npy", "steps": "out/steps.npy",
+            },
+        }
+        (job / "out").mkdir()
+        (job / "job.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        proot = profile_root(root, self.profile, job)
+        cmd = guest_command(ARM64, qemu, proot, self.profile, ["worker.py"])
+        self._job = job
+        self._t0 = time.monotonic()
+        with open(job / "stderr.log", "wb") as err:
+            self._proc = subprocess.Popen(cmd, cwd=job, env=guest_env(), stdin=subprocess.DEVNULL,
+                                          stdout=err, stderr=subprocess.STDOUT)
+
+    def poll(self) -> bool:
+        """True once the process has ended (its wall time is then taken)."""
+        assert self._proc is not None, "start() first"
+        if self._proc.poll() is None:
+            return False
+        if self.wall_seconds is None:
+            self.wall_seconds = time.monotonic() - self._t0
+        return True
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        assert self._proc is not None and self._job is not None, "start() first"
+        try:
+            code = self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+            raise EmulatorRunError(f"{self.name} did not finish within {timeout:.0f} s; see {self._job / 'stderr.log'}") from None
+        self.poll()
+        result_file = self._job / "result.json"
+        result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else None
+        if result is None or not result.get("ok"):
+            why = result["error"] if result else _describe_exit(code, self._job / "stderr.log")
+            raise EmulatorRunError(f"{self.name} failed on {', '.join(a.path.name for a in self.graphs.values())}: {why}")
+        self.result = result
+        return result
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    # -- results --------------------------------------------------------------------------------
+
+    def replay(self, graph: str) -> _Replay:
+        assert self._job is not None and self.result, "wait() first"
+        run = next(r for r in self.runs if r["graph"] == graph)
+        return _Replay(self, graph, run, self._job / "out" / graph)
+
+    def decoded(self) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids [N, T] (-1 padded) and decoder steps [N] of every decoded sentence."""
+        assert self._job is not None and self.result, "wait() first"
+        return np.load(self._job / "out" / "tokens.npy"), np.load(self._job / "out" / "steps.npy")
+
+    def describe(self) -> dict[str, Any]:
+        guest = self.result.get("guest", {})
+        seconds = self.result.get("seconds", {})
+        return {
+            "runtime": self.base, "profile": self.profile.name, "cpu": self.profile.description,
+            "qemu_cpu": self.profile.qemu_cpu, "version": guest.get("litert"),
+            "kernels": "XNNPACK (default op resolver), aarch64",
+            "threads": self.threads, "host": False, "emulated": True,
+            "guest": guest,
+            # The cost of validating under emulation on this host - never a device latency.
+            "validation_seconds": {"wall": self.wall_seconds, "startup": seconds.get("start"),
+                                   **{k: v for k, v in seconds.items() if k not in ("start",)}},
+        }
+
+
+class _Replay:
+    """A Runtime over the recorded outputs: ``run`` returns sample k's outputs on its k-th call."""
+
+    def __init__(self, owner: LiteRTArm64, graph: str, run: dict[str, Any], outputs: Path) -> None:
+        self.name = owner.name
+        self._owner = owner
+        self._meta = owner.graphs[graph].meta
+        self._feeds = {n: np.load(p, mmap_mode="r") for n, p in run["feeds"].items()}
+        self._outs = [np.load(outputs / f"{i}.npy", mmap_mode="r") for i in range(len(self._meta["outputs"]))]
+        self._samples = run["samples"]
+        self._k = 0
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        k = self._k
+        if k >= self._samples:
+            raise RuntimeError(f"{self.name}: more runs than the {self._samples} recorded samples")
+        for name, recorded in self._feeds.items():
+            if not np.array_equal(np.asarray(feeds[name]), recorded[k]):
+                raise RuntimeError(f"{self.name}: sample {k} is fed '{name}' differently from what was recorded")
+        self._k += 1
+        raw = {m["tflite_name"]: np.asarray(o[k]) for m, o in zip(self._meta["outputs"], self._outs, strict=True)}
+        return from_tflite(raw, self._meta)
+
+    def describe(self) -> dict[str, Any]:
+        return self._owner.describe()
+
+
+def _rel(path: Path, base: Path) -> str:
+    import os
+
+    return os.path.relpath(path, base)
+
+
+def _describe_exit(code: int, log: Path) -> str:
+    tail = ""
+    if log.is_file():
+        lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        tail = lines[-1] if lines else ""
+    if code < 0:
+        import signal
+
+        what = f"killed by {signal.Signals(-code).name}"
+    elif code in (128 + 11, 139):
+        what = "crashed (SIGSEGV)"
+    else:
+        what = f"exit code {code}"
+    return f"the emulator process {what}" + (f" ({tail})" if tail else "")
