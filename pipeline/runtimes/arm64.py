@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ class LiteRTArm64:
         self._proc: subprocess.Popen[bytes] | None = None
         self._job: Path | None = None
         self._t0 = 0.0
+        self._timer: threading.Thread | None = None
 
     def load(self, artifact: Artifact) -> None:
         self.graphs[artifact.graph] = artifact
@@ -143,15 +145,13 @@ class LiteRTArm64:
         with open(job / "stderr.log", "wb") as err:
             self._proc = subprocess.Popen(cmd, cwd=job, env=guest_env(), stdin=subprocess.DEVNULL,
                                           stdout=err, stderr=subprocess.STDOUT)
+        # The process's own wall time, taken when it ends, whatever the host is doing meanwhile.
+        self._timer = threading.Thread(target=self._time, args=(self._proc,), daemon=True)
+        self._timer.start()
 
-    def poll(self) -> bool:
-        """True once the process has ended (its wall time is then taken)."""
-        assert self._proc is not None, "start() first"
-        if self._proc.poll() is None:
-            return False
-        if self.wall_seconds is None:
-            self.wall_seconds = time.monotonic() - self._t0
-        return True
+    def _time(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self.wall_seconds = time.monotonic() - self._t0
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         assert self._proc is not None and self._job is not None, "start() first"
@@ -161,7 +161,8 @@ class LiteRTArm64:
             self._proc.kill()
             self._proc.wait()
             raise EmulatorRunError(f"{self.name} did not finish within {timeout:.0f} s; see {self._job / 'stderr.log'}") from None
-        self.poll()
+        assert self._timer is not None
+        self._timer.join()
         result_file = self._job / "result.json"
         result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else None
         if result is None or not result.get("ok"):

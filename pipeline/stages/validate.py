@@ -333,10 +333,6 @@ class _Emulation:
             session.start(self.folder / f"{key}-{rt.replace(':', '-')}")
 
     def wait(self) -> dict[Pair, dict[str, Any]]:
-        import time
-
-        while not all(session.poll() for session in self.sessions.values()):  # each one's own wall time
-            time.sleep(0.05)
         out = {}
         for p, session in self.sessions.items():
             session.wait()
