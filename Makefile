@@ -1,12 +1,16 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   creates .venv if missing, installs edgeq, builds the digits sample for Android
-#   make test   creates .venv if missing, installs edgeq with the test extras, runs the tests
+#   make demo   creates .venv if missing, installs edgeq, sets up the arm64 emulator, builds the
+#               digits sample for Android
+#   make test   the same set-up with the test extras, then runs the tests
+# The android target validates on emulated arm64 phone cores: qemu-user-static must be installed
+# (installed here when running as root with apt-get; otherwise the command to run is printed), and
+# `edgeq emulator setup arm64` fetches the arm64 root once into ~/.cache/edgeq (network).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgeq-installed
 
-.PHONY: install demo demo-translator test lint bench clean
+.PHONY: install emulator demo demo-translator test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,20 +25,30 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-demo: install
+emulator: install
+	@command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null; \
+	  else \
+	    echo "edgeq validates on emulated arm64 cores and needs qemu-user; install it: sudo apt-get install qemu-user-static" >&2; \
+	    exit 2; \
+	  fi; }
+	$(BIN)/edgeq emulator setup arm64
+
+demo: emulator
 	$(BIN)/edgeq build sample_models/digits --target android --out dist/digits-android
 
-demo-translator: install
+demo-translator: emulator
 	$(BIN)/edgeq build sample_models/translator --target android --out dist/translator-android
 	$(BIN)/edgeq translate dist/translator-android "my mother wants 97 lamps" "the party is on 21 March at 7:45 pm"
 
-test: install
+test: emulator
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check pipeline tests bench
 
-bench: install
+bench: emulator
 	$(BIN)/python bench/run.py
 
 clean:

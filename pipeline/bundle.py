@@ -43,6 +43,16 @@ class Bundle:
         """A runtime loaded with one graph's file; feeds and outputs in the .tflite's own layout."""
         from edgeq.runtimes import create_runtime
 
+        rt = create_runtime(runtime, threads=threads)
+        rt.load(self.artifact(graph))
+        return rt
+
+    def decode_spec(self) -> DecodeSpec:
+        """The decode loop of a translation bundle, from model.json."""
+        return _decode_spec(self.model["task"])
+
+    def artifact(self, graph: str) -> Artifact:
+        """One graph's .tflite as an Artifact, its I/O mapping read from model.json (layouts as shipped)."""
         g = self.graphs()[graph]
         meta = {
             "signature": g["signature"],
@@ -51,9 +61,16 @@ class Bundle:
             "outputs": [{"name": o["name"], "tflite_name": o["tensor"], "dtype": o["dtype"], "quantization": o["quantization"],
                          "perm": list(range(len(o["shape"])))} for o in g["outputs"]],
         }
-        rt = create_runtime(runtime, threads=threads)
-        rt.load(Artifact("bundle", self.path / g["file"], "tflite", self.model.get("precision", "int8"), meta, graph))
-        return rt
+        return Artifact("bundle", self.path / g["file"], "tflite", self.model.get("precision", "int8"), meta, graph)
+
+
+def _decode_spec(task: dict[str, Any]) -> DecodeSpec:
+    enc, dec = task["encoder"], task["decoder"]
+    return DecodeSpec(
+        source_ids=enc["input"], target_ids=dec["target_input"], memory=dec["memory_input"], logits=dec["output"],
+        decoder_takes_source=dec["source_input"] is not None, target_len=task["target_length"],
+        bos_id=task["bos_id"], eos_id=task["eos_id"], pad_id=task["pad_id"],
+    )
 
 
 def translate(bundle: Bundle, texts: list[str], runtime: str = "litert") -> list[str]:
@@ -64,11 +81,7 @@ def translate(bundle: Bundle, texts: list[str], runtime: str = "litert") -> list
         raise ConfigError(f"{bundle.path} holds a {task.get('kind', 'unknown')} model, not a translation model")
     tok = Tokenizer(bundle.path / task["tokenizer"])
     enc, dec = task["encoder"], task["decoder"]
-    spec = DecodeSpec(
-        source_ids=enc["input"], target_ids=dec["target_input"], memory=dec["memory_input"], logits=dec["output"],
-        decoder_takes_source=dec["source_input"] is not None, target_len=task["target_length"],
-        bos_id=task["bos_id"], eos_id=task["eos_id"], pad_id=task["pad_id"],
-    )
+    spec = bundle.decode_spec()
     encoder, decoder = bundle.runtime(enc["graph"], runtime), bundle.runtime(dec["graph"], runtime)
     out = []
     for k, text in enumerate(texts, 1):

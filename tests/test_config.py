@@ -148,7 +148,8 @@ def test_android_target() -> None:
         1,
     )
     assert t.io_dtypes == ("float32", "int8")
-    assert t.runtimes == ("litert", "litert-ref")
+    assert t.runtimes == ("litert", "litert-ref", "litert-arm64:cortex-a53", "litert-arm64:cortex-a76")
+    assert t.emulators == [("litert-arm64:cortex-a53", "arm64"), ("litert-arm64:cortex-a76", "arm64")]
     assert set(t.gates) <= set(GATE_DEFINITIONS)
     core = {"accuracy_drop": 1.0, "top1_agreement": 0.98, "int8_compute_ops": 1.0, "model_bytes": 1e8}
     assert {k: t.gates[k] for k in core} == core

@@ -64,7 +64,13 @@ def test_render_markdown_of_a_shared_build(tiny_report: dict[str, Any]) -> None:
         assert section in md
     assert "| accuracy_drop | tflite_int8 | litert | 0.0000 points | <= 1.0000 | yes | +1.0000 | target |" in md
     assert "3 of 3 compute ops run in int8." in md
-    assert md.count("| INT8 .tflite (shipped) |") == 2  # litert and litert-ref
+    assert md.count("| INT8 .tflite (shipped) |") == 4  # litert, litert-ref, two arm64 profiles
+    for section in ("## Runtimes of the shipped model", "## Parity of the shipped model across runtimes",
+                    "## Validation cost of the emulated runtimes (host wall time, s)"):
+        assert section in md
+    assert "| litert-arm64:cortex-a53 | qemu-user -cpu cortex-a53," in md and "Armv8.0-A, no dot product | no |" in md
+    assert "| litert-arm64:cortex-a76 | qemu-user -cpu cortex-a76," in md and "with dot product | yes |" in md
+    assert "not the latency of a device with that core" in md
 
 
 def test_render_markdown_of_a_failed_gate(tiny_report: dict[str, Any]) -> None:

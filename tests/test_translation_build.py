@@ -156,7 +156,7 @@ def test_every_variant_has_translation_metrics(report: dict[str, Any]) -> None:
     assert list(arts) == ["onnx_float", "onnx_int8", "tflite_float32", "tflite_int8"]
     assert {k: list(a["runtimes"]) for k, a in arts.items()} == {
         "onnx_float": [], "onnx_int8": ["onnxruntime"], "tflite_float32": ["litert"],
-        "tflite_int8": ["litert", "litert-ref"],
+        "tflite_int8": ["litert", "litert-arm64:cortex-a53", "litert-arm64:cortex-a76", "litert-ref"],
     }
     for key, rt in VARIANTS:
         task = arts[key]["runtimes"][rt]["task"]
@@ -383,3 +383,21 @@ def test_edgeq_translate_refuses_bad_input_with_one_line(built: TranslationBuild
     assert "holds a classification model, not a translation model" in _error_line(
         invoke_cli(["translate", str(other), "red"])
     )
+
+
+@pytest.mark.parametrize("profile", ["cortex-a53", "cortex-a76"])
+def test_translation_decoded_inside_the_emulator(report: dict[str, Any], profile: str) -> None:
+    """Each arm64 profile decodes every eval sentence inside the emulator; BLEU difference with host
+    LiteRT is gated, and no speed is reported for it (only the cost of validating)."""
+    rt = f"litert-arm64:{profile}"
+    entry = report["artifacts"]["tflite_int8"]["runtimes"][rt]
+    task = entry["task"]
+    assert task["sentences"] == N_EVAL and "tokens_per_second_host" not in task and "decode_seconds_host" not in task
+    assert entry["describe"]["validation_seconds"]["decode"] > 0
+    parity = report["artifacts"]["tflite_int8"]["parity"][rt]
+    host = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]
+    assert parity["bleu_diff"] == pytest.approx(abs(task["bleu"] - host["bleu"]))
+    assert 0.0 <= parity["same_translation"] <= 1.0
+    assert set(parity["outputs"]) == {"encoder", "decoder"}
+    gate = next(g for g in report["gates"] if g["name"] == "runtime_bleu_diff" and g["runtime"] == rt)
+    assert gate["value"] == parity["bleu_diff"] and gate["passed"]

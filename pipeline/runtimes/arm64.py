@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,11 @@ class LiteRTArm64:
 
     # -- the emulator process -------------------------------------------------------------------
 
-    def start(self, job: Path, root: Path | None = None) -> None:
-        """Write the job folder and start the emulator (returns at once; ``wait`` collects)."""
-        root = root or require(ARM64, self.name)
-        qemu = find_qemu(ARM64)
+    def start(self, job: Path, launcher: Callable[[Path], list[str]] | None = None) -> None:
+        """Write the job folder and start the emulator (returns at once; ``wait`` collects).
+
+        ``launcher`` (tests) gives the command that runs worker.py in ``job`` instead of qemu.
+        """
         job.mkdir(parents=True)
         (job / "lib").mkdir()
         for src in LIB.values():
@@ -138,8 +140,11 @@ class LiteRTArm64:
         }
         (job / "out").mkdir()
         (job / "job.json").write_text(json.dumps(spec, indent=1), encoding="utf-8")
-        proot = profile_root(root, self.profile, job)
-        cmd = guest_command(ARM64, qemu, proot, self.profile, ["worker.py"])
+        if launcher is None:
+            proot = profile_root(require(ARM64, self.name), self.profile, job)
+            cmd = guest_command(ARM64, find_qemu(ARM64), proot, self.profile, ["worker.py"])
+        else:
+            cmd = launcher(job)
         self._job = job
         self._t0 = time.monotonic()
         with open(job / "stderr.log", "wb") as err:

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from edgeq.config import load_model_spec, load_target
 from edgeq.context import Artifact
-from edgeq.runtimes import FORMATS, RUNTIMES, create_runtime
+from edgeq.runtimes import EMULATED, FORMATS, RUNTIMES, create_runtime, split_name
 from edgeq.stages.convert import io_mapping
 from edgeq.tflite_io import dequantize, quantize
 
@@ -22,14 +22,41 @@ from edgeq.tflite_io import dequantize, quantize
 def test_every_registered_runtime_imports_and_builds(name: str) -> None:
     module, cls = RUNTIMES[name].split(":")
     assert hasattr(importlib.import_module(module), cls)
-    rt = create_runtime(name, threads=2)
-    assert rt.name == name and rt.threads == 2
+    full = f"{name}:cortex-a53" if name in EMULATED else name
+    rt = create_runtime(full, threads=2)
+    assert rt.name == full and rt.threads == 2
     assert FORMATS[name] in ("onnx", "tflite")
 
 
 def test_runtime_table_and_target_agree() -> None:
     assert set(FORMATS) == set(RUNTIMES)
-    assert set(load_target("android").runtimes) <= set(RUNTIMES)
+    assert set(EMULATED) <= set(RUNTIMES)
+    assert {split_name(r)[0] for r in load_target("android").runtimes} <= set(RUNTIMES)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("litert-arm64", "runtime 'litert-arm64': a CPU profile is needed; choose one of: litert-arm64:cortex-a53"),
+        ("litert-arm64:", "a CPU profile is needed"),
+        ("litert-arm64:cortex-a99", "unknown CPU profile 'cortex-a99'; choose one of: litert-arm64:cortex-a53, "
+                                    "litert-arm64:cortex-a72, litert-arm64:cortex-a76"),
+        ("litert:cortex-a53", "litert runs on the host and takes no CPU profile; write 'litert'"),
+        ("tflite-gpu:x", "unknown runtime 'tflite-gpu'"),
+    ],
+)
+def test_runtime_names_with_profiles(name: str, message: str) -> None:
+    with pytest.raises(KeyError) as e:
+        create_runtime(name)
+    assert message in e.value.args[0]
+
+
+def test_profile_selection_reaches_the_runtime() -> None:
+    a53, a76 = create_runtime("litert-arm64:cortex-a53"), create_runtime("litert-arm64:cortex-a76")
+    assert (a53.profile.qemu_cpu, a53.profile.dot_product) == ("cortex-a53", False)
+    assert (a76.profile.qemu_cpu, a76.profile.dot_product) == ("cortex-a76", True)
+    assert split_name("litert-arm64:cortex-a76") == ("litert-arm64", "cortex-a76")
+    assert split_name("litert") == ("litert", None)
 
 
 def test_unknown_runtime() -> None:

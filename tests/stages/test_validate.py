@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bad_inputs import remove
-from conftest import DELETE, N_EVAL, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir
+from conftest import DELETE, N_EVAL, NUM_CLASSES, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir
 
 from edgeq.config import GATE_DEFINITIONS, GateLimit, load_target
 from edgeq.stages.validate import STAGE, evaluate_gate
@@ -69,7 +70,8 @@ def test_every_artifact_runs_on_its_runtime(tiny_report: dict[str, Any]) -> None
         "onnx_float": [],
         "onnx_int8": ["onnxruntime"],
         "tflite_float32": ["litert"],
-        "tflite_int8": ["litert", "litert-ref"],
+        # report.json sorts keys: litert, the arm64 profiles, litert-ref
+        "tflite_int8": ["litert", "litert-arm64:cortex-a53", "litert-arm64:cortex-a76", "litert-ref"],
     }
     for key, art in arts.items():
         assert art["files"] == {"model": {"file": f"model.{key.split('_')[1]}.{art['format']}",
@@ -171,17 +173,41 @@ def test_tensor_metrics_are_finite_numbers(onnx_int8_build: ApiBuild) -> None:
                 assert all(v is None or (not isinstance(v, bool) and math.isfinite(v)) for v in numbers)
 
 
+OTHERS = ["litert-arm64:cortex-a53", "litert-arm64:cortex-a76", "litert-ref"]
+
+
 def test_shipped_model_parity_across_runtimes(tiny_report: dict[str, Any]) -> None:
-    """litert-ref (reference kernels) is compared with host LiteRT in quantization steps."""
+    """Every other runtime - reference kernels on the host, the arm64 LiteRT on each emulated
+    core - is compared with host LiteRT in quantization steps, and gated."""
     shipped = tiny_report["artifacts"]["tflite_int8"]
     assert shipped["runtimes"]["litert-ref"]["describe"]["kernels"] == "reference kernels (BUILTIN_REF)"
     parity = shipped["parity"]
-    assert list(parity) == ["litert-ref"]
-    entry = parity["litert-ref"]
-    assert entry["vs"] == "litert" and 0.0 <= entry["top1_agreement"] <= 1.0
-    m = entry["outputs"]["model"][OUTPUT]
-    assert m["step"] > 0 and m["elements"] > 0
-    assert m["max_steps"] == pytest.approx(m["max_abs_diff"] / m["step"])
-    assert len(m["divergences"]) == min(10, m["elements_over_one_step"])
-    gate = next(g for g in tiny_report["gates"] if g["name"] == "runtime_top1_agreement")
-    assert (gate["runtime"], gate["value"]) == ("litert-ref", entry["top1_agreement"])
+    assert list(parity) == OTHERS
+    for rt in OTHERS:
+        entry = parity[rt]
+        assert entry["vs"] == "litert" and 0.0 <= entry["top1_agreement"] <= 1.0
+        m = entry["outputs"]["model"][OUTPUT]
+        assert m["step"] > 0 and m["elements"] == N_EVAL * NUM_CLASSES
+        assert m["max_steps"] == pytest.approx(m["max_abs_diff"] / m["step"])
+        assert len(m["divergences"]) == min(10, m["elements_over_one_step"])
+    gates = {g["runtime"]: g for g in tiny_report["gates"] if g["name"] == "runtime_top1_agreement"}
+    assert sorted(gates) == OTHERS
+    for rt, g in gates.items():
+        assert g["value"] == parity[rt]["top1_agreement"] and g["passed"]
+
+
+@pytest.mark.parametrize(("profile", "dot"), [("cortex-a53", False), ("cortex-a76", True)])
+def test_emulated_runtimes_name_their_profile_and_report_cost_not_latency(
+    tiny_report: dict[str, Any], profile: str, dot: bool
+) -> None:
+    entry = tiny_report["artifacts"]["tflite_int8"]["runtimes"][f"litert-arm64:{profile}"]
+    d = entry["describe"]
+    assert (d["runtime"], d["profile"], d["qemu_cpu"], d["emulated"], d["host"]) == (
+        "litert-arm64", profile, profile, True, False)
+    assert d["guest"]["machine"] == "aarch64" and d["guest"]["dot_product"] is dot
+    assert d["validation_seconds"]["wall"] > 0
+    # the task metrics are those of every runtime; no speed of any kind for an emulated one
+    assert set(entry["task"]) == {"top1_accuracy", "top1_agreement", "samples"}
+    assert not any("latency" in k or "per_second" in k for k in json.dumps(d).split('"'))
+    for name in ("accuracy_drop", "top1_agreement", "output_cosine"):
+        assert any(g["name"] == name and g["runtime"] == f"litert-arm64:{profile}" for g in tiny_report["gates"])
