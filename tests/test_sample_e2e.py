@@ -72,3 +72,19 @@ def test_json_flag_prints_the_report(two_builds: tuple[Path, Path, subprocess.Co
     _, b, proc = two_builds
     printed = json.loads(proc.stdout)
     assert printed == json.loads((b / "report.json").read_text())
+
+
+def test_validated_on_host_reference_and_two_emulated_arm64_cores(
+    two_builds: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> None:
+    bundle = two_builds[0]
+    report = json.loads((bundle / "report.json").read_text())
+    runtimes = ["litert", "litert-ref", "litert-arm64:cortex-a53", "litert-arm64:cortex-a76"]
+    assert sorted(report["artifacts"]["tflite_int8"]["runtimes"]) == sorted(runtimes)
+    md = (bundle / "report.md").read_text()
+    for rt in runtimes:
+        assert f"| INT8 .tflite (shipped) | {report['artifacts']['tflite_int8']['bytes']} | {rt} (" in md
+    for rt in runtimes[2:]:
+        gate = next(g for g in report["gates"] if g["name"] == "runtime_top1_agreement" and g["runtime"] == rt)
+        assert gate["passed"] and gate["value"] >= 0.99
+        assert report["artifacts"]["tflite_int8"]["runtimes"][rt]["describe"]["guest"]["machine"] == "aarch64"

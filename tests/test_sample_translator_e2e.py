@@ -64,3 +64,14 @@ def test_the_bundle_alone_decodes_the_test_set(bundle: Path) -> None:
     report = json.loads((bundle / "report.json").read_text())
     bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
     assert bleu == pytest.approx(report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]["bleu"])
+
+
+def test_decoded_on_two_emulated_arm64_cores(bundle: Path) -> None:
+    report = json.loads((bundle / "report.json").read_text())
+    md = (bundle / "report.md").read_text()
+    for profile in ("cortex-a53", "cortex-a76"):
+        rt = f"litert-arm64:{profile}"
+        gate = next(g for g in report["gates"] if g["name"] == "runtime_bleu_diff" and g["runtime"] == rt)
+        assert gate["passed"] and gate["value"] <= 0.5
+        assert report["artifacts"]["tflite_int8"]["runtimes"][rt]["task"]["sentences"] == 300
+        assert f"| {rt} | qemu-user -cpu {profile}," in md
