@@ -55,7 +55,43 @@ def stage_table(timing: dict[str, Any], total_label: str) -> list[str]:
     return [*lines, f"| {total_label} | {timing['total_seconds']:.2f} | {mb(timing['peak_rss'])} |", ""]
 
 
-def timed_build(model_dir: Path, out: Path, keep: Path) -> tuple[Any, dict[str, Any]]:
+def runtime_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The shipped model on each of the target's runtimes: task metric, parity with host LiteRT
+    (largest difference of any output in quantization steps, share of elements over one step) and,
+    for emulated ones, the host wall time the emulator took (validation cost, not latency)."""
+    shipped = report["artifacts"]["tflite_int8"]
+    out = {}
+    for rt in report["target"]["runtimes"]:
+        entry, parity = shipped["runtimes"][rt], shipped.get("parity", {}).get(rt)
+        row: dict[str, Any] = {"task": entry["task"], "describe": entry["describe"]}
+        if parity is not None:
+            outs = [m for g in parity["outputs"].values() for m in g.values()]
+            row["max_steps"] = max((m["max_steps"] or 0.0) for m in outs)
+            row["over_one_step"] = sum(m["elements_over_one_step"] or 0 for m in outs) / sum(m["elements"] for m in outs)
+            row["vs_first"] = parity.get("top1_agreement", parity.get("bleu_diff"))
+        out[rt] = row
+    return out
+
+
+def runtime_table(summary: dict[str, Any], translation: bool) -> list[str]:
+    """RESULTS.md rows for ``runtime_summary``."""
+    metric, vs = ("BLEU", "BLEU diff vs litert") if translation else ("top-1", "top-1 agreement vs litert")
+    lines = [f"| runtime | where | {metric} | {vs} | max diff vs litert (quantization steps) | elements > 1 step | "
+             "validation cost (host wall s) |", "|---|---|---|---|---|---|---|"]
+    for rt, row in summary.items():
+        d = row["describe"]
+        where = f"qemu-user, {d['cpu']}" if d.get("emulated") else "host x86"
+        value = row["task"]["bleu" if translation else "top1_accuracy"]
+        cost = f"{d['validation_seconds']['wall']:.1f}" if d.get("emulated") else "-"
+        if "max_steps" in row:
+            lines.append(f"| {rt} | {where} | {value:.{2 if translation else 4}f} | {row['vs_first']:.4f} | "
+                         f"{row['max_steps']:.0f} | {100 * row['over_one_step']:.2f}% | {cost} |")
+        else:
+            lines.append(f"| {rt} | {where} | {value:.{2 if translation else 4}f} | (reference) | - | - | {cost} |")
+    return [*lines, ""]
+
+
+def timed_build(model_dir: Path, out: Path, keep: Path, runtimes: tuple[str, ...] | None = None) -> tuple[Any, dict[str, Any]]:
     """`edgeq build --target android` with per-stage wall time and peak RSS (process + children)."""
     from edgeq.build import BuildOptions, build
 
@@ -72,7 +108,8 @@ def timed_build(model_dir: Path, out: Path, keep: Path) -> tuple[Any, dict[str, 
             mem.mark("between")
 
     t0 = time.perf_counter()
-    outcome = build(BuildOptions(model_dir=model_dir, target="android", out=out, keep_build_dir=keep), on_event=on_event)
+    outcome = build(BuildOptions(model_dir=model_dir, target="android", out=out, keep_build_dir=keep, runtimes=runtimes),
+                    on_event=on_event)
     total = time.perf_counter() - t0
     peaks = mem.stop()
     return outcome, {
