@@ -137,7 +137,7 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     console = Console(highlight=False)
     table = Table(title=f"{report['model']['name']} -> {report['target']['name']}")
     for col in ("artifact", "bytes", "runtime", *(c[0] for c in cols), "SQNR dB"):
-        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right")
+        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right", no_wrap=col == "runtime")
 
     def fmt(task: dict[str, Any], key: str, digits: int) -> str:
         return f"{task[key]:.{digits}f}" if key in task else "-"
@@ -184,6 +184,26 @@ def translate(
             typer.echo(out)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
+
+
+@app.command()
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by `edgeq build`.")],
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Check every file of a bundle against its manifest.json. Exit 0 intact, 1 changed/missing/extra files."""
+    from edgeq.verify import verify as run_verify
+
+    try:
+        findings, checked = run_verify(bundle)
+    except EdgeqError as e:
+        _fail(e, debug, e.exit_code)
+    if findings:
+        for f in findings:
+            err.print(f"[red]{escape(str(f))}[/red]", soft_wrap=True)
+        err.print(f"FAILED: {len(findings)} problem(s) in {escape(str(bundle))}; the bundle is not what edgeq wrote")
+        raise typer.Exit(EXIT_GATE_FAILED)
+    typer.echo(f"OK: {checked} files match {bundle / 'manifest.json'}")
 
 
 emulator_app = typer.Typer(help="Emulated edge CPUs for validation: set up once, then builds run offline.",
