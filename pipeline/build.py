@@ -113,6 +113,15 @@ def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
     return target.with_io_dtype(io_dtype)
 
 
+def check_model_files(spec: ModelSpec) -> None:
+    """An ONNX model's files, before any work: size limits and external data inside the model folder."""
+    if spec.format == "onnx":
+        from edgeq.onnx_files import check_onnx_file
+
+        for graph in spec.graphs:
+            check_onnx_file(graph.file)
+
+
 def check_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:
     """Every emulator the target's runtimes need: qemu installed, the root set up (or set up now)."""
     from edgeq.emulator import EMULATORS, EmulatorMissing, require
@@ -172,11 +181,13 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
     check_out_dir(out)
     if opts.keep_build_dir is not None:
         check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), out)
+    check_model_files(spec)
     calibration, evaluation = open_data(spec)
     check_emulators(target, opts.setup_emulator, opts.log)
 
     created = _make_parents(out.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))
+    _remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-{os.getpid()}-", dir=out.parent))
     done = False
     try:
         build_dir = staging / "build"
@@ -202,6 +213,17 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
                 with contextlib.suppress(OSError):
                     folder.rmdir()
     return BuildOutcome(out=out, report=report)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders of earlier builds of ``out`` whose process is gone (killed: SIGKILL, out of memory)."""
+    from edgeq._proc import pid_alive
+
+    prefix = f"{STAGING_PREFIX}{out.name}-"
+    for p in out.parent.glob(f"{prefix}*"):
+        pid = p.name[len(prefix):].split("-", 1)[0]
+        if p.is_dir() and not p.is_symlink() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _make_parents(folder: Path) -> list[Path]:

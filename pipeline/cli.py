@@ -137,7 +137,8 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     console = Console(highlight=False)
     table = Table(title=f"{report['model']['name']} -> {report['target']['name']}")
     for col in ("artifact", "bytes", "runtime", *(c[0] for c in cols), "SQNR dB"):
-        table.add_column(col, justify="left" if col in ("artifact", "runtime") else "right", no_wrap=col == "runtime")
+        left = col in ("artifact", "runtime")
+        table.add_column(col, justify="left" if left else "right", overflow="fold" if col == "runtime" else "ellipsis")
 
     def fmt(task: dict[str, Any], key: str, digits: int) -> str:
         return f"{task[key]:.{digits}f}" if key in task else "-"
@@ -148,7 +149,8 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     for key, art in report["artifacts"].items():
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
-            table.add_row(key, str(art["bytes"]), rt, *(fmt(task, k, d) for _, k, d in cols), _min_sqnr(entry))
+            shown = rt.replace(":", ":\n")  # litert-arm64: / cortex-a53 on two lines
+            table.add_row(key, str(art["bytes"]), shown, *(fmt(task, k, d) for _, k, d in cols), _min_sqnr(entry))
     console.print(table)
     for g in report["gates"]:
         style = "green" if g["passed"] else "red"

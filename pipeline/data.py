@@ -128,9 +128,12 @@ class ArrayDataset:
         return next(i for i in self.inputs if i.name == name)
 
     def _check_finite(self) -> None:
+        """No NaN/inf in float inputs; calibration data must also vary (a constant input has no range
+        to calibrate: every activation scale would be made up). Scanned in chunks: memory stays flat."""
         for spec in self.inputs:
             if spec.dtype.startswith("float"):
                 arr = self._rows(spec.name)
+                lo, hi = np.inf, -np.inf
                 for start in range(0, arr.shape[0], _SCAN_ROWS):
                     chunk = np.asarray(arr[start : start + _SCAN_ROWS])
                     bad = ~np.isfinite(chunk)
@@ -142,6 +145,13 @@ class ArrayDataset:
                             f"{self.role} data: {spec.name}.npy has {what} values (first at row {row}); "
                             "remove or fix those samples"
                         )
+                    if chunk.size:
+                        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+                if self.role == "calibration" and lo == hi:
+                    raise DataError(
+                        f"calibration data: every value of {spec.name}.npy is {lo:g}; a constant input gives nothing to "
+                        "calibrate on, use real samples of what the model will see"
+                    )
 
     def __len__(self) -> int:
         return self.count

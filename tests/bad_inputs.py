@@ -358,6 +358,18 @@ DATA_CASES = [
         id="sample-counts-differ",
     ),
     pytest.param(save(CAL, _f32(0, 3, 8, 8)), DataError, "has no samples", id="empty-calibration"),
+    pytest.param(
+        save(CAL, np.full((N_CALIBRATION, *SHAPE[1:]), 0.5, np.float32)),
+        DataError,
+        "calibration data: every value of image.npy is 0.5; a constant input gives nothing to calibrate on",
+        id="constant-calibration",
+    ),
+    pytest.param(
+        save(CAL, np.zeros((N_CALIBRATION, *SHAPE[1:]), np.float32)),
+        DataError,
+        "every value of image.npy is 0;",
+        id="all-zero-calibration",
+    ),
     pytest.param(with_row(EV, 7, np.nan), DataError, "has NaN values (first at row 7)", id="nan"),
     pytest.param(with_row(CAL, 3, np.inf), DataError, "has inf values (first at row 3)", id="inf"),
     pytest.param(

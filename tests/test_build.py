@@ -240,7 +240,6 @@ def test_onnx_model_with_int8_io_builds_and_passes(onnx_int8_build: ApiBuild) ->
     assert outcome.report["model"]["format"] == "onnx"
     assert outcome.report["target"]["io_dtype"] == "int8"
     assert {p.name for p in onnx_int8_build.keep.iterdir()} >= {
-        "model.exported.onnx",
         "model.float.onnx",
         "model.preprocessed.onnx",
         "model.int8.onnx",

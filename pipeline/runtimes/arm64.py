@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq._proc import die_with_parent
 from edgeq.context import Artifact
 from edgeq.emulator import ARM64, find_qemu, guest_command, guest_env, profile_root, require
 from edgeq.emulator.profiles import PROFILES, CpuProfile
@@ -149,7 +150,7 @@ class LiteRTArm64:
         self._t0 = time.monotonic()
         with open(job / "stderr.log", "wb") as err:
             self._proc = subprocess.Popen(cmd, cwd=job, env=guest_env(), stdin=subprocess.DEVNULL,
-                                          stdout=err, stderr=subprocess.STDOUT)
+                                          stdout=err, stderr=subprocess.STDOUT, preexec_fn=die_with_parent())
         # The process's own wall time, taken when it ends, whatever the host is doing meanwhile.
         self._timer = threading.Thread(target=self._time, args=(self._proc,), daemon=True)
         self._timer.start()

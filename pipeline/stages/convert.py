@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeq._fds import redirect_output
+from edgeq._proc import die_with_parent
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
 from edgeq.layout import channels_last_perm, input_perm, match_name
@@ -92,6 +93,7 @@ def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> dict[str, 
         proc = subprocess.run(
             [sys.executable, "-m", "edgeq.stages._convert_child", str(job_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False,
+            preexec_fn=die_with_parent(),  # a killed build leaves no converter running
         )
     result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
     if proc.returncode == 0 and result and result.get("ok"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from edgeq.config import GraphSpec
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
+from edgeq.onnx_files import load_onnx_checked
 from edgeq.stages import StageResult
 
 __all__ = ["STAGE", "ExportStage", "OPSET"]
@@ -53,11 +55,10 @@ class ExportStage:
         if torch_model is not None:
             _export_pytorch(ctx, graph, torch_model, raw)
             source = ctx.spec.file
+            model = _load_onnx(raw, source)
         else:
             source = graph.file
-            _check_onnx_size(source)
-            raw.write_bytes(source.read_bytes())
-        model = _load_onnx(raw, source)
+            model = load_onnx_checked(source)  # external data checked to stay in the model's folder
         model = _upgrade_opset(model)
         model = _fix_inputs(model, graph, source)
         model = _select_outputs(model, graph)
@@ -75,17 +76,6 @@ class ExportStage:
 
 
 STAGE = ExportStage()
-
-_MAX_PROTOBUF = 2**31 - 1
-
-
-def _check_onnx_size(path: Path) -> None:
-    size = path.stat().st_size
-    if size > _MAX_PROTOBUF:
-        raise ModelError(
-            f"{path.name} is {size} bytes, over the 2 GB protobuf limit; export it with external data"
-        )
-
 
 def _load_onnx(path: Path, source: Path) -> Any:
     import onnx
@@ -143,6 +133,9 @@ def _load_state_dict(path: Path) -> dict[str, Any]:
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelError(f"{path.name} is not a readable safetensors file: {e}") from e
     if path.suffix in (".pt", ".pth", ".bin"):
+        # weights_only=True is passed explicitly, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD does not override in
+        # torch 2.13; the variable is still removed while loading, in case a torch version honours it.
+        forced = os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for refused or broken files
@@ -150,6 +143,9 @@ def _load_state_dict(path: Path) -> dict[str, Any]:
                 f"{path.name} could not be loaded without running pickled code ({type(e).__name__}); "
                 "save the weights with safetensors or torch.save(model.state_dict())"
             ) from e
+        finally:
+            if forced is not None:
+                os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = forced
         if not isinstance(state, dict):
             raise ModelError(f"{path.name} holds a {type(state).__name__}, not a state_dict; save model.state_dict()")
         return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,14 @@ class _OpenOnLoad:
         return (open, (self.path, "w"))
 
 
-def test_pickled_weights_are_refused_without_running_their_code(tmp_path: Path) -> None:
+@pytest.mark.parametrize("force_unsafe", [False, True], ids=["plain", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"])
+def test_pickled_weights_are_refused_without_running_their_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force_unsafe: bool
+) -> None:
     import torch
 
+    if force_unsafe:  # the variable that makes torch.load unpickle anything when weights_only is not passed
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     root = make_model_dir(tmp_path, model={"weights": "weights.pt"})
     canary = tmp_path / "canary"
     torch.save({"conv1.weight": _OpenOnLoad(canary)}, root / "weights.pt")
@@ -118,6 +124,7 @@ def test_pickled_weights_are_refused_without_running_their_code(tmp_path: Path) 
     assert "weights.pt could not be loaded without running pickled code" in str(info.value)
     assert "safetensors" in str(info.value)
     assert not canary.exists()
+    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") == ("1" if force_unsafe else None)
 
     # the payload is live: an unsafe load does run it
     torch.load(root / "weights.pt", weights_only=False)
@@ -201,7 +208,7 @@ PYTORCH_CASES = [
     pytest.param(
         both(
             edit(inputs=[{"name": INPUT, "shape": [1, 5, 8, 8]}]),
-            save(f"data/calibration/{INPUT}.npy", np.zeros((N_CALIBRATION, 5, 8, 8), np.float32)),
+            save(f"data/calibration/{INPUT}.npy", np.random.default_rng(0).random((N_CALIBRATION, 5, 8, 8), np.float32)),
             save(f"data/eval/{INPUT}.npy", np.zeros((N_EVAL, 5, 8, 8), np.float32)),
         ),
         "TinyNet failed on inputs of shapes [[1, 5, 8, 8]]: RuntimeError",
