@@ -46,6 +46,7 @@ class BuildOptions:
     keep_build_dir: Path | None = None
     runtimes: tuple[str, ...] | None = None  # instead of the target's list (--runtime)
     setup_emulator: bool = False  # set up a missing emulator instead of failing (--setup-emulator)
+    trust_model: bool = False  # let Keras load Lambda layers / custom objects (--trust-model)
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -113,13 +114,24 @@ def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
     return target.with_io_dtype(io_dtype)
 
 
-def check_model_files(spec: ModelSpec) -> None:
-    """An ONNX model's files, before any work: size limits and external data inside the model folder."""
+def check_model_files(spec: ModelSpec, trust: bool = False) -> None:
+    """The model's files, before any work: ONNX size limits and external data inside the model
+    folder; a .keras file's config naming only Keras' own classes; a SavedModel of plain files."""
     if spec.format == "onnx":
         from edgeq.onnx_files import check_onnx_file
 
         for graph in spec.graphs:
             check_onnx_file(graph.file)
+    elif spec.format == "keras":
+        from edgeq.keras_files import check_keras_file
+
+        check_keras_file(spec.file, trust)
+    elif spec.format == "saved_model":
+        from edgeq.errors import ModelError
+
+        for p in sorted(spec.file.rglob("*")):
+            if p.is_symlink():
+                raise ModelError(f"{spec.file.name}: {p.relative_to(spec.file)} is a symlink; a SavedModel must be plain files")
 
 
 def check_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:
@@ -181,7 +193,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
     check_out_dir(out)
     if opts.keep_build_dir is not None:
         check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), out)
-    check_model_files(spec)
+    check_model_files(spec, opts.trust_model)
     calibration, evaluation = open_data(spec)
     check_emulators(target, opts.setup_emulator, opts.log)
 
@@ -196,7 +208,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         bundle_dir.mkdir()
         ctx = BuildContext(
             spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates,
-            calibration=calibration, eval=evaluation,
+            calibration=calibration, eval=evaluation, trust_model=opts.trust_model,
         )
         try:
             run_stages(ctx, on_event)

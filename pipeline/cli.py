@@ -77,6 +77,9 @@ def build(
     setup_emulator: Annotated[
         bool, typer.Option("--setup-emulator", help="Set up a missing emulator now (network) instead of failing.")
     ] = False,
+    trust_model: Annotated[
+        bool, typer.Option("--trust-model", help="Let a .keras file load Lambda layers / custom objects (their code runs).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -92,7 +95,8 @@ def build(
             out = Path("dist") / f"{spec.name}-{target}"
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
-                            setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False))
+                            setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
+                            trust_model=trust_model)
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)

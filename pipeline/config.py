@@ -36,7 +36,7 @@ __all__ = [
 
 CONFIG_FILE = "edgeq.toml"
 
-MODEL_FORMATS = ("pytorch", "onnx")
+MODEL_FORMATS = ("pytorch", "onnx", "keras", "saved_model")
 INPUT_DTYPES = ("float32", "int32")
 TASK_KINDS = ("classification", "generic", "translation")
 SINGLE_GRAPH = "model"  # the name of the one graph of a model configured with top-level [[inputs]]
@@ -333,6 +333,8 @@ class ModelSpec:
     @property
     def source_files(self) -> list[Path]:
         """Every file the model is made of, in a fixed order (for hashes)."""
+        if self.file is not None and self.file.is_dir():  # a SavedModel folder: every file in it
+            return sorted(p for p in self.file.rglob("*") if p.is_file())
         files = [p for p in (self.file, self.weights) if p is not None]
         return files + [g.file for g in self.graphs if g.file is not None and g.file not in files]
 
@@ -404,12 +406,31 @@ def load_model_spec(model_dir: Path | str) -> ModelSpec:
     weights = _path(root, weights_rel, "weights") if weights_rel else None
     init_args = m.get("init_args", dict, {})
     m.finish()
-    if file is not None and not file.is_file():
+    if fmt == "saved_model":
+        if file is None or not file.is_dir():
+            raise ModelError(
+                f"{f}: [model].file {str(file)!r} is not a folder; a SavedModel is the folder holding saved_model.pb"
+            )
+        if not (file / "saved_model.pb").is_file():
+            raise ModelError(f"{f}: [model].file {str(file)!r} has no saved_model.pb; save it with tf.saved_model.save")
+    elif file is not None and not file.is_file():
         raise ModelError(f"{f}: [model].file {str(file)!r} does not exist; fix the path (relative to {root})")
+    if fmt == "keras" and file is not None:
+        if file.suffix.lower() in (".h5", ".hdf5"):
+            raise ModelError(
+                f"{f}: {file.name} is a legacy HDF5 Keras file, which edgeq refuses (it can hold code and is not checked "
+                "in safe mode); load it in the Keras that saved it and re-save with model.save('model.keras')"
+            )
+        if file.suffix.lower() != ".keras":
+            raise ConfigError(f"{f}: format = 'keras' needs a .keras file (model.save('model.keras')), got {file.name}")
+    if fmt != "pytorch" and (class_name is not None or weights is not None or init_args):
+        raise ConfigError(f"{f}: [model].class, weights and init_args are for format = 'pytorch' only")
     if weights is not None and not weights.is_file():
         raise ModelError(f"{f}: [model].weights {str(weights)!r} does not exist; fix the path (relative to {root})")
 
     if "graphs" in raw:
+        if fmt in ("keras", "saved_model"):
+            raise ConfigError(f"{f}: format = '{fmt}' is one graph; use top-level [[inputs]], not [[graphs]]")
         if "inputs" in raw or "outputs" in raw:
             raise ConfigError(f"{f}: use either top-level [[inputs]]/[[outputs]] (one graph) or [[graphs]], not both")
         raw_graphs = top.get("graphs", list)

@@ -47,6 +47,7 @@ class BuildContext:
     # Results a stage publishes for later ones (validation metrics, export facts, ...).
     results: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    trust_model: bool = False  # --trust-model: Keras Lambda layers and custom objects may load
 
     def add(self, artifact: Artifact) -> Artifact:
         self.artifacts.setdefault(artifact.key, {})[artifact.graph] = artifact

@@ -56,6 +56,10 @@ class ExportStage:
             _export_pytorch(ctx, graph, torch_model, raw)
             source = ctx.spec.file
             model = _load_onnx(raw, source)
+        elif ctx.spec.format in ("keras", "saved_model"):
+            source = ctx.spec.file
+            _export_tf(ctx, graph, raw)
+            model = _load_onnx(raw, source)
         else:
             source = graph.file
             model = load_onnx_checked(source)  # external data checked to stay in the model's folder
@@ -88,6 +92,31 @@ def _load_onnx(path: Path, source: Path) -> Any:
     if not model.graph.node:
         raise ModelError(f"{source.name} has an empty graph; re-export the model")
     return model
+
+
+def _export_tf(ctx: BuildContext, graph: GraphSpec, out: Path) -> None:
+    """Keras / SavedModel -> ONNX with tf2onnx, in a child process (``_tf_export_child``)."""
+    import json
+    import subprocess
+
+    from edgeq._proc import die_with_parent
+
+    job = {"format": ctx.spec.format, "path": str(ctx.spec.file), "out": str(out), "trust": ctx.trust_model,
+           "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in graph.inputs]}
+    job_path = ctx.build_dir / "export.job.json"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    log_path = ctx.build_dir / "export.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.run([sys.executable, "-m", "edgeq.stages._tf_export_child", str(job_path)],
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False,
+                              preexec_fn=die_with_parent())
+    result_path = job_path.with_suffix(".result.json")
+    result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
+    name = ctx.spec.file.name
+    if result is None:
+        raise ModelError(f"converting {name} to ONNX crashed (exit code {proc.returncode}); see export.log with --keep-build")
+    if not result["ok"]:
+        raise ModelError(f"converting {name} to ONNX failed: {result['error']} (export.log with --keep-build)")
 
 
 def _upgrade_opset(model: Any) -> Any:
