@@ -47,6 +47,7 @@ class BuildOptions:
     runtimes: tuple[str, ...] | None = None  # instead of the target's list (--runtime)
     setup_emulator: bool = False  # set up a missing emulator instead of failing (--setup-emulator)
     trust_model: bool = False  # let Keras load Lambda layers / custom objects (--trust-model)
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape NAME=D1,D2,...
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -186,7 +187,7 @@ def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
 
 
 def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
-    spec = load_model_spec(opts.model_dir)
+    spec = load_model_spec(opts.model_dir, opts.input_shapes)
     target = _resolve_target(opts, spec.io_dtype)
     gates = target.gate_limits(spec.gates, opts.gates or {})
     out = Path(os.path.abspath(opts.out))

@@ -77,6 +77,10 @@ def build(
     setup_emulator: Annotated[
         bool, typer.Option("--setup-emulator", help="Set up a missing emulator now (network) instead of failing.")
     ] = False,
+    input_shape: Annotated[
+        list[str] | None,
+        typer.Option("--input-shape", help="Fix an input's shape, NAME=D1,D2,... (repeatable); fills dynamic ONNX dims."),
+    ] = None,
     trust_model: Annotated[
         bool, typer.Option("--trust-model", help="Let a .keras file load Lambda layers / custom objects (their code runs).")
     ] = False,
@@ -86,17 +90,18 @@ def build(
     """Build the target's bundle for MODEL_DIR and validate it. Exit 0 pass, 1 gate failed, 2 bad input."""
     from edgeq.build import BuildOptions
     from edgeq.build import build as run_build
-    from edgeq.config import load_model_spec, parse_gate_override
+    from edgeq.config import load_model_spec, parse_gate_override, parse_input_shape
 
     try:
         overrides = dict(parse_gate_override(g) for g in gate or [])
+        shapes = dict(parse_input_shape(t) for t in input_shape or [])
         if out is None:
-            spec = load_model_spec(model_dir)
+            spec = load_model_spec(model_dir, shapes)
             out = Path("dist") / f"{spec.name}-{target}"
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
-                            trust_model=trust_model)
+                            trust_model=trust_model, input_shapes=shapes or None)
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)

@@ -344,14 +344,74 @@ def _path(root: Path, rel: str, what: str) -> Path:
     return p if p.is_absolute() else (root / p)
 
 
-def _parse_inputs(raw_inputs: list[Any], where: str, f: str) -> tuple[InputSpec, ...]:
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=1,3,320,320`` (--input-shape) -> (NAME, (1, 3, 320, 320))."""
+    name, sep, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name.strip() or not shape or any(d <= 0 for d in shape):
+        raise ConfigError(f"--input-shape {text!r}: write NAME=D1,D2,... with positive sizes, e.g. image=1,3,224,224")
+    return name.strip(), shape
+
+
+_ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int32"}  # FLOAT, INT32, INT64 (token ids become int32)
+
+
+def onnx_inputs(path: Path) -> dict[str, tuple[str | None, list[int | str]]]:
+    """The graph inputs of an ONNX file (initializers excluded): name -> (edgeq dtype or None, dims),
+    a dim being its size or, when dynamic, its symbolic name ('?' if it has none)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from edgeq.onnx_files import check_size
+
+    check_size(path)
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise ModelError(f"{path.name} is not a readable ONNX file ({type(e).__name__}); re-export the model") from e
+    inits = {t.name for t in model.graph.initializer}
+    out: dict[str, tuple[str | None, list[int | str]]] = {}
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        tt = i.type.tensor_type
+        dims: list[int | str] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+                                 for d in tt.shape.dim]
+        out[i.name] = (_ONNX_DTYPES.get(tt.elem_type), dims)
+    return out
+
+
+def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, tuple[int, ...]] | None = None,
+                  onnx_file: Path | None = None) -> tuple[InputSpec, ...]:
+    """The [[inputs]] tables. Each shape comes from --input-shape, else the table, else (ONNX) the
+    model; with an ONNX file, [[inputs]] itself may be left out. A dimension still dynamic is an
+    error that lists every one."""
+    shapes = shapes or {}
+    model = onnx_inputs(onnx_file) if onnx_file is not None and (not raw_inputs or any(
+        isinstance(i, dict) and "shape" not in i and i.get("name") not in shapes for i in raw_inputs)) else None
+    if not raw_inputs and model is not None:
+        raw_inputs = [{"name": n, **({"dtype": d} if d else {})} for n, (d, _) in model.items()]
     if not raw_inputs:
         raise ConfigError(f"{f}: [[{where}]] must list at least one input")
     inputs = []
+    dynamic: list[str] = []
     for k, item in enumerate(raw_inputs):
         t = _Table(item, f"{where}[{k}]", f)
         iname = t.get("name", str)
-        shape = t.get("shape", list)
+        shape = t.get("shape", list, None)
+        if iname in shapes:
+            shape = list(shapes[iname])
+        elif shape is None and model is not None and iname in model:
+            dims = model[iname][1]
+            dynamic += [f"{iname}[{a}] '{d}'" for a, d in enumerate(dims) if isinstance(d, str)]
+            shape = [d if isinstance(d, int) else 1 for d in dims]
+        elif shape is None:
+            raise ConfigError(
+                f"{f}: {where}[{k}] ('{iname}') has no shape; give shape = [...] or --input-shape {iname}=D1,D2,..."
+            )
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise ConfigError(
                 f"{f}: {where}[{k}].shape must be a list of positive integers (fixed shape), got {shape!r}"
@@ -361,6 +421,15 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str) -> tuple[InputSpec,
         pre = t.get("preprocessing", dict, {})
         t.finish()
         inputs.append(InputSpec(iname, tuple(shape), dtype, layout.upper(), dict(pre)))
+    if dynamic:
+        example = next(i for i in inputs if any(d.startswith(f"{i.name}[") for d in dynamic))
+        stray = sorted(set(shapes) - {i.name for i in inputs})
+        note = f" (--input-shape named {', '.join(stray)}, not an input of this model)" if stray else ""
+        raise ConfigError(
+            f"{onnx_file.name if onnx_file else f}: dynamic dimensions with no size: {', '.join(dynamic)}{note}; give them "
+            f"with --input-shape {example.name}={','.join(str(d) for d in example.shape)} (your sizes) or shape = [...] "
+            "in [[inputs]]"
+        )
     names = [i.name for i in inputs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{f}: input names must be unique, got {names}")
@@ -376,8 +445,9 @@ def _parse_outputs(raw_outputs: list[Any], where: str, f: str) -> tuple[OutputSp
     return tuple(outputs)
 
 
-def load_model_spec(model_dir: Path | str) -> ModelSpec:
-    """Read and validate ``model_dir/edgeq.toml``. Checks that the files it names exist."""
+def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelSpec:
+    """Read and validate ``model_dir/edgeq.toml``. Checks that the files it names exist.
+    ``input_shapes`` (--input-shape) replace or fill in input shapes by name."""
     root = Path(model_dir)
     if not root.exists():
         raise ModelError(f"model directory {str(root)!r} does not exist; pass the folder that holds edgeq.toml")
@@ -448,7 +518,8 @@ def load_model_spec(model_dir: Path | str) -> ModelSpec:
                     raise ConfigError(f"{f}: graphs[{k}].file is required for format = 'onnx' (one .onnx file per graph)")
                 if not gfile.is_file():
                     raise ModelError(f"{f}: graphs[{k}].file {str(gfile)!r} does not exist; fix the path (relative to {root})")
-            g_inputs = _parse_inputs(gt.get("inputs", list), f"graphs[{k}].inputs", f)
+            g_inputs = _parse_inputs(gt.get("inputs", list, []), f"graphs[{k}].inputs", f, input_shapes,
+                                     gfile if fmt == "onnx" else None)
             g_outputs = _parse_outputs(gt.get("outputs", list, []), f"graphs[{k}].outputs", f)
             gt.finish()
             graphs.append(GraphSpec(gname, g_inputs, g_outputs, method, gfile))
@@ -456,9 +527,15 @@ def load_model_spec(model_dir: Path | str) -> ModelSpec:
         if len(set(gnames)) != len(gnames):
             raise ConfigError(f"{f}: graph names must be unique, got {gnames}")
     else:
-        graphs = [GraphSpec(SINGLE_GRAPH, _parse_inputs(top.get("inputs", list), "inputs", f),
+        graphs = [GraphSpec(SINGLE_GRAPH, _parse_inputs(top.get("inputs", list, []), "inputs", f, input_shapes,
+                                                      file if fmt == "onnx" else None),
                             _parse_outputs(top.get("outputs", list, []), "outputs", f), None,
                             file if fmt == "onnx" else None)]
+
+    known = [i.name for g in graphs for i in g.inputs]
+    unknown = sorted(set(input_shapes or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"--input-shape names {', '.join(unknown)}, but the model's inputs are {', '.join(known)}")
 
     t = top.table("task")
     kind = t.get("kind", str, choices=TASK_KINDS)

@@ -99,12 +99,13 @@ CONFIG_CASES = [
     pytest.param(
         edit(model={"format": DELETE}), ConfigError, "missing required key 'format'", id="no-model-format"
     ),
-    pytest.param(edit(inputs=DELETE), ConfigError, "missing required key 'inputs'", id="no-inputs"),
+    pytest.param(edit(inputs=DELETE), ConfigError, "[[inputs]] must list at least one input", id="no-inputs"),
     pytest.param(edit(inputs=[]), ConfigError, "must list at least one input", id="empty-inputs"),
     pytest.param(edit(task=DELETE), ConfigError, "missing required key 'task'", id="no-task"),
     pytest.param(edit(data={"eval": DELETE}), ConfigError, "missing required key 'eval'", id="no-data-eval"),
     pytest.param(
-        edit(inputs=[{"name": INPUT}]), ConfigError, "missing required key 'shape'", id="no-input-shape"
+        edit(inputs=[{"name": INPUT}]), ConfigError, "inputs[0] ('image') has no shape; give shape = [...] or --input-shape",
+        id="no-input-shape"
     ),
     pytest.param(
         edit(model={"wieghts": "weights.safetensors"}),

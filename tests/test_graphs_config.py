@@ -176,7 +176,7 @@ GRAPH_CASES = [
         id="typo-in-graph",
     ),
     pytest.param(
-        cfg_edit(lambda c: _enc(c).pop("inputs")), ConfigError, "missing required key 'inputs' in [graphs[0]]",
+        cfg_edit(lambda c: _enc(c).pop("inputs")), ConfigError, "[[graphs[0].inputs]] must list at least one input",
         id="graph-without-inputs",
     ),
     pytest.param(
