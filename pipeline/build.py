@@ -164,10 +164,40 @@ def open_data(spec: ModelSpec) -> tuple[Any, Any]:
         for ds in (calibration, evaluation):
             ds.check_lengths(tok, src_len, tgt_len)
         return calibration, evaluation
-    calibration = ArrayDataset.open(spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples)
-    evaluation = ArrayDataset.open(spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification")
-    _check_labels(spec, evaluation)
+    from edgeq.images import open_source
+
+    classify = spec.task.kind == "classification"
+    names = None
+    if classify and spec.task.labels is not None:
+        names = [ln.strip() for ln in spec.task.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    d = spec.data
+    sources = {
+        "calibration": open_source(d.calibration, spec.inputs, "calibration", class_names=None,
+                                   limit=d.calibration_samples, seed=d.subset_seed),
+        "eval": open_source(d.eval, spec.inputs, "eval", class_names=names if classify else None, limit=None, seed=None),
+    }
+    if sources["eval"] is not None and classify and names is None:
+        raise ConfigError("eval images of a classifier need [task].labels (class names = the image folders' names)")
+    calibration = sources["calibration"] or ArrayDataset.open(d.calibration, spec.inputs, "calibration",
+                                                              limit=d.calibration_samples)
+    evaluation = sources["eval"] or ArrayDataset.open(d.eval, spec.inputs, "eval", want_labels=classify)
+    if isinstance(evaluation, ArrayDataset):
+        _check_labels(spec, evaluation)
     return calibration, evaluation
+
+
+def materialize_data(spec: ModelSpec, data: Any, role: str, folder: Path) -> Any:
+    """Image folders and .npz archives become arrays in the build folder (streamed, one image at a
+    time), then are read like any array data; array folders are used in place."""
+    if isinstance(data, ArrayDataset) or not hasattr(data, "materialize"):
+        return data
+    where = data.materialize(folder / role)
+    if role == "calibration":
+        limit = spec.data.calibration_samples if spec.data.subset_seed is None else None
+        return ArrayDataset.open(where, spec.inputs, role, limit=limit)
+    ds = ArrayDataset.open(where, spec.inputs, role, want_labels=spec.task.kind == "classification")
+    _check_labels(spec, ds)
+    return ds
 
 
 def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
@@ -207,6 +237,8 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         bundle_dir = staging / "bundle"
         build_dir.mkdir()
         bundle_dir.mkdir()
+        calibration = materialize_data(spec, calibration, "calibration", build_dir / "data")
+        evaluation = materialize_data(spec, evaluation, "eval", build_dir / "data")
         ctx = BuildContext(
             spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates,
             calibration=calibration, eval=evaluation, trust_model=opts.trust_model,

@@ -224,6 +224,7 @@ class DataSpec:
     calibration: Path
     eval: Path
     calibration_samples: int | None = None
+    subset_seed: int | None = None  # image folders: a seeded random subset of calibration_samples files
 
 
 @dataclass(frozen=True)
@@ -565,10 +566,13 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
     calib = _path(root, d.get("calibration", str), "calibration data")
     ev = _path(root, d.get("eval", str), "eval data")
     n_cal = d.get("calibration_samples", int, None)
+    seed = d.get("subset_seed", int, None)
     d.finish()
     if n_cal is not None and n_cal <= 0:
         raise ConfigError(f"{f}: [data].calibration_samples must be positive, got {n_cal}")
-    data = DataSpec(calib, ev, n_cal)
+    if seed is not None and n_cal is None:
+        raise ConfigError(f"{f}: [data].subset_seed picks calibration_samples files at random; set calibration_samples too")
+    data = DataSpec(calib, ev, n_cal, seed)
 
     q = top.table("quantization", {})
     quant = QuantSpec(
