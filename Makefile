@@ -10,7 +10,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgeq-installed
 
-.PHONY: install emulator demo demo-translator test lint bench clean
+.PHONY: install emulator demo demo-translator test lint bench coverage clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ lint: install
 
 bench: emulator
 	$(BIN)/python bench/run.py
+
+coverage: install
+	$(BIN)/python bench/coverage.py
 
 clean:
 	rm -rf dist build .pytest_cache

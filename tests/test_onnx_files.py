@@ -166,3 +166,13 @@ def test_a_truncated_real_model_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "model.onnx" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_task_output_the_model_does_not_have(tmp_path: Path) -> None:
+    from conftest import DELETE
+
+    d = make_model_dir(tmp_path, "onnx", outputs=DELETE, task={"output": "scores"})
+    result = invoke_cli(["build", str(d), "--out", str(tmp_path / "out"), "--runtime", "litert"])
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert "[task].output 'scores' is not an output of model.onnx; its outputs: logits" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -75,6 +75,9 @@ class ExportStage:
         out = ctx.build_dir / f"{graph.name}.float.onnx"
         onnx.save_model(model, str(out))
         outputs = [o.name for o in model.graph.output]
+        task_out = ctx.spec.task.output
+        if task_out is not None and ctx.spec.task.kind != "translation" and task_out not in outputs:
+            raise ModelError(f"[task].output '{task_out}' is not an output of {source.name}; its outputs: {', '.join(outputs)}")
         ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}, graph=graph.name))
         return {"opset": _opset(model), "outputs": outputs, "nodes": len(model.graph.node)}
 

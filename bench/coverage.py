@@ -1,0 +1,216 @@
+"""Coverage set: the kinds of models users bring, built in code (no downloads), each built for android.
+
+    .venv/bin/python bench/coverage.py            -> bench/COVERAGE.md, bench/coverage.json
+
+Real architectures with random weights (keras.applications with weights=None) and small models of
+the shapes that break converters: a detector with a decode head (boxes and class scores
+concatenated, as YOLO-style exports have), a segmentation net with resize / upsampling, an
+OCR-style CNN with a per-column sequence head, an LSTM, a model with two inputs. Each is saved as
+a .keras file with random calibration and eval data (the eval labels of classifiers are the float
+model's own top-1) and built with `edgeq build --target android --runtime litert` in its own
+process. The table says whether it converted to a full-integer INT8 .tflite, its agreement with
+the float model, the lowest SQNR of its outputs, the INT8 / float32 size ratio and the build time;
+or the error edgeq gave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+N_CAL, N_EVAL = 32, 32
+
+# name -> (python building `model` with keras as `keras`, task kind)
+MODELS: dict[str, tuple[str, str]] = {
+    "MobileNetV3Small": ("model = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), weights=None, classes=10, "
+                         "include_preprocessing=False)", "classification"),
+    "EfficientNetB0": ("model = keras.applications.EfficientNetB0(input_shape=(64, 64, 3), weights=None, classes=10)",
+                       "classification"),
+    "ResNet50": ("model = keras.applications.ResNet50(input_shape=(64, 64, 3), weights=None, classes=10)", "classification"),
+    "detector (boxes + scores head)": (textwrap.dedent("""
+        inp = keras.Input((64, 64, 3), batch_size=1, name="image")
+        x = inp
+        for f in (16, 32, 64):
+            x = keras.layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")(x)
+        boxes = keras.layers.Reshape((64, 4))(keras.layers.Conv2D(4, 1)(x))
+        boxes = keras.layers.Activation("sigmoid")(boxes)
+        scores = keras.layers.Reshape((64, 5))(keras.layers.Conv2D(5, 1)(x))
+        scores = keras.layers.Activation("sigmoid")(scores)
+        out = keras.layers.Concatenate(axis=-1, name="detections")([boxes, scores])
+        model = keras.Model(inp, out)"""), "generic"),
+    "segmentation (resize / upsample)": (textwrap.dedent("""
+        inp = keras.Input((64, 64, 3), batch_size=1, name="image")
+        a = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+        b = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(a)
+        u = keras.layers.UpSampling2D(2, interpolation="bilinear")(b)
+        u = keras.layers.Concatenate()([u, a])
+        u = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(u)
+        u = keras.layers.Resizing(64, 64, interpolation="bilinear")(u)
+        out = keras.layers.Conv2D(3, 1, name="mask")(u)
+        model = keras.Model(inp, out)"""), "generic"),
+    "OCR (CNN + sequence head)": (textwrap.dedent("""
+        inp = keras.Input((32, 128, 1), batch_size=1, name="image")
+        x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+        x = keras.layers.MaxPooling2D((2, 2))(x)
+        x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D((2, 2))(x)
+        x = keras.layers.Permute((2, 1, 3))(x)
+        x = keras.layers.Reshape((32, 8 * 32))(x)
+        x = keras.layers.Dense(64, activation="relu")(x)
+        out = keras.layers.Dense(37, name="char_logits")(x)
+        model = keras.Model(inp, out)"""), "generic"),
+    "LSTM": (textwrap.dedent("""
+        inp = keras.Input((20, 8), batch_size=1, name="sequence")
+        x = keras.layers.LSTM(32)(inp)
+        out = keras.layers.Dense(5, name="logits")(x)
+        model = keras.Model(inp, out)"""), "classification"),
+    "two inputs (image + features)": (textwrap.dedent("""
+        img = keras.Input((32, 32, 3), batch_size=1, name="image")
+        feat = keras.Input((6,), batch_size=1, name="features")
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(img)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Concatenate()([x, keras.layers.Dense(16, activation="relu")(feat)])
+        out = keras.layers.Dense(4, name="logits")(x)
+        model = keras.Model([img, feat], out)"""), "classification"),
+}
+
+MAKE = textwrap.dedent('''
+    import os, sys, json
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, keras
+    root, kind = sys.argv[1], sys.argv[2]
+    keras.utils.set_random_seed(0)
+    %s
+    model.save(os.path.join(root, "model.keras"))
+    rng = np.random.default_rng(0)
+    inputs = []
+    for t in model.inputs:
+        shape = [1, *t.shape[1:]]
+        name = t.name.split(":")[0]
+        inputs.append({"name": name, "shape": shape, "layout": "NHWC" if len(shape) == 4 else None})
+    for role, n in (("calibration", %d), ("eval", %d)):
+        os.makedirs(os.path.join(root, role))
+        feeds = {i["name"]: rng.standard_normal((n, *i["shape"][1:])).astype("float32") for i in inputs}
+        for name, arr in feeds.items():
+            np.save(os.path.join(root, role, name + ".npy"), arr)
+        if role == "eval" and kind == "classification":
+            logits = np.concatenate([np.asarray(model([feeds[i["name"]][k:k + 1] for i in inputs] if len(inputs) > 1
+                                     else feeds[inputs[0]["name"]][k:k + 1])) for k in range(n)])
+            np.save(os.path.join(root, role, "labels.npy"), logits.argmax(1).astype("int64"))
+            with open(os.path.join(root, "labels.txt"), "w") as f:
+                f.write("\\n".join(f"class{c}" for c in range(logits.shape[1])) + "\\n")
+    json.dump({"inputs": inputs, "outputs": list(model.output_names),
+               "params": int(model.count_params())}, open(os.path.join(root, "info.json"), "w"))
+''')
+
+
+def _toml(name: str, info: dict[str, Any], kind: str) -> str:
+    lines = ["[model]", f'name = "{name}"', 'format = "keras"', 'file = "model.keras"', ""]
+    for i in info["inputs"]:
+        lines += ["[[inputs]]", f'name = "{i["name"]}"', f"shape = {i['shape']}"]
+        if i["layout"]:
+            lines.append(f'layout = "{i["layout"]}"')
+        lines.append("")
+    lines += ["[task]", f'kind = "{kind}"']
+    if kind == "classification":
+        lines += ['labels = "labels.txt"', f'output = "{info["outputs"][0]}"']
+    lines += ["", "[data]", 'calibration = "calibration"', 'eval = "eval"', ""]
+    return "\n".join(lines)
+
+
+def run_one(name: str, work: Path) -> dict[str, Any]:
+    code, kind = MODELS[name]
+    root = work / "".join(c if c.isalnum() else "_" for c in name)
+    root.mkdir()
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", MAKE % (textwrap.dedent(code).strip(), N_CAL, N_EVAL), str(root), kind],
+                   check=True, capture_output=True, text=True, timeout=900)
+    info = json.loads((root / "info.json").read_text())
+    (root / "edgeq.toml").write_text(_toml(name.split()[0].lower(), info, kind))
+    out = work / (root.name + "-bundle")
+    t1 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgeq", "build", str(root), "--target", "android", "--out", str(out),
+                           "--runtime", "litert", "--json"], capture_output=True, text=True, timeout=3600)
+    seconds = time.perf_counter() - t1
+    row: dict[str, Any] = {"model": name, "task": kind, "params": info["params"], "exit_code": proc.returncode,
+                           "build_seconds": round(seconds, 1), "make_seconds": round(t1 - t0, 1)}
+    if proc.returncode in (0, 1):
+        r = json.loads(proc.stdout)
+        shipped = r["artifacts"]["tflite_int8"]
+        entry = shipped["runtimes"]["litert"]
+        insp = shipped["inspection"]["model"]
+        sq = [m["sqnr_db"] for m in entry["outputs"]["model"].values() if m["sqnr_db"] is not None]
+        row.update({
+            "converted": True,
+            "full_int8": insp["int8_compute_ops"] == insp["compute_ops"] and not shipped.get("float_fallback"),
+            "int8_compute_ops": f"{insp['int8_compute_ops']}/{insp['compute_ops']}",
+            "float_fallback": shipped.get("float_fallback", {}),
+            "agreement": entry.get("task", {}).get("top1_agreement"),
+            "cosine": min(m["cosine"] for m in entry["outputs"]["model"].values()),
+            "sqnr_db": min(sq) if sq else None,
+            "size_ratio": r["size"]["int8_to_float32_ratio"],
+            "gates_failed": [f"{g['name']} ({g['value']:.4g} vs {g['limit']:.4g})" for g in r["gates"] if not g["passed"]],
+        })
+    else:
+        row.update({"converted": False, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]})
+    return row
+
+
+def write(rows: list[dict[str, Any]], path: Path, command: str) -> None:
+    ok = sum(1 for r in rows if r.get("converted") and r.get("full_int8"))
+    lines = [
+        "# Coverage set: models users bring, android target",
+        "",
+        f"Produced by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; one run. Random weights "
+        "(keras.applications with weights=None and small models built in code), random calibration and eval data "
+        f"({N_CAL} + {N_EVAL} samples), validated on host LiteRT. **{ok} of {len(rows)}** convert to a full-integer "
+        "INT8 .tflite.",
+        "",
+        "Agreement (top-1 with the float model) and SQNR measure quantization error on random data: "
+        "untrained weights and noise inputs are a harsh case, so failed accuracy gates are listed, not hidden.",
+        "",
+        "| model | params | converted | int8 compute ops | agreement | min cosine | min SQNR dB | INT8/float32 bytes | "
+        "build s | gates failed / error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("converted"):
+            agree = f"{r['agreement']:.4f}" if r["agreement"] is not None else "-"
+            sq = f"{r['sqnr_db']:.1f}" if r["sqnr_db"] is not None else "inf"
+            conv = "yes, full INT8" if r["full_int8"] else f"yes, float fallback: {r['float_fallback']}"
+            lines.append(f"| {r['model']} | {r['params']} | {conv} | {r['int8_compute_ops']} | {agree} | {r['cosine']:.4f} | "
+                         f"{sq} | {r['size_ratio']:.3f} | {r['build_seconds']} | {', '.join(r['gates_failed']) or '-'} |")
+        else:
+            lines.append(f"| {r['model']} | {r['params']} | **no** (exit {r['exit_code']}) | - | - | - | - | - | "
+                         f"{r['build_seconds']} | {r['error']} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    only = sys.argv[1:]
+    names = [n for n in MODELS if not only or any(o.lower() in n.lower() for o in only)]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgeq-coverage-") as tmp:
+        for name in names:
+            print(f"{name} ...", flush=True)
+            try:
+                rows.append(run_one(name, Path(tmp)))
+            except subprocess.CalledProcessError as e:
+                rows.append({"model": name, "params": "-", "converted": False, "exit_code": e.returncode,
+                             "build_seconds": "-", "error": f"building the model in Keras failed: {e.stderr.strip()[-200:]}"})
+            print(json.dumps(rows[-1]), flush=True)
+    (ROOT / "bench" / "coverage.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write(rows, ROOT / "bench" / "COVERAGE.md", "make coverage  (.venv/bin/python bench/coverage.py)")
+
+
+if __name__ == "__main__":
+    main()
