@@ -94,7 +94,7 @@ MAKE = textwrap.dedent('''
     inputs = []
     for t in model.inputs:
         shape = [1, *t.shape[1:]]
-        name = t.name.split(":")[0]
+        name = t._keras_history.operation.name  # the InputLayer's name, as edgeq reads it
         inputs.append({"name": name, "shape": shape, "layout": "NHWC" if len(shape) == 4 else None})
     for role, n in (("calibration", %d), ("eval", %d)):
         os.makedirs(os.path.join(root, role))

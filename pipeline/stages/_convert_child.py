@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import traceback
@@ -69,24 +70,37 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
 
     images = _sample_images(inputs, calibration)
     o2t_module.download_test_image_data = lambda: images  # never the network
-    try:
-        with _no_network():
-            onnx2tf.convert(
-                input_onnx_file_path=str(onnx_path),
-                output_folder_path=str(out_dir),
-                output_signaturedefs=True,
-                keep_nwc_or_nhwc_or_ndhwc_input_names=[
-                    s.name for s in inputs if len(s.shape) >= 3 and s.layout.endswith("C")
-                ] or None,
-                non_verbose=True,
-                verbosity="error",
-            )
-    except SystemExit as e:  # onnx2tf calls sys.exit on some conversion errors
-        raise ConversionFailed(f"onnx2tf could not convert the model (it exited with {e.code})") from e
-    except NetworkBlocked as e:
-        raise ConversionFailed(str(e)) from e
-    if not (out_dir / "saved_model.pb").is_file():
-        raise ConversionFailed("onnx2tf wrote no SavedModel")
+    failure = ""
+    # First as is; if onnx2tf fails (typically a layout it guessed wrong), once more with the
+    # parameter-replacement JSON it generates itself for the failing ops.
+    for attempt, extra in enumerate(({}, {"auto_generate_json": True})):
+        if attempt:
+            print(f"edgeq: onnx2tf failed ({failure}); retrying with auto_generate_json=True", flush=True)
+            shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            with _no_network():
+                onnx2tf.convert(
+                    input_onnx_file_path=str(onnx_path),
+                    output_folder_path=str(out_dir),
+                    output_signaturedefs=True,
+                    keep_nwc_or_nhwc_or_ndhwc_input_names=[
+                        s.name for s in inputs if len(s.shape) >= 3 and s.layout.endswith("C")
+                    ] or None,
+                    non_verbose=True,
+                    verbosity="error",
+                    **extra,
+                )
+        except SystemExit as e:  # onnx2tf calls sys.exit on some conversion errors
+            failure = f"it exited with {e.code}"
+        except NetworkBlocked as e:
+            raise ConversionFailed(str(e)) from e
+        except Exception as e:  # onnx2tf raises whatever TensorFlow raised for the op it was converting
+            failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:200]
+        else:
+            if (out_dir / "saved_model.pb").is_file():
+                return
+            failure = "it wrote no SavedModel"
+    raise ConversionFailed(f"onnx2tf could not convert the model ({failure}), also with its auto-generated parameter JSON")
 
 
 def _signature_inputs(saved: Path) -> list[str]:

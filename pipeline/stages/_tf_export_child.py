@@ -28,7 +28,8 @@ def _keras(job: dict[str, Any], tf: Any) -> Any:
     import tf2onnx
 
     model = keras.saving.load_model(job["path"], safe_mode=not job["trust"], compile=False)
-    have = [t.name.split(":")[0] for t in model.inputs]
+    # An input's name is its InputLayer's (a KerasTensor's own name can change across save/load).
+    have = [getattr(getattr(t, "_keras_history", None), "operation", t).name.split(":")[0] for t in model.inputs]
     want = [i["name"] for i in job["inputs"]]
     if sorted(have) != sorted(want):
         raise ValueError(f"the model's inputs are {have}; edgeq.toml [[inputs]] names {want}: make them match")

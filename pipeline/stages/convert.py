@@ -99,11 +99,38 @@ def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> dict[str, 
     if proc.returncode == 0 and result and result.get("ok"):
         return result
     if result and not result.get("ok"):
-        raise ModelError(f"{result['error']} (converter log: {log_path.name})")
+        where = failed_node(log_path, Path(job["onnx"]))
+        raise ModelError(f"{result['error']}{where} (full log: {log_path.name} in the build folder, kept with --keep-build)")
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
         raise ModelError(f"the converter crashed ({name}) on this model; {_tail(log_path)}")
     raise ModelError(f"the converter failed (exit {proc.returncode}); {_tail(log_path)}")
+
+
+def failed_node(log_path: Path, onnx_path: Path) -> str:
+    """", at node 'NAME' (OP, inputs [shapes])" for the last node onnx2tf names in its error log, or ""."""
+    try:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))
+    except OSError:
+        return ""
+    names = re.findall(r"onnx_op_name: (\S+)", text)
+    if not names:
+        return ""
+    name = names[-1]
+    try:
+        import onnx
+
+        model = onnx.shape_inference.infer_shapes(onnx.load_model(str(onnx_path), load_external_data=False))
+    except Exception:  # the log's node name is still worth giving
+        return f", at node '{name}'"
+    node = next((n for n in model.graph.node if n.name == name or re.sub("^wa/", "/", n.name) == name), None)
+    if node is None:
+        return f", at node '{name}'"
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in v.type.tensor_type.shape.dim]
+              for v in (*model.graph.input, *model.graph.value_info, *model.graph.output)}
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    ins = ", ".join(str(shapes.get(i, "?")) for i in node.input if i)
+    return f", at node '{node.name}' ({node.op_type}, inputs {ins})"
 
 
 def _tail(log_path: Path) -> str:
