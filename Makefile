@@ -52,7 +52,7 @@ bench: emulator
 	$(BIN)/python bench/run.py
 
 coverage: install
-	$(BIN)/python bench/coverage.py
+	$(BIN)/python bench/model_coverage.py
 
 clean:
 	rm -rf dist build .pytest_cache

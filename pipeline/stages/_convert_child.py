@@ -94,6 +94,15 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
             failure = f"it exited with {e.code}"
         except NetworkBlocked as e:
             raise ConversionFailed(str(e)) from e
+        except ModuleNotFoundError as e:  # onnx2tf imports onnx2tf.ops.<OpType>: no converter for that op
+            op = (e.name or "").rpartition(".")[2]
+            if not (e.name or "").startswith("onnx2tf.ops.") or not op:
+                raise
+            raise ConversionFailed(
+                f"onnx2tf has no converter for the ONNX op {op} ({_nodes_of(onnx_path, op)}); "
+                "TFLite cannot run this model as exported: replace that op (e.g. an LSTM exported as a Loop: "
+                "export it unrolled) and build again"
+            ) from e
         except Exception as e:  # onnx2tf raises whatever TensorFlow raised for the op it was converting
             failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:200]
         else:
@@ -101,6 +110,15 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
                 return
             failure = "it wrote no SavedModel"
     raise ConversionFailed(f"onnx2tf could not convert the model ({failure}), also with its auto-generated parameter JSON")
+
+
+def _nodes_of(onnx_path: Path, op: str) -> str:
+    import onnx
+
+    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    names = [n.name or "(unnamed)" for n in model.graph.node if n.op_type == op]
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"node{'s' if len(names) != 1 else ''} {', '.join(repr(n) for n in names[:3])}{more}" if names else "no such node"
 
 
 def _signature_inputs(saved: Path) -> list[str]:
