@@ -2,9 +2,10 @@
 #   make demo   creates .venv if missing, installs edgeq, sets up the arm64 emulator, builds the
 #               digits sample for Android
 #   make test   the same set-up with the test extras, then runs the tests
-# The android target validates on emulated arm64 phone cores: qemu-user-static must be installed
-# (installed here when running as root with apt-get; otherwise the command to run is printed), and
-# `edgeq emulator setup arm64` fetches the arm64 root once into ~/.cache/edgeq (network).
+# The android target validates on emulated arm64 phone cores: qemu-user-static, gpgv and Debian's
+# keyring must be installed (installed here when running as root with apt-get; otherwise the command
+# to run is printed), and `edgeq emulator setup arm64` fetches the arm64 root once into
+# ~/.cache/edgeq (network).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -25,12 +26,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# qemu-user runs the arm64 LiteRT; gpgv and Debian's keyring check the archive the root comes from.
+EMULATOR_PACKAGES := qemu-user-static gpgv debian-archive-keyring
+
 emulator: install
-	@command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || { \
+	@{ command -v qemu-aarch64-static || command -v qemu-aarch64; } >/dev/null && command -v gpgv >/dev/null \
+	  && [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EMULATOR_PACKAGES) >/dev/null; \
 	  else \
-	    echo "edgeq validates on emulated arm64 cores and needs qemu-user; install it: sudo apt-get install qemu-user-static" >&2; \
+	    echo "edgeq validates on emulated arm64 cores and needs them; install: sudo apt-get install $(EMULATOR_PACKAGES)" >&2; \
 	    exit 2; \
 	  fi; }
 	$(BIN)/edgeq emulator setup arm64

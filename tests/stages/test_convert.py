@@ -184,7 +184,10 @@ def test_run_child_reports_the_childs_error(tmp_path: Path, monkeypatch: pytest.
     child = _FakeChild(2, {"ok": False, "error": "onnx2tf could not convert the model (it exited with 1)"})
     with pytest.raises(ModelError) as info:
         _run_child(tmp_path, monkeypatch, child)
-    assert str(info.value) == "onnx2tf could not convert the model (it exited with 1) (converter log: convert.log)"
+    assert str(info.value) == (
+        "onnx2tf could not convert the model (it exited with 1) "
+        "(full log: convert.log in the build folder, kept with --keep-build)"
+    )
 
 
 def test_run_child_reports_a_crash_with_the_last_log_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
