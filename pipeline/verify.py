@@ -7,13 +7,13 @@ each a finding. The bundle is read only: nothing is written, symlinks are not fo
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeq.errors import ConfigError
+from edgeq.hashing import sha256_file
 
 __all__ = ["Finding", "verify"]
 
@@ -52,14 +52,6 @@ def _load_manifest(bundle: Path) -> dict[str, Any]:
     return data
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify(bundle: Path) -> tuple[list[Finding], int]:
     """The findings (empty: the bundle is intact) and the number of files checked."""
     manifest = _load_manifest(bundle)
@@ -75,7 +67,7 @@ def verify(bundle: Path) -> tuple[list[Finding], int]:
             size = path.stat().st_size
             if size != entry["bytes"]:
                 findings.append(Finding(rel, "changed", f"{size} bytes, manifest says {entry['bytes']}"))
-            elif _sha256(path) != entry["sha256"]:
+            elif sha256_file(path) != entry["sha256"]:
                 findings.append(Finding(rel, "changed", "sha256 differs from the manifest"))
     for path in sorted(bundle.rglob("*")):
         rel = path.relative_to(bundle).as_posix()

@@ -8,7 +8,6 @@ so that the same build gives the same bytes (report timings aside).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from importlib import metadata
@@ -17,6 +16,7 @@ from typing import Any
 
 from edgeq import __version__
 from edgeq.context import BuildContext
+from edgeq.hashing import sha256_file
 from edgeq.report import build_report, render_markdown
 from edgeq.stages import StageResult
 
@@ -30,16 +30,8 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_entry(root: Path, path: Path) -> dict[str, Any]:
-    return {"path": path.relative_to(root).as_posix(), "sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _tool_versions() -> dict[str, str]:
@@ -162,7 +154,7 @@ class PackageStage:
             "files": files,
             "source_model": {
                 "format": spec.format,
-                "files": [{"name": p.name, "sha256": _sha256(p), "bytes": p.stat().st_size} for p in source_files],
+                "files": [{"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size} for p in source_files],
             },
             "calibration_data": {"sha256": ctx.calibration.sha256(), "samples": _used(len(ctx.calibration), spec)},
             "eval_data": {"sha256": ctx.eval.sha256(), "samples": len(ctx.eval)},
