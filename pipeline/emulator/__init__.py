@@ -160,7 +160,7 @@ def require(spec: EmulatorSpec, runtime: str) -> Path:
         why = "was set up by another edgeq version" if stale else "is not set up"
         raise EmulatorMissing(
             f"runtime {runtime} needs the {spec.name} emulator, which {why}; run: edgeq emulator setup {spec.name} "
-            f"(once, about 45 MB; or add --setup-emulator to this build)"
+            f"(once, about 55 MB; or add --setup-emulator to this build)"
         )
     return emulator_dir(spec) / "root"
 
