@@ -133,6 +133,11 @@ def check_model_files(spec: ModelSpec, trust: bool = False) -> None:
         for p in sorted(spec.file.rglob("*")):
             if p.is_symlink():
                 raise ModelError(f"{spec.file.name}: {p.relative_to(spec.file)} is a symlink; a SavedModel must be plain files")
+    elif spec.format == "pytorch" and spec.weights is not None:
+        from edgeq.onnx_files import check_size
+
+        # The weights become one ONNX protobuf and one TFLite flatbuffer: both stop at 2 GB.
+        check_size(spec.weights, "weights file", "an ONNX model and a .tflite file cannot hold it; quantize a smaller model")
 
 
 def check_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:

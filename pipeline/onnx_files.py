@@ -26,14 +26,12 @@ __all__ = ["MAX_PROTOBUF", "check_onnx_file", "check_size", "external_tensors", 
 MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message (and TFLite's flatbuffer)
 
 
-def check_size(path: Path, what: str = "model file") -> int:
+def check_size(path: Path, what: str = "model file",
+               fix: str = "export it with external data (tensors in a separate file next to it)") -> int:
     """The file's size; ModelError if over the 2 GB protobuf limit (checked before reading it)."""
     size = path.stat().st_size
     if size > MAX_PROTOBUF:
-        raise ModelError(
-            f"{what} {path.name} is {size} bytes, over the 2 GB protobuf limit; export it with external data "
-            "(tensors in a separate file next to it)"
-        )
+        raise ModelError(f"{what} {path.name} is {size} bytes, over the 2 GB protobuf limit; {fix}")
     return size
 
 

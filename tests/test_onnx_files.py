@@ -176,3 +176,13 @@ def test_a_task_output_the_model_does_not_have(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.stdout + result.stderr
     assert "[task].output 'scores' is not an output of model.onnx; its outputs: logits" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_pytorch_weights_over_the_2gb_limit_are_refused_by_size(tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path)
+    with open(d / "weights.safetensors", "r+b") as f:
+        f.truncate(MAX_PROTOBUF + 1)  # sparse: nothing written, nothing read
+    result = invoke_cli(["build", str(d), "--out", str(tmp_path / "out"), "--runtime", "litert"])
+    assert result.exit_code == 2
+    assert "weights file weights.safetensors is 2147483648 bytes, over the 2 GB protobuf limit" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
