@@ -51,7 +51,6 @@ def image_files(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Preprocess:
-    size: tuple[int, int]            # the tensor's H, W
     resize: tuple[int, int]
     crop: tuple[int, int] | None
     order: str
@@ -103,7 +102,7 @@ class Preprocess:
         scale = p.get("scale", 1.0 / 255.0)
         if not isinstance(scale, int | float) or not np.isfinite(scale) or scale == 0:
             raise DataError(f"{where}: scale must be a non-zero number, got {scale!r}")
-        return cls((h, w), resize, crop, order, float(scale), vec("mean", 0.0), vec("std", 1.0), cf)
+        return cls(resize, crop, order, float(scale), vec("mean", 0.0), vec("std", 1.0), cf)
 
     def __call__(self, path: Path) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError

@@ -14,7 +14,6 @@ Layout of the cache (``EDGEQ_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgeq``, else ~
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,11 +28,13 @@ from typing import Any
 
 from edgeq.emulator.profiles import PROFILES, CpuProfile, cpuinfo_text
 from edgeq.errors import EdgeqError
+from edgeq.hashing import sha256_file
 
 __all__ = [
     "ARM64",
     "EMULATORS",
     "EmulatorMissing",
+    "EmulatorSetupError",
     "EmulatorSpec",
     "QemuMissing",
     "cache_dir",
@@ -57,6 +58,10 @@ class QemuMissing(EdgeqError):
 
 class EmulatorMissing(EdgeqError):
     """The emulator's root has not been set up (or was set up by an older edgeq)."""
+
+
+class EmulatorSetupError(EdgeqError):
+    """Fetching or checking what the emulator needs failed."""
 
 
 @dataclass(frozen=True)
@@ -257,15 +262,12 @@ def _fetch_wheels(spec: EmulatorSpec, dest: Path) -> list[tuple[Wheel, Path]]:
         path = dest / w.filename
         if not path.is_file():
             raise EmulatorSetupError(f"pip did not fetch {w.filename} for {w.requirement}; check pip's index")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256_file(path)
         if digest != w.sha256:
             raise EmulatorSetupError(f"{w.filename} has SHA256 {digest}, edgeq expects {w.sha256}; refusing it")
         out.append((w, path))
     return out
 
-
-class EmulatorSetupError(EdgeqError):
-    """Fetching or checking what the emulator needs failed."""
 
 
 def _unpack_wheel(path: Path, site: Path) -> None:

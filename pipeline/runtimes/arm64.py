@@ -16,6 +16,7 @@ Wall time under emulation is not device latency: it is reported only as the cost
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -237,8 +238,6 @@ class _Replay:
 
 
 def _rel(path: Path, base: Path) -> str:
-    import os
-
     return os.path.relpath(path, base)
 
 
