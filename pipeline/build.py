@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class BuildOptions:
     setup_emulator: bool = False  # set up a missing emulator instead of failing (--setup-emulator)
     trust_model: bool = False  # let Keras load Lambda layers / custom objects (--trust-model)
     input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape NAME=D1,D2,...
+    allow_float_ops: tuple[str, ...] = ()  # --allow-float-op: added to [quantization].allow_float_ops
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -223,6 +224,9 @@ def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
 
 def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
     spec = load_model_spec(opts.model_dir, opts.input_shapes)
+    if opts.allow_float_ops:
+        q = spec.quantization
+        spec = replace(spec, quantization=replace(q, allow_float_ops=tuple(dict.fromkeys(q.allow_float_ops + opts.allow_float_ops))))
     target = _resolve_target(opts, spec.io_dtype)
     gates = target.gate_limits(spec.gates, opts.gates or {})
     out = Path(os.path.abspath(opts.out))

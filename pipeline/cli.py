@@ -84,24 +84,30 @@ def build(
     trust_model: Annotated[
         bool, typer.Option("--trust-model", help="Let a .keras file load Lambda layers / custom objects (their code runs).")
     ] = False,
+    allow_float_op: Annotated[
+        list[str] | None,
+        typer.Option("--allow-float-op", help="Accept this TFLite op in float32 inside the INT8 model, e.g. SIN "
+                     "(repeatable; adds to [quantization].allow_float_ops)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Build the target's bundle for MODEL_DIR and validate it. Exit 0 pass, 1 gate failed, 2 bad input."""
     from edgeq.build import BuildOptions
     from edgeq.build import build as run_build
-    from edgeq.config import load_model_spec, parse_gate_override, parse_input_shape
+    from edgeq.config import check_tflite_ops, load_model_spec, parse_gate_override, parse_input_shape
 
     try:
         overrides = dict(parse_gate_override(g) for g in gate or [])
         shapes = dict(parse_input_shape(t) for t in input_shape or [])
+        float_ops = check_tflite_ops(list(allow_float_op or []), "--allow-float-op")
         if out is None:
             spec = load_model_spec(model_dir, shapes)
             out = Path("dist") / f"{spec.name}-{target}"
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
-                            trust_model=trust_model, input_shapes=shapes or None)
+                            trust_model=trust_model, input_shapes=shapes or None, allow_float_ops=float_ops)
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)

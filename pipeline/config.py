@@ -29,6 +29,7 @@ __all__ = [
     "TargetSpec",
     "TaskSpec",
     "available_targets",
+    "check_tflite_ops",
     "load_model_spec",
     "load_target",
     "parse_gate_override",
@@ -232,6 +233,8 @@ class QuantSpec:
     method: str = "minmax"
     percentile: float = 99.999
     per_channel: bool = True
+    # TFLite ops accepted in float32 inside the INT8 model (no int8 kernel); any other is refused
+    allow_float_ops: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 90.0 <= self.percentile < 100.0:
@@ -343,6 +346,22 @@ class ModelSpec:
 def _path(root: Path, rel: str, what: str) -> Path:
     p = Path(rel)
     return p if p.is_absolute() else (root / p)
+
+
+def check_tflite_ops(names: list[Any], where: str) -> tuple[str, ...]:
+    """TFLite builtin op names (``SIN``, ``CUMSUM``), upper-cased; ConfigError for anything else."""
+    if not names:
+        return ()
+    from ai_edge_litert import schema_py_generated as fb
+
+    known = {k for k in vars(fb.BuiltinOperator) if not k.startswith("_")}
+    out = []
+    for name in names:
+        op = name.strip().upper() if isinstance(name, str) else None
+        if op not in known:
+            raise ConfigError(f"{where}: {name!r} is not a TFLite builtin op name (e.g. SIN, CUMSUM, as the error listing them says)")
+        out.append(op)
+    return tuple(dict.fromkeys(out))
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -579,6 +598,7 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
         method=q.get("method", str, "minmax", choices=CALIBRATION_METHODS),
         percentile=float(q.get("percentile", (int, float), 99.999)),
         per_channel=q.get("per_channel", bool, True),
+        allow_float_ops=check_tflite_ops(q.get("allow_float_ops", list, []), f"{f}: [quantization].allow_float_ops"),
     )
     q.finish()
 

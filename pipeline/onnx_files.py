@@ -21,7 +21,7 @@ from typing import Any
 
 from edgeq.errors import ModelError
 
-__all__ = ["MAX_PROTOBUF", "check_onnx_file", "check_size", "external_tensors", "load_onnx_checked"]
+__all__ = ["MAX_PROTOBUF", "check_onnx_file", "check_size", "describe_nodes", "external_tensors", "load_onnx_checked"]
 
 MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message (and TFLite's flatbuffer)
 
@@ -159,3 +159,19 @@ def load_onnx_checked(source: Path) -> Any:
         del t.external_data[:]
         t.data_location = onnx.TensorProto.DEFAULT
     return model
+
+
+def describe_nodes(onnx_path: Path, op: str) -> str:
+    """"ONNX node(s) 'a', 'b'" for the nodes of ``onnx_path`` whose op type is ``op``, compared
+    without case and underscores (TFLite's CUMSUM and TensorFlow's Cumsum are ONNX's CumSum), or ""."""
+    import onnx
+
+    def key(name: str) -> str:
+        return name.replace("_", "").lower()
+
+    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    names = [n.name or "(unnamed)" for n in model.graph.node if key(n.op_type) == key(op)]
+    if not names:
+        return ""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"ONNX node{'s' if len(names) != 1 else ''} {', '.join(repr(n) for n in names[:3])}{more}"

@@ -236,6 +236,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"  Ops left in float32: {', '.join(insp['float_output_ops'])}.")
     for graph, reason in shipped.get("float_fallback", {}).items():
         lines.append(f"- {graph}: why - the converter has no int8 kernel for them: {reason}")
+    for graph, info in report["conversion"].get("graphs", {}).items():
+        for strategy in info.get("strategies", []):
+            lines.append(f"- {graph}: conversion needed more than the defaults: {strategy}")
     q = report["quantization"]
     if q:
         lines += ["", "## Quantization (INT8 ONNX)", ""] + [f"- {k}: {v}" for k, v in q.items()]

@@ -10,10 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPUTE_OPS", "inspect_tflite"]
+__all__ = ["COMPUTE_OPS", "TYPE_CHANGE_OPS", "inspect_tflite"]
 
 # The ops that carry a model's multiply-accumulates: the ones a full-integer model must run in int8.
 COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D")
+
+# Ops that only change a tensor's type: a float32 output of theirs is not float arithmetic (QUANTIZE /
+# DEQUANTIZE at float32 I/O, CAST of a boolean mask before it is quantized).
+TYPE_CHANGE_OPS = ("QUANTIZE", "DEQUANTIZE", "CAST")
 
 _TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "BOOL": 1, "INT16": 2, "INT8": 1,
                "FLOAT64": 8, "UINT32": 4, "UINT16": 2, "INT4": 1}
@@ -56,11 +60,13 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
             ins = [type_names.get(tensors[i].type, "?").lower() for i in op.inputs if i >= 0]
             outs = [type_names.get(tensors[i].type, "?").lower() for i in op.outputs if i >= 0]
             op_counts[name] += 1
-            ops.append({"op": name, "inputs": ins, "outputs": outs})
+            first_out = next((i for i in op.outputs if i >= 0), None)
+            tensor = tensors[first_out].name.decode(errors="replace") if first_out is not None and tensors[first_out].name else ""
+            ops.append({"op": name, "inputs": ins, "outputs": outs, "tensor": tensor})
 
     compute = [o for o in ops if o["op"] in COMPUTE_OPS]
     int8_compute = [o for o in compute if o["inputs"][:2] == ["int8", "int8"] and o["outputs"][:1] == ["int8"]]
-    float_ops = sorted({o["op"] for o in ops if "float32" in o["outputs"] and o["op"] not in ("DEQUANTIZE",)})
+    float_ops = [o for o in ops if "float32" in o["outputs"] and o["op"] not in TYPE_CHANGE_OPS]
     total = len(data)
     buffers_total = sum(categories.values())
     breakdown = {k: categories[k] for k in sorted(categories)}
@@ -72,7 +78,11 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
         "compute_ops": len(compute),
         "int8_compute_ops": len(int8_compute),
         "int8_compute_fraction": len(int8_compute) / len(compute) if compute else 1.0,
-        "non_int8_compute_ops": [o for o in compute if o not in int8_compute],
-        "float_output_ops": float_ops,
+        "non_int8_compute_ops": [{k: o[k] for k in ("op", "inputs", "outputs")} for o in compute if o not in int8_compute],
+        # ops computing in float32 (a float kernel); float_ops: per op, how many and the first output tensors' names
+        "float_output_ops": sorted({o["op"] for o in float_ops}),
+        "float_ops": {op: {"count": sum(o["op"] == op for o in float_ops),
+                           "tensors": [o["tensor"] for o in float_ops if o["op"] == op][:3]}
+                      for op in sorted({o["op"] for o in float_ops})},
         "size_breakdown": breakdown,
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -28,12 +29,26 @@ import numpy as np
 from edgeq.config import InputSpec
 from edgeq.data import ArrayDataset
 from edgeq.layout import input_perm, match_name
+from edgeq.onnx_files import describe_nodes
 
 SIGNATURE = "serving_default"
 
 
 class ConversionFailed(Exception):
     """A conversion failure with a message for the user."""
+
+
+class NeedsFlex(ConversionFailed):
+    """The model needs TensorFlow ops that TFLite's builtins cannot run; ``ops`` names them."""
+
+    def __init__(self, message: str, ops: list[str]) -> None:
+        super().__init__(message)
+        self.ops = ops
+
+
+# TensorFlow ops (as the converter names them) that onnx2tf can rebuild from builtin ops
+# (its replace_to_pseudo_operators names): tf.math.erf / asin / acos / atan have no TFLite kernel.
+PSEUDO_OPS = {"Erf": "erf", "Asin": "asin", "Acos": "acos", "Atan": "atan"}
 
 
 class NetworkBlocked(RuntimeError):
@@ -64,7 +79,10 @@ def _sample_images(inputs: list[InputSpec], calibration: ArrayDataset) -> np.nda
     return np.concatenate(rows, axis=0).astype(np.float32)
 
 
-def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec], calibration: ArrayDataset) -> None:
+def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec], calibration: ArrayDataset,
+                        pseudo: list[str] | None = None) -> list[str]:
+    """onnx2tf: ONNX -> SavedModel in ``out_dir``; ``pseudo``: ops it rebuilds from builtin ops.
+    Returns the retry strategies it needed (for the report), [] if the first attempt worked."""
     import onnx2tf
     import onnx2tf.onnx2tf as o2t_module
 
@@ -88,6 +106,7 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
                     ] or None,
                     non_verbose=True,
                     verbosity="error",
+                    replace_to_pseudo_operators=pseudo or None,
                     **extra,
                 )
         except SystemExit as e:  # onnx2tf calls sys.exit on some conversion errors
@@ -99,26 +118,19 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
             if not (e.name or "").startswith("onnx2tf.ops.") or not op:
                 raise
             raise ConversionFailed(
-                f"onnx2tf has no converter for the ONNX op {op} ({_nodes_of(onnx_path, op)}); "
+                f"onnx2tf has no converter for the ONNX op {op} ({describe_nodes(onnx_path, op) or 'no such node'}); "
                 "TFLite cannot run this model as exported: replace that op (e.g. an LSTM exported as a Loop: "
                 "export it unrolled) and build again"
             ) from e
         except Exception as e:  # onnx2tf raises whatever TensorFlow raised for the op it was converting
+            if flex_ops(str(e)):  # onnx2tf runs the TFLite converter too; same refusal as edgeq's own conversion
+                raise _flex_error(str(e), "float32", onnx_path) from e
             failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:200]
         else:
             if (out_dir / "saved_model.pb").is_file():
-                return
+                return [f"onnx2tf retried with its auto-generated parameter JSON (auto_generate_json=True) after: {failure}"] if attempt else []
             failure = "it wrote no SavedModel"
     raise ConversionFailed(f"onnx2tf could not convert the model ({failure}), also with its auto-generated parameter JSON")
-
-
-def _nodes_of(onnx_path: Path, op: str) -> str:
-    import onnx
-
-    model = onnx.load_model(str(onnx_path), load_external_data=False)
-    names = [n.name or "(unnamed)" for n in model.graph.node if n.op_type == op]
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return f"node{'s' if len(names) != 1 else ''} {', '.join(repr(n) for n in names[:3])}{more}" if names else "no such node"
 
 
 def _signature_inputs(saved: Path) -> list[str]:
@@ -132,13 +144,17 @@ def _signature_inputs(saved: Path) -> list[str]:
 
 
 def saved_model_to_tflite(
-    saved: Path, inputs: list[InputSpec], calibration: ArrayDataset, io_dtype: str
+    saved: Path, inputs: list[InputSpec], calibration: ArrayDataset, io_dtype: str,
+    allow_float_ops: list[str], onnx_path: Path,
 ) -> tuple[bytes, bytes, str | None]:
     """float32 and INT8 .tflite bytes, and why ops stayed float in the INT8 file (None: none did).
 
-    The INT8 file is first converted with int8 kernels only. If the converter refuses an op, it is
-    converted again with float kernels allowed for the ops that have no int8 kernel; its message
-    (which names those ops) is returned, so that the report says which ops stayed float and why.
+    The INT8 file is converted with TFLite's builtin int8 kernels only. If the converter refuses an
+    op, that is a ConversionFailed naming it, unless edgeq.toml allows float kernels for some ops
+    (``allow_float_ops``): then it is converted again with float kernels allowed, and the
+    converter's reason is returned for the report. Ops that only TensorFlow kernels (Flex /
+    select-TF-ops) could run are always refused. Which ops the INT8 file really runs in float is
+    checked by the parent on the file itself.
     """
     import tensorflow as tf
 
@@ -155,7 +171,7 @@ def saved_model_to_tflite(
             yield {names[s.name]: sample[s.name].transpose(input_perm(s)) for s in inputs}
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
-    f32 = conv.convert()
+    f32 = _convert(conv, "float32", onnx_path)
 
     def int8_converter(ops: list[Any]) -> Any:
         conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SIGNATURE])
@@ -168,14 +184,48 @@ def saved_model_to_tflite(
         return conv
 
     try:
-        return f32, int8_converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]).convert(), None
-    except Exception as strict:  # ConverterError; its text names the ops without int8 kernels
-        reason = _converter_message(strict)
+        return f32, _convert(int8_converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8]), "INT8", onnx_path), None
+    except _Refused as strict:
+        reason = strict.message
+    if not allow_float_ops:
+        raise ConversionFailed(
+            f"TFLite's builtin INT8 ops cannot run this model: {reason}; replace those ops, or accept float32 kernels "
+            "for them with [quantization] allow_float_ops = [\"OP\", ...] in edgeq.toml (or --allow-float-op OP)"
+        )
     try:
-        mixed = int8_converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]).convert()
-    except Exception as e:
-        raise ConversionFailed(f"INT8 conversion failed: {reason}; with float kernels allowed: {_converter_message(e)}") from e
+        mixed = _convert(int8_converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]),
+                         "INT8 (float kernels allowed)", onnx_path)
+    except _Refused as e:
+        raise ConversionFailed(f"INT8 conversion failed: {reason}; with float kernels allowed: {e.message}") from e
     return f32, mixed, reason
+
+
+class _Refused(Exception):
+    """The TFLite converter refused the model (not a Flex op); ``message`` says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _convert(conv: Any, what: str, onnx_path: Path) -> bytes:
+    """``conv.convert()``; ops only TensorFlow kernels could run are a ConversionFailed naming them."""
+    try:
+        return conv.convert()
+    except Exception as e:  # ConverterError; its text names the ops it could not convert
+        if flex_ops(str(e)):
+            raise _flex_error(str(e), what, onnx_path) from e
+        raise _Refused(_converter_message(e)) from e
+
+
+def _flex_error(message: str, what: str, onnx_path: Path) -> NeedsFlex:
+    flex = flex_ops(message)
+    where = "; ".join(f"{op}: {describe_nodes(onnx_path, op) or 'no ONNX node of that type'}" for op in flex)
+    return NeedsFlex(
+        f"the {what} model needs TensorFlow ops that TFLite's builtin ops cannot run ({where}); edgeq does "
+        "not ship select-TF-ops (Flex) models, which need the TensorFlow runtime on the phone: replace those "
+        "ops in the model and build again", flex,
+    )
 
 
 def _converter_message(e: Exception) -> str:
@@ -184,15 +234,40 @@ def _converter_message(e: Exception) -> str:
     return "; ".join(dict.fromkeys(useful))[:600]
 
 
-def run(job: dict[str, Any]) -> str | None:
+def flex_ops(message: str) -> list[str]:
+    """The TensorFlow ops a converter error lists under "TF Select ops: A, B" (Flex) or "Custom ops: C"
+    (not even Flex has them): the ops TFLite's builtins cannot run (empty if none)."""
+    found: list[str] = []
+    for m in re.finditer(r"(?:TF Select|Custom) ops:\s*([^\n]+)", message):
+        found += [op.strip() for op in m.group(1).split(",") if op.strip()]
+    return list(dict.fromkeys(found))
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """Convert; the result's ``float_fallback`` (why ops stayed float, or None) and ``strategies``
+    (what edgeq had to ask of the converters beyond the defaults, for the report)."""
     inputs = [InputSpec(i["name"], tuple(i["shape"]), i["dtype"], i["layout"]) for i in job["inputs"]]
     calibration = ArrayDataset.open(Path(job["calibration"]), tuple(inputs), "calibration", limit=job["limit"])
-    saved = Path(job["saved_model"])
-    onnx_to_saved_model(Path(job["onnx"]), saved, inputs, calibration)
-    f32, int8, fallback = saved_model_to_tflite(saved, inputs, calibration, job["io_dtype"])
+    saved, onnx_path = Path(job["saved_model"]), Path(job["onnx"])
+    allow = job.get("allow_float_ops", [])
+    strategies = onnx_to_saved_model(onnx_path, saved, inputs, calibration)
+    try:
+        f32, int8, fallback = saved_model_to_tflite(saved, inputs, calibration, job["io_dtype"], allow, onnx_path)
+    except NeedsFlex as e:
+        # onnx2tf can build some of these from builtin ops; if it can build every one, convert again so
+        if not all(op in PSEUDO_OPS for op in e.ops):
+            raise
+        pseudo = [PSEUDO_OPS[op] for op in e.ops]
+        print(f"edgeq: {', '.join(e.ops)} need TensorFlow kernels; converting again with "
+              f"replace_to_pseudo_operators={pseudo}", flush=True)
+        shutil.rmtree(saved, ignore_errors=True)
+        strategies = onnx_to_saved_model(onnx_path, saved, inputs, calibration, pseudo)
+        f32, int8, fallback = saved_model_to_tflite(saved, inputs, calibration, job["io_dtype"], allow, onnx_path)
+        strategies.append(f"{', '.join(e.ops)} rebuilt from builtin ops by onnx2tf (replace_to_pseudo_operators="
+                          f"{pseudo}): TFLite has no kernel for them")
     Path(job["tflite_float32"]).write_bytes(f32)
     Path(job["tflite_int8"]).write_bytes(int8)
-    return fallback
+    return {"float_fallback": fallback, "strategies": strategies}
 
 
 def main(argv: list[str]) -> int:
@@ -204,12 +279,12 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     os.chdir(job["workdir"])  # onnx2tf writes scratch files into the working directory
     try:
-        fallback = run(job)
+        outcome = run(job)
     except ConversionFailed as e:
         traceback.print_exc()
         result_path.write_text(json.dumps({"ok": False, "error": str(e)}), encoding="utf-8")
         return 2
-    result_path.write_text(json.dumps({"ok": True, "float_fallback": fallback}), encoding="utf-8")
+    result_path.write_text(json.dumps({"ok": True, **outcome}), encoding="utf-8")
     return 0
 
 

@@ -9,9 +9,11 @@ Rules:
   3 channels it wants to download sample images; edgeq hands it the user's calibration samples
   instead. Its console output goes to ``convert.log`` in the build folder.
 * Both .tflite files come from ``tf.lite.TFLiteConverter.from_saved_model``. The INT8 one uses
-  ``TFLITE_BUILTINS_INT8``; only if the converter refuses an op is it converted again with float
-  kernels allowed for such ops, and the reason is recorded for the report (never silent). The
-  calibration data is the representative dataset, transposed to the SavedModel's
+  ``TFLITE_BUILTINS_INT8``. An op the INT8 file computes in float32 (the converter may keep one
+  without an int8 kernel in float between DEQUANTIZE and QUANTIZE, or refuse it) is an error naming
+  it, unless ``[quantization].allow_float_ops`` / ``--allow-float-op`` accepts that op; then the
+  report lists it. Ops only TensorFlow kernels can run (Flex / select-TF-ops) are always refused:
+  edgeq never ships a model that needs the TensorFlow runtime on the phone. The calibration data is the representative dataset, transposed to the SavedModel's
   layout (onnx2tf turns NCHW into NHWC). I/O tensors are float32 or int8 as the target says.
 * Each .tflite artifact records how its signature maps to the ONNX inputs/outputs: names,
   the permutation from ONNX layout to TFLite layout, dtypes and quantization parameters.
@@ -36,7 +38,7 @@ from edgeq.errors import ModelError
 from edgeq.layout import channels_last_perm, input_perm, match_name
 from edgeq.stages import StageResult
 
-__all__ = ["STAGE", "ConvertStage", "io_mapping", "run_child"]
+__all__ = ["STAGE", "ConvertStage", "check_float_ops", "io_mapping", "run_child"]
 
 SIGNATURE = "serving_default"
 
@@ -60,17 +62,20 @@ class ConvertStage:
                 "onnx": str(onnx_art.path), "saved_model": str(saved), "workdir": str(ctx.build_dir),
                 "tflite_float32": str(f32_path), "tflite_int8": str(int8_path), "io_dtype": io_dtype,
                 "calibration": str(calibration.folder), "limit": calibration.count,
+                "allow_float_ops": list(ctx.spec.quantization.allow_float_ops),
                 "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout}
                            for i in graph.inputs],
             }
             result = run_child(job, ctx.build_dir / f"{graph.name}.convert_job.json", log_path)
+            check_float_ops(int8_path, onnx_art.path, ctx.spec.quantization.allow_float_ops,
+                            graph.name if len(ctx.spec.graphs) > 1 else None, result.get("strategies", []))
             ctx.add(Artifact("saved_model", saved, "saved_model", "float32", graph=graph.name))
             onnx_outputs = onnx_art.meta["outputs"]
             out_shapes = _onnx_output_shapes(onnx_art.path)
             for key, path, precision in (("tflite_float32", f32_path, "float32"), ("tflite_int8", int8_path, "int8")):
                 meta = io_mapping(path, graph.inputs, onnx_outputs, out_shapes)
                 ctx.add(Artifact(key, path, "tflite", precision, meta, graph=graph.name))
-            graphs[graph.name] = {"float_fallback": result.get("float_fallback")}
+            graphs[graph.name] = {"float_fallback": result.get("float_fallback"), "strategies": result.get("strategies", [])}
         info = {
             "converter": "onnx2tf -> SavedModel -> tf.lite.TFLiteConverter (child process)",
             "int8_ops_set": "TFLITE_BUILTINS_INT8",
@@ -105,6 +110,34 @@ def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> dict[str, 
         name = signal.Signals(-proc.returncode).name
         raise ModelError(f"the converter crashed ({name}) on this model; {_tail(log_path)}")
     raise ModelError(f"the converter failed (exit {proc.returncode}); {_tail(log_path)}")
+
+
+def check_float_ops(int8_path: Path, onnx_path: Path, allowed: tuple[str, ...], graph: str | None = None,
+                    strategies: list[str] | None = None) -> None:
+    """ModelError listing the ops the INT8 .tflite computes in float32 that edgeq.toml does not allow.
+
+    With ``TFLITE_BUILTINS_INT8`` the converter does not always refuse an op without an int8 kernel:
+    it may keep it in float32 between DEQUANTIZE and QUANTIZE. The file itself is the truth."""
+    from edgeq.onnx_files import describe_nodes
+    from edgeq.tflite_inspect import inspect_tflite
+
+    float_ops = inspect_tflite(int8_path)["float_ops"]
+    refused = {op: info for op, info in float_ops.items() if op not in allowed}
+    if not refused:
+        return
+    parts = []
+    for op, info in refused.items():
+        where = describe_nodes(onnx_path, op) or f"TFLite tensor {info['tensors'][0]!r}"
+        parts.append(f"{op} x{info['count']} ({where})")
+    in_graph = f" of graph '{graph}'" if graph else ""
+    after = f" (after: {'; '.join(strategies)})" if strategies else ""
+    ops = ", ".join(f'"{op}"' for op in refused)
+    raise ModelError(
+        f"the INT8 model{in_graph} would compute {', '.join(parts)} in float32: TFLite's builtin INT8 ops have no "
+        f"int8 kernel for {'them' if len(refused) > 1 else 'it'}; replace {'them' if len(refused) > 1 else 'it'} in "
+        f"the model, or accept float32 there with [quantization] allow_float_ops = [{ops}] in edgeq.toml "
+        f"(or --allow-float-op {' --allow-float-op '.join(refused)}){after}"
+    )
 
 
 def failed_node(log_path: Path, onnx_path: Path) -> str:

@@ -1,0 +1,145 @@
+"""Ops TFLite's builtin INT8 set cannot run: exit 2 listing them, unless edgeq.toml accepts them in float32;
+ops only TensorFlow kernels (Flex / select-TF-ops) can run are always refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import invoke_cli, make_fake_bundle, make_model_dir, snapshot, staging_leftovers
+from onnx import helper, numpy_helper
+
+from edgeq.config import check_tflite_ops, load_model_spec
+from edgeq.errors import ConfigError
+from edgeq.stages._convert_child import flex_ops
+
+
+def _insert_before_fc(model_dir: Path, *ops: str) -> None:
+    """Put ``ops`` (each one input, one output) between TinyNet's pooled features and its classifier."""
+    path = model_dir / "model.onnx"
+    model = onnx.load_model(str(path))
+    fc = next(n for n in model.graph.node if n.op_type == "Gemm")
+    x = fc.input[0]
+    new = []
+    for k, op in enumerate(ops):
+        out = f"edgeq_test_{op.lower()}_{k}"
+        if op == "CumSum":
+            model.graph.initializer.append(numpy_helper.from_array(np.array(1, np.int64), "edgeq_test_axis"))
+            new.append(helper.make_node(op, [x, "edgeq_test_axis"], [out], name=f"/head/{op}"))
+        else:
+            new.append(helper.make_node(op, [x], [out], name=f"/head/{op}"))
+        x = out
+    fc.input[0] = x
+    at = list(model.graph.node).index(fc)
+    for k, node in enumerate(new):
+        model.graph.node.insert(at + k, node)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, str(path))
+
+
+def _build(model_dir: Path, out: Path, *extra: str) -> tuple[int, str]:
+    result = invoke_cli(["build", str(model_dir), "--out", str(out), "-r", "litert", *extra])
+    return result.exit_code, result.output
+
+
+def test_ops_without_an_int8_kernel_are_listed_and_refused(tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_before_fc(d, "Sin", "CumSum")
+    out = make_fake_bundle(tmp_path / "dist" / "bundle")
+    before = snapshot(out)
+    code, output = _build(d, out)
+    assert code == 2, output
+    line = " ".join(output.split())
+    assert "the INT8 model would compute CUMSUM x1 (ONNX node '/head/CumSum'), SIN x1 (ONNX node '/head/Sin') in float32" in line
+    assert "TFLite's builtin INT8 ops have no int8 kernel for them" in line
+    assert 'allow_float_ops = ["CUMSUM", "SIN"]' in line and "--allow-float-op CUMSUM --allow-float-op SIN" in line
+    assert snapshot(out) == before
+    assert staging_leftovers(out.parent) == []
+
+
+def test_accepted_float_ops_build_and_are_reported(tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path, "onnx", quantization={"allow_float_ops": ["sin"]})
+    _insert_before_fc(d, "Sin", "CumSum")
+    out = tmp_path / "dist" / "bundle"
+    # only SIN is accepted in edgeq.toml: CUMSUM is still refused, alone
+    code, output = _build(d, out)
+    assert code == 2, output
+    line = " ".join(output.split())
+    assert "would compute CUMSUM x1 (ONNX node '/head/CumSum') in float32" in line and "SIN x1" not in line
+    assert not out.exists()
+    # the command line adds CUMSUM to edgeq.toml's list
+    code, output = _build(d, out, "--allow-float-op", "CUMSUM")
+    assert code in (0, 1), output  # built; whether gates pass does not matter here
+    report = json.loads((out / "report.json").read_text())
+    insp = report["artifacts"]["tflite_int8"]["inspection"]["model"]
+    assert insp["float_output_ops"] == ["CUMSUM", "SIN"]
+    assert insp["float_ops"]["SIN"]["count"] == 1
+    assert "Ops left in float32: CUMSUM, SIN." in (out / "report.md").read_text()
+
+
+def test_flex_ops_are_refused_naming_the_onnx_node(tmp_path: Path) -> None:
+    d = make_model_dir(tmp_path, "onnx", quantization={"allow_float_ops": ["SIN"]})  # accepting float does not help
+    _insert_before_fc(d, "Sinh")  # tf.math.sinh: a TensorFlow kernel only, no TFLite builtin
+    out = tmp_path / "dist" / "bundle"
+    code, output = _build(d, out)
+    assert code == 2, output
+    line = " ".join(output.split())
+    assert "needs TensorFlow ops that TFLite's builtin ops cannot run (Sinh: ONNX node '/head/Sinh')" in line
+    assert "edgeq does not ship select-TF-ops (Flex) models" in line
+    assert not out.parent.exists()  # the folders edgeq made for --out are gone too
+
+
+def test_erf_is_rebuilt_from_builtin_ops_and_what_stays_float_is_named(tmp_path: Path) -> None:
+    """A bare Erf needs a TensorFlow kernel; edgeq converts again with onnx2tf's builtin-op Erf. That one
+    computes a NEG in float32 (no int8 kernel): refused, naming the retry, until NEG is accepted."""
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_before_fc(d, "Erf")
+    out = tmp_path / "dist" / "bundle"
+    code, output = _build(d, out, "--keep-build", str(tmp_path / "keep"))
+    assert code == 2, output
+    line = " ".join(output.split())
+    assert "would compute NEG x1 (TFLite tensor '" in line
+    assert "(after: Erf rebuilt from builtin ops by onnx2tf (replace_to_pseudo_operators=['erf'])" in line
+    assert "replace_to_pseudo_operators=['erf']" in (tmp_path / "keep" / "convert.log").read_text()
+    code, output = _build(d, out, "--allow-float-op", "NEG")
+    assert code in (0, 1), output
+    report = json.loads((out / "report.json").read_text())
+    assert report["conversion"]["graphs"]["model"]["strategies"] == [
+        "Erf rebuilt from builtin ops by onnx2tf (replace_to_pseudo_operators=['erf']): TFLite has no kernel for them"
+    ]
+    assert report["artifacts"]["tflite_int8"]["inspection"]["model"]["float_output_ops"] == ["NEG"]
+    assert "conversion needed more than the defaults: Erf rebuilt" in (out / "report.md").read_text()
+
+
+def test_flex_ops_are_read_from_the_converter_message() -> None:
+    message = (
+        "error: 'tf.Erf' op is neither a custom op nor a flex op\n"
+        "Some ops are not supported by the native TFLite runtime, you can enable TF kernels fallback using TF Select.\n"
+        "TF Select ops: Erf, Cumprod\nDetails:\n\ttf.Erf(tensor<1x16xf32>) -> (tensor<1x16xf32>)\n"
+        "TF Select ops: Erf\n"
+    )
+    assert flex_ops(message) == ["Erf", "Cumprod"]
+    assert flex_ops("Some ops in the model are custom ops\nCustom ops: Acosh\nDetails:") == ["Acosh"]
+    assert flex_ops("error: something else") == []
+
+
+def test_allowed_op_names_are_tflite_builtins(tmp_path: Path) -> None:
+    assert check_tflite_ops(["sin", "CUMSUM", "SIN"], "here") == ("SIN", "CUMSUM")
+    assert check_tflite_ops([], "here") == ()
+    for bad in ("tf.Sin", "NOT_AN_OP", 3):
+        with pytest.raises(ConfigError, match="is not a TFLite builtin op name"):
+            check_tflite_ops([bad], "here")
+    d = make_model_dir(tmp_path, "onnx", quantization={"allow_float_ops": ["Sine"]})
+    with pytest.raises(ConfigError, match=r"\[quantization\].allow_float_ops: 'Sine' is not a TFLite builtin op name"):
+        load_model_spec(d)
+    d2 = make_model_dir(tmp_path, "onnx", dirname="m2", quantization={"allow_float_ops": "SIN"})
+    with pytest.raises(ConfigError, match=r"\[quantization\].allow_float_ops must be a list"):
+        load_model_spec(d2)
+    out = tmp_path / "dist" / "b"
+    result = invoke_cli(["build", str(d2), "--out", str(out), "--allow-float-op", "nope"])
+    assert result.exit_code == 2
+    assert "--allow-float-op: 'nope' is not a TFLite builtin op name" in " ".join(result.output.split())
+    assert not out.exists()
