@@ -155,7 +155,8 @@ def run_one(name: str, work: Path) -> dict[str, Any]:
         sq = [m["sqnr_db"] for m in entry["outputs"]["model"].values() if m["sqnr_db"] is not None]
         row.update({
             "converted": True,
-            "full_int8": insp["int8_compute_ops"] == insp["compute_ops"] and not shipped.get("float_fallback"),
+            "full_int8": insp["int8_compute_ops"] == insp["compute_ops"] and not insp["float_output_ops"],
+            "float_ops": insp["float_output_ops"],
             "int8_compute_ops": f"{insp['int8_compute_ops']}/{insp['compute_ops']}",
             "float_fallback": shipped.get("float_fallback", {}),
             "agreement": entry.get("task", {}).get("top1_agreement"),
@@ -177,7 +178,8 @@ def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> No
         f"Produced by `{command}` on {date}; one run. Random weights "
         "(keras.applications with weights=None and small models built in code), random calibration and eval data "
         f"({N_CAL} + {N_EVAL} samples), validated on host LiteRT. **{ok} of {len(rows)}** convert to a full-integer "
-        "INT8 .tflite.",
+        "INT8 .tflite "
+        "(every op computes in int8; a float32 op would be exit 2 unless allowed).",
         "",
         "Agreement (top-1 with the float model) and SQNR measure quantization error on random data: "
         "untrained weights and noise inputs are a harsh case, so failed accuracy gates are listed, not hidden. "
@@ -194,7 +196,7 @@ def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> No
         if r.get("converted"):
             agree = f"{r['agreement']:.4f}" if r["agreement"] is not None else "-"
             sq = f"{r['sqnr_db']:.1f}" if r["sqnr_db"] is not None else "inf"
-            conv = "yes, full INT8" if r["full_int8"] else f"yes, float fallback: {r['float_fallback']}"
+            conv = "yes, full INT8" if r["full_int8"] else f"yes, float32 ops: {', '.join(r['float_ops'])}"
             lines.append(f"| {r['model']} | {r['params']} | {conv} | {r['int8_compute_ops']} | {agree} | {r['cosine']:.4f} | "
                          f"{sq} | {r['size_ratio']:.3f} | {r['build_seconds']} | {', '.join(r['gates_failed']) or '-'} |")
         else:

@@ -131,9 +131,16 @@ def check_model_files(spec: ModelSpec, trust: bool = False) -> None:
     elif spec.format == "saved_model":
         from edgeq.errors import ModelError
 
+        from edgeq.onnx_files import MAX_PROTOBUF
+
+        total = 0
         for p in sorted(spec.file.rglob("*")):
             if p.is_symlink():
                 raise ModelError(f"{spec.file.name}: {p.relative_to(spec.file)} is a symlink; a SavedModel must be plain files")
+            total += p.stat().st_size if p.is_file() else 0
+        if total > MAX_PROTOBUF:  # its variables become one ONNX protobuf and one .tflite: both stop at 2 GB
+            raise ModelError(f"{spec.file.name} is {total} bytes, over the 2 GB limit of an ONNX model and a .tflite "
+                             "file; quantize a smaller model")
     elif spec.format == "pytorch" and spec.weights is not None:
         from edgeq.onnx_files import check_size
 

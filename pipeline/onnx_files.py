@@ -21,9 +21,10 @@ from typing import Any
 
 from edgeq.errors import ModelError
 
-__all__ = ["MAX_PROTOBUF", "check_onnx_file", "check_size", "describe_nodes", "external_tensors", "load_onnx_checked"]
+__all__ = ["MAX_FLATBUFFER", "MAX_PROTOBUF", "check_onnx_file", "check_weights_fit", "check_size", "describe_nodes", "external_tensors", "load_onnx_checked"]
 
-MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message (and TFLite's flatbuffer)
+MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message
+MAX_FLATBUFFER = 2**31 - 1  # bytes: a .tflite flatbuffer's limit (32-bit offsets)
 
 
 def check_size(path: Path, what: str = "model file",
@@ -118,6 +119,19 @@ def _checked_location(folder: Path, source: Path, t: Any, info: dict[str, str]) 
             "(the file is truncated); re-export the model"
         )
     return path, offset, need
+
+
+def check_weights_fit(model: Any, source: Path) -> int:
+    """The bytes of every tensor of ``model`` (external ones by their shape); ModelError if the float32
+    .tflite could not hold them. Checked before the ONNX file is written and anything is converted."""
+    total = sum(_tensor_bytes(t) for t in _all_tensors(model.graph))
+    if total > MAX_FLATBUFFER:
+        raise ModelError(
+            f"{source.name}: the model's tensors come to {total} bytes, over the 2 GB limit of a .tflite "
+            "flatbuffer (and of one ONNX protobuf); split it into graphs under 2 GB each ([[graphs]] in "
+            "edgeq.toml) or quantize a smaller model"
+        )
+    return total
 
 
 def check_onnx_file(source: Path) -> tuple[Any, list[tuple[Any, Path, int, int]]]:

@@ -186,3 +186,23 @@ def test_pytorch_weights_over_the_2gb_limit_are_refused_by_size(tmp_path: Path) 
     assert result.exit_code == 2
     assert "weights file weights.safetensors is 2147483648 bytes, over the 2 GB protobuf limit" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_weights_a_tflite_cannot_hold_are_refused_before_the_onnx_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exported model's tensors are added up before float.onnx is written or anything converted
+    (tested with a smaller limit: TinyNet's weights are about 3 KB)."""
+    d = make_model_dir(tmp_path)
+    monkeypatch.setattr("edgeq.onnx_files.MAX_FLATBUFFER", 1000)
+    out = make_fake_bundle(tmp_path / "dist" / "bundle")
+    before = snapshot(out)
+    keep = tmp_path / "keep"
+    result = invoke_cli(["build", str(d), "--out", str(out), "--runtime", "litert", "--keep-build", str(keep)])
+    assert result.exit_code == 2
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    line = errors[0]
+    assert "model.py: the model's tensors come to" in line and "over the 2 GB limit of a .tflite flatbuffer" in line
+    assert snapshot(out) == before and staging_leftovers(out.parent) == []
+    assert not (keep / "model.float.onnx").exists() and not (keep / "model.int8.tflite").exists()

@@ -31,13 +31,17 @@ def test_keras_and_saved_model_build_and_pass(kind: str, tmp_path: Path) -> None
     assert [i["name"] for i in model["inputs"]] == ["image"] and model["inputs"][0]["shape"] == [1, 8, 8, 3]
 
 
-def _refused(d: Path, tmp_path: Path, message: str, *extra: str) -> None:
+def _refused(d: Path, tmp_path: Path, message: str, *extra: str, in_stage: bool = False) -> None:
+    """Exit 2, one error line with ``message``, --out untouched, no staging left. Refused by the input
+    checks: stderr is that line alone; ``in_stage``: found by a stage, after its progress lines."""
     out = make_fake_bundle(tmp_path / "dist" / "bundle")
     before = snapshot(out)
     result = invoke_cli(["build", str(d), "--out", str(out), *HOST, *extra])
     assert result.exit_code == 2, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    lines = result.stderr.strip().splitlines()
+    assert len([ln for ln in lines if ln.startswith("error:")]) == 1 and lines[-1].startswith("error:")
+    assert in_stage or len(lines) == 1
     assert snapshot(out) == before and staging_leftovers(out.parent) == []
 
 
@@ -116,3 +120,20 @@ def test_a_saved_model_with_a_symlink_is_refused(tmp_path: Path) -> None:
     (d / "saved" / "assets").mkdir(exist_ok=True)
     (d / "saved" / "assets" / "vocab.txt").symlink_to("/etc/hostname")
     _refused(d, tmp_path, "is a symlink; a SavedModel must be plain files")
+
+
+@pytest.mark.parametrize("damage", ["random", "truncate", "empty"])
+def test_a_saved_model_pb_that_is_not_one_is_refused(tmp_path: Path, damage: str) -> None:
+    d = make_tf_dir(tmp_path, "saved_model")
+    pb = d / "saved" / "saved_model.pb"
+    data = pb.read_bytes()
+    pb.write_bytes({"random": os.urandom(512), "truncate": data[: len(data) // 2], "empty": b""}[damage])
+    _refused(d, tmp_path, "converting saved to ONNX failed", in_stage=True)
+
+
+def test_a_saved_model_over_the_2gb_limit_is_refused_by_size(tmp_path: Path) -> None:
+    d = make_tf_dir(tmp_path, "saved_model")
+    variables = next((d / "saved" / "variables").glob("*.data-*"))
+    with open(variables, "r+b") as f:
+        f.truncate(2**31)  # sparse: nothing written, nothing read
+    _refused(d, tmp_path, "bytes, over the 2 GB limit of an ONNX model and a .tflite file")

@@ -23,7 +23,7 @@ from typing import Any
 from edgeq.config import GraphSpec
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
-from edgeq.onnx_files import load_onnx_checked
+from edgeq.onnx_files import check_weights_fit, load_onnx_checked
 from edgeq.stages import StageResult
 
 __all__ = ["STAGE", "ExportStage", "OPSET"]
@@ -72,6 +72,7 @@ class ExportStage:
             raise ModelError(f"{source.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from e
         model = _simplify(model)
         onnx.checker.check_model(model, full_check=True)
+        check_weights_fit(model, source)  # before writing: the float32 .tflite must hold these tensors
         out = ctx.build_dir / f"{graph.name}.float.onnx"
         onnx.save_model(model, str(out))
         outputs = [o.name for o in model.graph.output]

@@ -56,7 +56,7 @@ def test_convert_writes_both_tflite_files_and_a_log(onnx_int8_build: ApiBuild) -
     assert conversion["int8_ops_set"] == "TFLITE_BUILTINS_INT8"
     assert conversion["io_dtype"] == "int8"
     # every op of TinyNet has an int8 kernel: nothing fell back to float
-    assert conversion["graphs"] == {"model": {"float_fallback": None}}
+    assert conversion["graphs"] == {"model": {"float_fallback": None, "strategies": []}}
     assert "float_fallback" not in onnx_int8_build.outcome.report["artifacts"]["tflite_int8"]
 
 
