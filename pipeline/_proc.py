@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-__all__ = ["die_with_parent", "pid_alive"]
+__all__ = ["die_with_parent", "exit_text", "pid_alive", "run_job"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -37,3 +41,31 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
+
+
+def run_job(module: str, job: dict[str, Any], job_path: Path, log_path: Path) -> tuple[int, dict[str, Any] | None]:
+    """Run ``python -m MODULE JOB.json``, its output appended to ``log_path``, killed if edgeq dies.
+
+    The protocol of edgeq's child processes: the job is a JSON file; the child writes
+    ``JOB.result.json`` (``{"ok": true, ...}`` or ``{"ok": false, "error": "<one line>"}``).
+    Returns the exit code (negative: killed by that signal) and the result, None if none was written."""
+    job_path.write_text(json.dumps(job, indent=2), encoding="utf-8")
+    result_path = job_path.with_suffix(".result.json")
+    with open(log_path, "ab") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", module, str(job_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False,
+            preexec_fn=die_with_parent(),  # a killed build leaves no child running
+        )
+    result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
+    return proc.returncode, result
+
+
+def exit_text(code: int) -> str:
+    """How a child ended, for a message: "crashed (SIGSEGV)" or "exited with code 3"."""
+    if code < 0:
+        try:
+            return f"crashed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

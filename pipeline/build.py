@@ -130,7 +130,6 @@ def check_model_files(spec: ModelSpec, trust: bool = False) -> None:
         check_keras_file(spec.file, trust)
     elif spec.format == "saved_model":
         from edgeq.errors import ModelError
-
         from edgeq.onnx_files import MAX_PROTOBUF
 
         total = 0
@@ -233,7 +232,8 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
     spec = load_model_spec(opts.model_dir, opts.input_shapes)
     if opts.allow_float_ops:
         q = spec.quantization
-        spec = replace(spec, quantization=replace(q, allow_float_ops=tuple(dict.fromkeys(q.allow_float_ops + opts.allow_float_ops))))
+        allowed = tuple(dict.fromkeys(q.allow_float_ops + opts.allow_float_ops))
+        spec = replace(spec, quantization=replace(q, allow_float_ops=allowed))
     target = _resolve_target(opts, spec.io_dtype)
     gates = target.gate_limits(spec.gates, opts.gates or {})
     out = Path(os.path.abspath(opts.out))

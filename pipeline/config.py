@@ -359,7 +359,9 @@ def check_tflite_ops(names: list[Any], where: str) -> tuple[str, ...]:
     for name in names:
         op = name.strip().upper() if isinstance(name, str) else None
         if op not in known:
-            raise ConfigError(f"{where}: {name!r} is not a TFLite builtin op name (e.g. SIN, CUMSUM, as the error listing them says)")
+            raise ConfigError(
+                f"{where}: {name!r} is not a TFLite builtin op name (e.g. SIN, CUMSUM, as the error listing them says)"
+            )
         out.append(op)
     return tuple(dict.fromkeys(out))
 

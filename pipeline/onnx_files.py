@@ -21,7 +21,8 @@ from typing import Any
 
 from edgeq.errors import ModelError
 
-__all__ = ["MAX_FLATBUFFER", "MAX_PROTOBUF", "check_onnx_file", "check_weights_fit", "check_size", "describe_nodes", "external_tensors", "load_onnx_checked"]
+__all__ = ["MAX_FLATBUFFER", "MAX_PROTOBUF", "check_onnx_file", "check_size", "check_weights_fit", "describe_nodes",
+           "external_tensors", "load_onnx_checked"]
 
 MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message
 MAX_FLATBUFFER = 2**31 - 1  # bytes: a .tflite flatbuffer's limit (32-bit offsets)

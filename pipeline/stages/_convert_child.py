@@ -128,7 +128,9 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
             failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:200]
         else:
             if (out_dir / "saved_model.pb").is_file():
-                return [f"onnx2tf retried with its auto-generated parameter JSON (auto_generate_json=True) after: {failure}"] if attempt else []
+                if not attempt:
+                    return []
+                return [f"onnx2tf retried with its auto-generated parameter JSON (auto_generate_json=True) after: {failure}"]
             failure = "it wrote no SavedModel"
     raise ConversionFailed(f"onnx2tf could not convert the model ({failure}), also with its auto-generated parameter JSON")
 

@@ -13,26 +13,23 @@ Rules:
   without an int8 kernel in float between DEQUANTIZE and QUANTIZE, or refuse it) is an error naming
   it, unless ``[quantization].allow_float_ops`` / ``--allow-float-op`` accepts that op; then the
   report lists it. Ops only TensorFlow kernels can run (Flex / select-TF-ops) are always refused:
-  edgeq never ships a model that needs the TensorFlow runtime on the phone. The calibration data is the representative dataset, transposed to the SavedModel's
-  layout (onnx2tf turns NCHW into NHWC). I/O tensors are float32 or int8 as the target says.
+  edgeq never ships a model that needs the TensorFlow runtime on the phone. The calibration data
+  is the representative dataset, transposed to the SavedModel's layout (onnx2tf turns NCHW into
+  NHWC). I/O tensors are float32 or int8 as the target says.
 * Each .tflite artifact records how its signature maps to the ONNX inputs/outputs: names,
   the permutation from ONNX layout to TFLite layout, dtypes and quantization parameters.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeq._fds import redirect_output
-from edgeq._proc import die_with_parent
+from edgeq._proc import exit_text, run_job
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
 from edgeq.layout import channels_last_perm, input_perm, match_name
@@ -92,24 +89,15 @@ STAGE = ConvertStage()
 
 def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> dict[str, Any]:
     """Run the converters in ``edgeq.stages._convert_child``; its output goes to ``log_path``."""
-    job_path.write_text(json.dumps(job, indent=2), encoding="utf-8")
-    result_path = job_path.with_suffix(".result.json")
-    with open(log_path, "ab") as log:
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgeq.stages._convert_child", str(job_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False,
-            preexec_fn=die_with_parent(),  # a killed build leaves no converter running
-        )
-    result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
-    if proc.returncode == 0 and result and result.get("ok"):
+    code, result = run_job("edgeq.stages._convert_child", job, job_path, log_path)
+    if code == 0 and result and result.get("ok"):
         return result
     if result and not result.get("ok"):
         where = failed_node(log_path, Path(job["onnx"]))
         raise ModelError(f"{result['error']}{where} (full log: {log_path.name} in the build folder, kept with --keep-build)")
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
-        raise ModelError(f"the converter crashed ({name}) on this model; {_tail(log_path)}")
-    raise ModelError(f"the converter failed (exit {proc.returncode}); {_tail(log_path)}")
+    if code < 0:
+        raise ModelError(f"the converter {exit_text(code)} on this model; {_tail(log_path)}")
+    raise ModelError(f"the converter failed (exit {code}); {_tail(log_path)}")
 
 
 def check_float_ops(int8_path: Path, onnx_path: Path, allowed: tuple[str, ...], graph: str | None = None,

@@ -4,7 +4,9 @@ Rules:
 
 * PyTorch models are rebuilt from their code and loaded from weights without pickle
   (safetensors, or ``torch.load(weights_only=True)`` for .pt/.pth), then exported with the
-  TorchScript-based exporter at a fixed opset (deterministic: same weights, same bytes).
+  TorchScript-based exporter at a fixed opset (deterministic: same weights, same bytes), in a
+  child process (``_torch_export_child``), as Keras / SavedModel go through tf2onnx in theirs
+  (``_tf_export_child``): the user's code, torch and TensorFlow never run in edgeq's process.
 * ONNX models keep their graph; every input named in edgeq.toml must exist, dynamic dimensions
   are fixed to the configured shape, and a static dimension that disagrees is an error.
 * The result passes ``onnx.checker`` (full check, with shape inference) and is simplified with
@@ -15,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +41,19 @@ class ExportStage:
 
     def run(self, ctx: BuildContext) -> StageResult:
         spec = ctx.spec
-        torch_model = _load_pytorch(ctx) if spec.format == "pytorch" else None
+        if spec.format == "pytorch":
+            _export_pytorch(ctx)  # every graph at once: the model is loaded once
         graphs = {}
         for graph in spec.graphs:
-            graphs[graph.name] = self._graph(ctx, graph, torch_model)
+            graphs[graph.name] = self._graph(ctx, graph)
         ctx.results["export"] = {"source_sha256": _sha256_files(spec.source_files), "graphs": graphs}
         return StageResult(("onnx_float",), ctx.results["export"])
 
-    def _graph(self, ctx: BuildContext, graph: GraphSpec, torch_model: Any) -> dict[str, Any]:
+    def _graph(self, ctx: BuildContext, graph: GraphSpec) -> dict[str, Any]:
         import onnx
 
         raw = ctx.build_dir / f"{graph.name}.exported.onnx"
-        if torch_model is not None:
-            _export_pytorch(ctx, graph, torch_model, raw)
+        if ctx.spec.format == "pytorch":
             source = ctx.spec.file
             model = _load_onnx(raw, source)
         elif ctx.spec.format in ("keras", "saved_model"):
@@ -100,25 +100,15 @@ def _load_onnx(path: Path, source: Path) -> Any:
 
 def _export_tf(ctx: BuildContext, graph: GraphSpec, out: Path) -> None:
     """Keras / SavedModel -> ONNX with tf2onnx, in a child process (``_tf_export_child``)."""
-    import json
-    import subprocess
-
-    from edgeq._proc import die_with_parent
+    from edgeq._proc import exit_text, run_job
 
     job = {"format": ctx.spec.format, "path": str(ctx.spec.file), "out": str(out), "trust": ctx.trust_model,
            "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in graph.inputs]}
-    job_path = ctx.build_dir / "export.job.json"
-    job_path.write_text(json.dumps(job), encoding="utf-8")
-    log_path = ctx.build_dir / "export.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.run([sys.executable, "-m", "edgeq.stages._tf_export_child", str(job_path)],
-                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False,
-                              preexec_fn=die_with_parent())
-    result_path = job_path.with_suffix(".result.json")
-    result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
+    code, result = run_job("edgeq.stages._tf_export_child", job, ctx.build_dir / "export.job.json",
+                           ctx.build_dir / "export.log")
     name = ctx.spec.file.name
     if result is None:
-        raise ModelError(f"converting {name} to ONNX crashed (exit code {proc.returncode}); see export.log with --keep-build")
+        raise ModelError(f"converting {name} to ONNX {exit_text(code)}; see export.log with --keep-build")
     if not result["ok"]:
         raise ModelError(f"converting {name} to ONNX failed: {result['error']} (export.log with --keep-build)")
 
@@ -137,132 +127,28 @@ def _upgrade_opset(model: Any) -> Any:
         ) from e
 
 
-def _import_model_class(spec: Any) -> type:
-    module_name = f"edgeq_user_model_{hashlib.sha256(str(spec.file).encode()).hexdigest()[:12]}"
-    mod_spec = importlib.util.spec_from_file_location(module_name, spec.file)
-    if mod_spec is None or mod_spec.loader is None:
-        raise ModelError(f"cannot import {spec.file}; [model].file must be a Python file for format = 'pytorch'")
-    module = importlib.util.module_from_spec(mod_spec)
-    sys.modules[module_name] = module
-    try:
-        mod_spec.loader.exec_module(module)
-    except Exception as e:
-        raise ModelError(f"importing {spec.file.name} failed: {type(e).__name__}: {e}") from e
-    cls = getattr(module, spec.class_name, None)
-    if cls is None:
-        raise ModelError(f"{spec.file.name} has no class '{spec.class_name}'; fix [model].class in edgeq.toml")
-    return cls
+def _export_pytorch(ctx: BuildContext) -> None:
+    """Every graph of a PyTorch model -> ``<graph>.exported.onnx``, in a child process (``_torch_export_child``)."""
+    from edgeq._proc import exit_text, run_job
 
-
-def _load_state_dict(path: Path) -> dict[str, Any]:
-    import torch
-
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ModelError(f"{path.name} is not a readable safetensors file: {e}") from e
-    if path.suffix in (".pt", ".pth", ".bin"):
-        # weights_only=True is passed explicitly, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD does not override in
-        # torch 2.13; the variable is still removed while loading, in case a torch version honours it.
-        forced = os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for refused or broken files
-            raise ModelError(
-                f"{path.name} could not be loaded without running pickled code ({type(e).__name__}); "
-                "save the weights with safetensors or torch.save(model.state_dict())"
-            ) from e
-        finally:
-            if forced is not None:
-                os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = forced
-        if not isinstance(state, dict):
-            raise ModelError(f"{path.name} holds a {type(state).__name__}, not a state_dict; save model.state_dict()")
-        return state
-    raise ModelError(f"weights file {path.name}: unsupported extension; use .safetensors, .pt or .pth")
-
-
-def _load_pytorch(ctx: BuildContext) -> Any:
-    """The user's nn.Module, built from its code and loaded from weights without pickle."""
-    try:
-        import torch
-    except ImportError as e:
-        raise ModelError("format = 'pytorch' needs torch: pip install 'edgeq[torch]'") from e
-
+    if importlib.util.find_spec("torch") is None:
+        raise ModelError("format = 'pytorch' needs torch: pip install 'edgeq[torch]'")
     spec = ctx.spec
-    cls = _import_model_class(spec)
-    try:
-        model = cls(**spec.init_args)
-    except Exception as e:
-        raise ModelError(f"{spec.class_name}(**init_args) failed: {type(e).__name__}: {e}") from e
-    if not isinstance(model, torch.nn.Module):
-        raise ModelError(f"{spec.class_name} is not a torch.nn.Module")
-    assert spec.weights is not None
-    state = _load_state_dict(spec.weights)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise ModelError(f"{spec.weights.name} does not match {spec.class_name}: {first}") from e
-    model.eval()
-    return model
-
-
-class _Method:
-    """Wraps ``model.<method>`` as a module whose forward the exporter can trace."""
-
-    def __new__(cls, model: Any, method: str) -> Any:
-        import torch
-
-        class Method(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, *args: Any) -> Any:
-                return getattr(self.model, method)(*args)
-
-        return Method()
-
-
-def _export_pytorch(ctx: BuildContext, graph: GraphSpec, model: Any, out: Path) -> None:
-    import torch
-
-    spec = ctx.spec
-    what = spec.class_name
-    if graph.method is not None:
-        if not callable(getattr(model, graph.method, None)):
-            raise ModelError(f"{spec.class_name} has no method '{graph.method}'; fix graphs.method in edgeq.toml")
-        what = f"{spec.class_name}.{graph.method}"
-        model = _Method(model, graph.method)
-    dtypes = {"float32": torch.float32, "int32": torch.int32}
-    example = tuple(torch.zeros(i.shape, dtype=dtypes[i.dtype]) for i in graph.inputs)
-    output_names = [o.name for o in graph.outputs] or None
-    with torch.no_grad():
-        try:
-            result = model(*example)
-        except Exception as e:
-            raise ModelError(
-                f"{what} failed on inputs of shapes {[list(i.shape) for i in graph.inputs]}: "
-                f"{type(e).__name__}: {e}"
-            ) from e
-    n_out = len(result) if isinstance(result, (tuple, list)) else 1
-    if output_names and len(output_names) != n_out:
-        raise ModelError(
-            f"{what} returns {n_out} output(s) but edgeq.toml lists {len(output_names)}: {output_names}"
-        )
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, example, str(out), dynamo=False, opset_version=OPSET,
-            input_names=[i.name for i in graph.inputs], output_names=output_names,
-            do_constant_folding=True,
-        )
+    assert spec.file is not None and spec.weights is not None
+    job = {
+        "file": str(spec.file), "class_name": spec.class_name, "init_args": spec.init_args,
+        "weights": str(spec.weights), "opset": OPSET,
+        "graphs": [{"name": g.name, "method": g.method, "out": str(ctx.build_dir / f"{g.name}.exported.onnx"),
+                    "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in g.inputs],
+                    "outputs": [o.name for o in g.outputs]} for g in spec.graphs],
+    }
+    code, result = run_job("edgeq.stages._torch_export_child", job, ctx.build_dir / "export.job.json",
+                           ctx.build_dir / "export.log")
+    if result is None or (code != 0 and result.get("ok")):
+        raise ModelError(f"exporting {spec.file.name} to ONNX {exit_text(code)} (in {spec.class_name}'s code or torch); "
+                         "its output is in export.log, kept with --keep-build")
+    if not result["ok"]:
+        raise ModelError(result["error"])
 
 
 def _fix_inputs(model: Any, graph: GraphSpec, source: Path) -> Any:

@@ -165,9 +165,10 @@ class _FakeChild:
 
 
 def _run_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child: _FakeChild) -> Any:
+    from edgeq import _proc
     from edgeq.stages import convert
 
-    monkeypatch.setattr(convert.subprocess, "run", child)
+    monkeypatch.setattr(_proc.subprocess, "run", child)
     return convert.run_child({"onnx": "x"}, tmp_path / "encoder.convert_job.json", tmp_path / "convert.log")
 
 

@@ -239,6 +239,17 @@ PYTORCH_CASES = [
         "weights.pt could not be loaded without running pickled code",
         id="pt-corrupt",
     ),
+    pytest.param(
+        write_text("model.py", MODEL_PY + "\nimport os\nTinyNet.forward = lambda self, x: os.abort()\n"),
+        "exporting model.py to ONNX crashed (SIGABRT) (in TinyNet's code or torch)",
+        id="forward-aborts",
+    ),
+    pytest.param(
+        both(write_text("model.py", MODEL_PY + "\nimport sys\nclass Quits(TinyNet):\n"
+                        "    def __init__(self, **kw):\n        sys.exit(3)\n"), edit(model={"class": "Quits"})),
+        "exporting model.py to ONNX exited with code 3 (in Quits's code or torch)",
+        id="init-calls-sys-exit",
+    ),
 ]
 
 
@@ -448,3 +459,15 @@ def test_int64_token_input_becomes_int32_with_the_same_results() -> None:
     before = ort.InferenceSession(original).run(None, {"ids": ids.astype(np.int64)})[0]
     after = ort.InferenceSession(fixed.SerializeToString()).run(None, {"ids": ids.astype(np.int32)})[0]
     np.testing.assert_array_equal(before, after)
+
+
+def test_the_models_code_runs_in_a_child_process(tmp_path: Path) -> None:
+    """The user's model code and torch run in the export child: what they print goes to export.log,
+    and their process is not edgeq's."""
+    root = make_model_dir(tmp_path)
+    code = MODEL_PY + "\nimport os\nprint('TinyNet imported in process', os.getpid())\n"
+    (root / "model.py").write_text(code, encoding="utf-8")
+    ctx = export(root, tmp_path / "work")
+    log = (ctx.build_dir / "export.log").read_text()
+    assert "TinyNet imported in process" in log
+    assert int(log.split("TinyNet imported in process")[1].split()[0]) != os.getpid()
