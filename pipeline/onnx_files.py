@@ -176,17 +176,21 @@ def load_onnx_checked(source: Path) -> Any:
     return model
 
 
-def describe_nodes(onnx_path: Path, op: str) -> str:
+def describe_nodes(onnx_path: Path, op: str, count: int | None = None) -> str:
     """"ONNX node(s) 'a', 'b'" for the nodes of ``onnx_path`` whose op type is ``op``, compared
-    without case and underscores (TFLite's CUMSUM and TensorFlow's Cumsum are ONNX's CumSum), or ""."""
+    without case and underscores (TFLite's CUMSUM and TensorFlow's Cumsum are ONNX's CumSum), or "".
+    ``count``: how many of them are meant, when that is fewer than the ONNX graph has ("1 of ...")."""
     import onnx
 
     def key(name: str) -> str:
         return name.replace("_", "").lower()
 
     model = onnx.load_model(str(onnx_path), load_external_data=False)
-    names = [n.name or "(unnamed)" for n in model.graph.node if key(n.op_type) == key(op)]
-    if not names:
+    nodes = [n for n in model.graph.node if key(n.op_type) == key(op)]
+    if not nodes:
         return ""
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return f"ONNX node{'s' if len(names) != 1 else ''} {', '.join(repr(n) for n in names[:3])}{more}"
+    more = f" and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    listed = f"{', '.join(repr(n.name or '(unnamed)') for n in nodes[:3])}{more}"
+    if count is not None and count < len(nodes):
+        return f"{count} of the {len(nodes)} ONNX {nodes[0].op_type} nodes {listed}"
+    return f"ONNX node{'s' if len(nodes) != 1 else ''} {listed}"

@@ -234,6 +234,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
         if insp["float_output_ops"]:
             lines.append(f"  Ops left in float32: {', '.join(insp['float_output_ops'])}.")
+        if insp.get("float_data_movement_ops"):
+            lines.append(f"  Float32 data movement (no arithmetic): {', '.join(insp['float_data_movement_ops'])}.")
     for graph, reason in shipped.get("float_fallback", {}).items():
         lines.append(f"- {graph}: why - the converter has no int8 kernel for them: {reason}")
     for graph, info in report["conversion"].get("graphs", {}).items():

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPUTE_OPS", "TYPE_CHANGE_OPS", "inspect_tflite"]
+__all__ = ["COMPUTE_OPS", "DATA_MOVEMENT_OPS", "TYPE_CHANGE_OPS", "inspect_tflite"]
 
 # The ops that carry a model's multiply-accumulates: the ones a full-integer model must run in int8.
 COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D")
@@ -18,6 +18,12 @@ COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"
 # Ops that only change a tensor's type: a float32 output of theirs is not float arithmetic (QUANTIZE /
 # DEQUANTIZE at float32 I/O, CAST of a boolean mask before it is quantized).
 TYPE_CHANGE_OPS = ("QUANTIZE", "DEQUANTIZE", "CAST")
+
+# Ops that only move or reshape data: in float32 they compute nothing (the converter may, for
+# example, split a float32 model input before quantizing the pieces).
+DATA_MOVEMENT_OPS = ("RESHAPE", "TRANSPOSE", "SPLIT", "SPLIT_V", "UNPACK", "PACK", "CONCATENATION", "SLICE",
+                     "STRIDED_SLICE", "GATHER", "GATHER_ND", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2", "TILE",
+                     "BROADCAST_TO", "REVERSE_V2", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "SHAPE")
 
 _TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "BOOL": 1, "INT16": 2, "INT8": 1,
                "FLOAT64": 8, "UINT32": 4, "UINT16": 2, "INT4": 1}
@@ -66,7 +72,9 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
 
     compute = [o for o in ops if o["op"] in COMPUTE_OPS]
     int8_compute = [o for o in compute if o["inputs"][:2] == ["int8", "int8"] and o["outputs"][:1] == ["int8"]]
-    float_ops = [o for o in ops if "float32" in o["outputs"] and o["op"] not in TYPE_CHANGE_OPS]
+    float_all = [o for o in ops if "float32" in o["outputs"] and o["op"] not in TYPE_CHANGE_OPS]
+    float_ops = [o for o in float_all if o["op"] not in DATA_MOVEMENT_OPS]
+    float_moves = sorted({o["op"] for o in float_all if o["op"] in DATA_MOVEMENT_OPS})
     total = len(data)
     buffers_total = sum(categories.values())
     breakdown = {k: categories[k] for k in sorted(categories)}
@@ -84,5 +92,6 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
         "float_ops": {op: {"count": sum(o["op"] == op for o in float_ops),
                            "tensors": [o["tensor"] for o in float_ops if o["op"] == op][:3]}
                       for op in sorted({o["op"] for o in float_ops})},
+        "float_data_movement_ops": float_moves,  # float32 but no arithmetic (reshapes, splits, ...)
         "size_breakdown": breakdown,
     }

@@ -44,6 +44,9 @@ def test_float32_model_has_no_int8_compute(onnx_int8_build: ApiBuild) -> None:
     assert info["int8_compute_ops"] == 0 and info["int8_compute_fraction"] == 0.0
     assert len(info["non_int8_compute_ops"]) == info["compute_ops"] == 3
     assert {"CONV_2D", "FULLY_CONNECTED"} <= set(info["float_output_ops"])
+    # onnx2tf pads before the strided conv: a float32 PAD, data movement rather than arithmetic
+    assert info["ops"]["PAD"] == 1 and info["float_data_movement_ops"] == ["PAD"]
+    assert "PAD" not in info["float_output_ops"]
     assert info["size_breakdown"]["float32 weights"] > 0
 
 

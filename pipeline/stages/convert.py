@@ -115,7 +115,7 @@ def check_float_ops(int8_path: Path, onnx_path: Path, allowed: tuple[str, ...], 
         return
     parts = []
     for op, info in refused.items():
-        where = describe_nodes(onnx_path, op) or f"TFLite tensor {info['tensors'][0]!r}"
+        where = describe_nodes(onnx_path, op, info["count"]) or f"TFLite tensor {info['tensors'][0]!r}"
         parts.append(f"{op} x{info['count']} ({where})")
     in_graph = f" of graph '{graph}'" if graph else ""
     after = f" (after: {'; '.join(strategies)})" if strategies else ""

@@ -143,3 +143,16 @@ def test_allowed_op_names_are_tflite_builtins(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--allow-float-op: 'nope' is not a TFLite builtin op name" in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_onnx_nodes_are_named_by_op_type(tmp_path: Path) -> None:
+    from edgeq.onnx_files import describe_nodes
+
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_before_fc(d, "Sin", "Sin", "CumSum")
+    path = d / "model.onnx"
+    assert describe_nodes(path, "SIN") == "ONNX nodes '/head/Sin', '/head/Sin'"
+    assert describe_nodes(path, "SIN", 1) == "1 of the 2 ONNX Sin nodes '/head/Sin', '/head/Sin'"
+    assert describe_nodes(path, "CUMSUM", 1) == "ONNX node '/head/CumSum'"
+    assert describe_nodes(path, "Cumsum") == "ONNX node '/head/CumSum'"
+    assert describe_nodes(path, "ERF") == ""
