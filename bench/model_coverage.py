@@ -5,7 +5,8 @@
 Real architectures with random weights (keras.applications with weights=None) and small models of
 the shapes that break converters: a detector with a decode head (boxes and class scores
 concatenated, as YOLO-style exports have), a segmentation net with resize / upsampling, an
-OCR-style CNN with a per-column sequence head, an LSTM, a model with two inputs. Each is saved as
+OCR-style CNN with a per-column sequence head, an LSTM, a transformer encoder block (attention,
+LayerNorm, exact GELU, as ViT / BERT-style models have), a model with two inputs. Each is saved as
 a .keras file with random calibration and eval data (the eval labels of classifiers are the float
 model's own top-1) and built with `edgeq build --target android --runtime litert` in its own
 process. The table says whether it converted to a full-integer INT8 .tflite, its agreement with
@@ -76,6 +77,24 @@ MODELS: dict[str, tuple[str, str]] = {
         inp = keras.Input((20, 8), batch_size=1, name="sequence")
         x = keras.layers.LSTM(32, unroll=True)(inp)
         out = keras.layers.Dense(5, name="logits")(x)
+        model = keras.Model(inp, out)"""), "classification"),
+    "transformer encoder (attention, LayerNorm, GELU)": (textwrap.dedent("""
+        inp = keras.Input((16, 32), batch_size=1, name="tokens")
+        a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(inp, inp)
+        x = keras.layers.LayerNormalization()(inp + a)
+        f = keras.layers.Dense(64, activation="gelu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(32)(f))
+        x = keras.layers.GlobalAveragePooling1D()(x)
+        out = keras.layers.Dense(6, name="logits")(x)
+        model = keras.Model(inp, out)"""), "classification"),
+    "transformer encoder, tanh GELU (the workaround)": (textwrap.dedent("""
+        inp = keras.Input((16, 32), batch_size=1, name="tokens")
+        a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(inp, inp)
+        x = keras.layers.LayerNormalization()(inp + a)
+        f = keras.ops.gelu(keras.layers.Dense(64)(x), approximate=True)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(32)(f))
+        x = keras.layers.GlobalAveragePooling1D()(x)
+        out = keras.layers.Dense(6, name="logits")(x)
         model = keras.Model(inp, out)"""), "classification"),
     "two inputs (image + features)": (textwrap.dedent("""
         img = keras.Input((32, 32, 3), batch_size=1, name="image")

@@ -38,6 +38,7 @@ def build_report(ctx: BuildContext) -> dict[str, Any]:
             "int8_to_float32_ratio": i8 / f32 if f32 else None,
             "int8_tflite_breakdown": _merged_breakdown(arts["tflite_int8"]["inspection"]),
         },
+        "export": ctx.results.get("export", {}),
         "quantization": ctx.results.get("quantize", {}),
         "conversion": ctx.results.get("convert", {}),
         # Host wall time of each stage: the only field that differs between two identical builds.
@@ -238,6 +239,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"  Float32 data movement (no arithmetic): {', '.join(insp['float_data_movement_ops'])}.")
     for graph, reason in shipped.get("float_fallback", {}).items():
         lines.append(f"- {graph}: why - the converter has no int8 kernel for them: {reason}")
+    for graph, info in report.get("export", {}).get("graphs", {}).items():
+        for rewrite in info.get("rewrites", []):
+            lines.append(f"- {graph}: rewritten in the float ONNX for int8 kernels: {rewrite}")
     for graph, info in report["conversion"].get("graphs", {}).items():
         for strategy in info.get("strategies", []):
             lines.append(f"- {graph}: conversion needed more than the defaults: {strategy}")

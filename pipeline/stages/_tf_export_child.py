@@ -68,6 +68,31 @@ def _saved_model(job: dict[str, Any], tf: Any) -> Any:
     return proto
 
 
+def _replace_erfc(proto: Any) -> int:
+    """tf2onnx writes TensorFlow's Erfc (Keras' exact gelu) as an ONNX op "Erfc", which ONNX does not
+    have; rewrite each as 1 - Erf(x), the same function. Returns how many were rewritten."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    nodes = list(proto.graph.node)
+    erfc = [n for n in nodes if n.op_type == "Erfc" and n.domain in ("", "ai.onnx")]
+    if not erfc:
+        return 0
+    one = "edgeq_erfc_one"
+    proto.graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), one))
+    out = []
+    for n in nodes:
+        if n in erfc:
+            erf = f"{n.output[0]}__edgeq_erf"
+            out.append(helper.make_node("Erf", [n.input[0]], [erf], name=f"{n.name}/Erf"))
+            out.append(helper.make_node("Sub", [one, erf], [n.output[0]], name=f"{n.name}/OneMinus"))
+        else:
+            out.append(n)
+    del proto.graph.node[:]
+    proto.graph.node.extend(out)
+    return len(erfc)
+
+
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     result_path = Path(job_path).with_suffix(".result.json")
@@ -77,6 +102,8 @@ def main(job_path: str) -> int:
             import tensorflow as tf
 
             proto = _keras(job, tf) if job["format"] == "keras" else _saved_model(job, tf)
+        if _replace_erfc(proto):
+            print("edgeq: rewrote tf2onnx's Erfc nodes (not an ONNX op) as 1 - Erf", flush=True)
         import onnx
 
         onnx.save_model(proto, job["out"])

@@ -71,6 +71,7 @@ class ExportStage:
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
             raise ModelError(f"{source.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from e
         model = _simplify(model)
+        rewrites = _int8_friendly(model)
         onnx.checker.check_model(model, full_check=True)
         check_weights_fit(model, source)  # before writing: the float32 .tflite must hold these tensors
         out = ctx.build_dir / f"{graph.name}.float.onnx"
@@ -80,7 +81,7 @@ class ExportStage:
         if task_out is not None and ctx.spec.task.kind != "translation" and task_out not in outputs:
             raise ModelError(f"[task].output '{task_out}' is not an output of {source.name}; its outputs: {', '.join(outputs)}")
         ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}, graph=graph.name))
-        return {"opset": _opset(model), "outputs": outputs, "nodes": len(model.graph.node)}
+        return {"opset": _opset(model), "outputs": outputs, "nodes": len(model.graph.node), "rewrites": rewrites}
 
 
 STAGE = ExportStage()
@@ -235,6 +236,26 @@ def _select_outputs(model: Any, graph: GraphSpec) -> Any:
     del model.graph.output[:]
     model.graph.output.extend(keep)
     return model
+
+
+def _int8_friendly(model: Any) -> list[str]:
+    """Rewrite float ops that TFLite has no int8 kernel for into the same function of ops that have
+    one: Neg(x) -> Mul(x, -1) (exact: -1 is exact in float32 and in a symmetric int8 scale). Exporters
+    write Neg inside LayerNorm and exact GELU decompositions. Returns what was rewritten, for the report."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.value_info, *model.graph.output)}
+    elem.update({t.name: t.data_type for t in model.graph.initializer})
+    negs = [n for n in model.graph.node if n.op_type == "Neg" and elem.get(n.input[0]) == TensorProto.FLOAT]
+    if not negs:
+        return []
+    minus_one = "edgeq_minus_one"
+    model.graph.initializer.append(numpy_helper.from_array(np.array(-1.0, np.float32), minus_one))
+    for n in negs:
+        mul = helper.make_node("Mul", [n.input[0], minus_one], list(n.output), name=f"{n.name}__edgeq_mul" if n.name else "")
+        n.CopyFrom(mul)
+    return [f"Neg -> Mul by -1 (x{len(negs)}): same values; TFLite has no int8 NEG kernel"]
 
 
 def _simplify(model: Any) -> Any:

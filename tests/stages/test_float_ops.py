@@ -156,3 +156,50 @@ def test_onnx_nodes_are_named_by_op_type(tmp_path: Path) -> None:
     assert describe_nodes(path, "CUMSUM", 1) == "ONNX node '/head/CumSum'"
     assert describe_nodes(path, "Cumsum") == "ONNX node '/head/CumSum'"
     assert describe_nodes(path, "ERF") == ""
+
+
+def test_neg_is_rewritten_as_mul_by_minus_one_and_runs_in_int8(tmp_path: Path) -> None:
+    """TFLite has no int8 NEG (LayerNorm and GELU decompositions have one): export writes Mul by -1."""
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_before_fc(d, "Neg")
+    out = tmp_path / "dist" / "bundle"
+    keep = tmp_path / "keep"
+    code, output = _build(d, out, "--keep-build", str(keep))
+    assert code in (0, 1), output
+    report = json.loads((out / "report.json").read_text())
+    assert report["export"]["graphs"]["model"]["rewrites"] == [
+        "Neg -> Mul by -1 (x1): same values; TFLite has no int8 NEG kernel"
+    ]
+    insp = report["artifacts"]["tflite_int8"]["inspection"]["model"]
+    assert insp["float_output_ops"] == [] and "NEG" not in insp["ops"]
+    float_onnx = onnx.load_model(str(keep / "model.float.onnx"))
+    assert "Neg" not in {n.op_type for n in float_onnx.graph.node}
+    # the same function: the rewritten float model gives the original's outputs exactly
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    new = ort.InferenceSession(str(keep / "model.float.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    np.testing.assert_array_equal(ref, new)
+    assert "rewritten in the float ONNX for int8 kernels: Neg -> Mul by -1" in (out / "report.md").read_text()
+
+
+def test_tf2onnx_erfc_is_rewritten_as_one_minus_erf() -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from edgeq.stages._tf_export_child import _replace_erfc
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])
+    graph = helper.make_graph([helper.make_node("Erfc", ["x"], ["y"], name="gelu/Erfc")], "g", [x], [y])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert _replace_erfc(proto) == 1
+    assert [n.op_type for n in proto.graph.node] == ["Erf", "Sub"]
+    onnx.checker.check_model(proto, full_check=True)
+    v = np.array([-2.0, -0.5, 0.0, 0.5, 2.0], np.float32)
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": v})[0]
+    from math import erfc
+
+    np.testing.assert_allclose(got, [erfc(t) for t in v], atol=1e-6)
+    assert _replace_erfc(proto) == 0
