@@ -97,40 +97,6 @@ def test_pytorch_weights_from_a_state_dict_pt_file(tmp_path: Path) -> None:
     )
 
 
-class _OpenOnLoad:
-    """Pickles to a call of open(path, "w"): loading it without weights_only creates ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.path, "w"))
-
-
-@pytest.mark.parametrize("force_unsafe", [False, True], ids=["plain", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"])
-def test_pickled_weights_are_refused_without_running_their_code(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force_unsafe: bool
-) -> None:
-    import torch
-
-    if force_unsafe:  # the variable that makes torch.load unpickle anything when weights_only is not passed
-        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-    root = make_model_dir(tmp_path, model={"weights": "weights.pt"})
-    canary = tmp_path / "canary"
-    torch.save({"conv1.weight": _OpenOnLoad(canary)}, root / "weights.pt")
-
-    with pytest.raises(ModelError) as info:
-        export(root, tmp_path / "work")
-    assert "weights.pt could not be loaded without running pickled code" in str(info.value)
-    assert "safetensors" in str(info.value)
-    assert not canary.exists()
-    assert os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD") == ("1" if force_unsafe else None)
-
-    # the payload is live: an unsafe load does run it
-    torch.load(root / "weights.pt", weights_only=False)
-    assert canary.exists()
-
-
 def _torch_save(obj_factory: Callable[[], Any]) -> Mutation:
     def run(root: Path) -> None:
         import torch
