@@ -202,11 +202,11 @@ def saved_model_to_tflite(
     return f32, mixed, reason
 
 
-class _Refused(Exception):
-    """The TFLite converter refused the model (not a Flex op); ``message`` says why."""
+class _Refused(ConversionFailed):
+    """The TFLite converter refused the model (not a Flex op); ``message`` is the converter's reason."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__(f"the TFLite converter refused the {what} model: {message}")
         self.message = message
 
 
@@ -217,7 +217,7 @@ def _convert(conv: Any, what: str, onnx_path: Path) -> bytes:
     except Exception as e:  # ConverterError; its text names the ops it could not convert
         if flex_ops(str(e)):
             raise _flex_error(str(e), what, onnx_path) from e
-        raise _Refused(_converter_message(e)) from e
+        raise _Refused(what, _converter_message(e)) from e
 
 
 def _flex_error(message: str, what: str, onnx_path: Path) -> NeedsFlex:

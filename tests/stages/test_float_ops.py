@@ -203,3 +203,23 @@ def test_tf2onnx_erfc_is_rewritten_as_one_minus_erf() -> None:
 
     np.testing.assert_allclose(got, [erfc(t) for t in v], atol=1e-6)
     assert _replace_erfc(proto) == 0
+
+
+def test_a_converter_refusal_is_a_conversion_failure_with_its_reason(tmp_path: Path) -> None:
+    from edgeq.stages._convert_child import ConversionFailed, NeedsFlex, _convert
+
+    class Refuses:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def convert(self) -> bytes:
+            raise RuntimeError(self.text)
+
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_before_fc(d, "Sinh")
+    with pytest.raises(ConversionFailed, match=r"^the TFLite converter refused the float32 model: error: bad shape$"):
+        _convert(Refuses("error: bad shape\n  context"), "float32", d / "model.onnx")
+    with pytest.raises(NeedsFlex) as info:
+        _convert(Refuses("error: failed\nTF Select ops: Sinh\nDetails:"), "INT8", d / "model.onnx")
+    assert info.value.ops == ["Sinh"] and "(Sinh: ONNX node '/head/Sinh')" in str(info.value)
+    assert "the INT8 model needs TensorFlow ops" in str(info.value)
