@@ -205,9 +205,8 @@ def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> No
         "The keras.applications classifiers end in a softmax: with random weights their 10 probabilities are "
         "nearly equal, so the top-1 class flips on tiny errors while the cosine of the outputs stays at 1.0000. "
         "An unrolled LSTM is larger in INT8 than in float32: every time step carries its own quantization "
-        "parameters and requantize ops. The transformer with Keras' exact GELU: its Erf has no TFLite kernel, "
-        "edgeq converts again with onnx2tf's builtin-op Erf, which computes one NEG in float32; "
-        "`--allow-float-op NEG` would ship that, the tanh GELU needs nothing.",
+        "parameters and requantize ops. The transformer with Keras' exact GELU: its Erf has no TFLite kernel "
+        "(only a TensorFlow one); with the tanh GELU the same block converts.",
         "",
         "| model | params | converted | int8 compute ops | agreement | min cosine | min SQNR dB | INT8/float32 bytes | "
         "build s | gates failed / error |",

@@ -92,26 +92,16 @@ def test_flex_ops_are_refused_naming_the_onnx_node(tmp_path: Path) -> None:
     assert not out.parent.exists()  # the folders edgeq made for --out are gone too
 
 
-def test_erf_is_rebuilt_from_builtin_ops_and_what_stays_float_is_named(tmp_path: Path) -> None:
-    """A bare Erf needs a TensorFlow kernel; edgeq converts again with onnx2tf's builtin-op Erf. That one
-    computes a NEG in float32 (no int8 kernel): refused, naming the retry, until NEG is accepted."""
+def test_an_exact_gelu_erf_is_refused_with_the_tanh_fix(tmp_path: Path) -> None:
     d = make_model_dir(tmp_path, "onnx")
     _insert_before_fc(d, "Erf")
     out = tmp_path / "dist" / "bundle"
-    code, output = _build(d, out, "--keep-build", str(tmp_path / "keep"))
+    code, output = _build(d, out)
     assert code == 2, output
     line = " ".join(output.split())
-    assert "would compute NEG x1 (TFLite tensor '" in line
-    assert "(after: Erf rebuilt from builtin ops by onnx2tf (replace_to_pseudo_operators=['erf'])" in line
-    assert "replace_to_pseudo_operators=['erf']" in (tmp_path / "keep" / "convert.log").read_text()
-    code, output = _build(d, out, "--allow-float-op", "NEG")
-    assert code in (0, 1), output
-    report = json.loads((out / "report.json").read_text())
-    assert report["conversion"]["graphs"]["model"]["strategies"] == [
-        "Erf rebuilt from builtin ops by onnx2tf (replace_to_pseudo_operators=['erf']): TFLite has no kernel for them"
-    ]
-    assert report["artifacts"]["tflite_int8"]["inspection"]["model"]["float_output_ops"] == ["NEG"]
-    assert "conversion needed more than the defaults: Erf rebuilt" in (out / "report.md").read_text()
+    assert "needs TensorFlow ops that TFLite's builtin ops cannot run (Erf: ONNX node '/head/Erf')" in line
+    assert "its tanh approximation converts to int8, PyTorch nn.GELU(approximate='tanh')" in line
+    assert not out.parent.exists()
 
 
 def test_flex_ops_are_read_from_the_converter_message() -> None:
@@ -206,7 +196,7 @@ def test_tf2onnx_erfc_is_rewritten_as_one_minus_erf() -> None:
 
 
 def test_a_converter_refusal_is_a_conversion_failure_with_its_reason(tmp_path: Path) -> None:
-    from edgeq.stages._convert_child import ConversionFailed, NeedsFlex, _convert
+    from edgeq.stages._convert_child import ConversionFailed, _convert
 
     class Refuses:
         def __init__(self, text: str) -> None:
@@ -219,7 +209,7 @@ def test_a_converter_refusal_is_a_conversion_failure_with_its_reason(tmp_path: P
     _insert_before_fc(d, "Sinh")
     with pytest.raises(ConversionFailed, match=r"^the TFLite converter refused the float32 model: error: bad shape$"):
         _convert(Refuses("error: bad shape\n  context"), "float32", d / "model.onnx")
-    with pytest.raises(NeedsFlex) as info:
+    with pytest.raises(ConversionFailed) as info:
         _convert(Refuses("error: failed\nTF Select ops: Sinh\nDetails:"), "INT8", d / "model.onnx")
-    assert info.value.ops == ["Sinh"] and "(Sinh: ONNX node '/head/Sinh')" in str(info.value)
+    assert "(Sinh: ONNX node '/head/Sinh')" in str(info.value) and "GELU" not in str(info.value)
     assert "the INT8 model needs TensorFlow ops" in str(info.value)
