@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["die_with_parent", "exit_text", "pid_alive", "run_job"]
+__all__ = ["die_with_parent", "error_line", "exit_text", "pid_alive", "run_job"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -69,3 +69,9 @@ def exit_text(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
+
+
+def error_line(e: BaseException) -> str:
+    """An exception as one line for a child's result: "TypeName: first line of its message"."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"

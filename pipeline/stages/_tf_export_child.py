@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from edgeq._proc import error_line
 from edgeq.stages._convert_child import _no_network
 
 OPSET = 17
@@ -110,8 +111,7 @@ def main(job_path: str) -> int:
         result = {"ok": True, "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output]}
     except Exception as e:  # every failure goes back to the parent as one line
         traceback.print_exc()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        result = {"ok": False, "error": f"{type(e).__name__}: {first}"[:400]}
+        result = {"ok": False, "error": error_line(e)[:400]}
     result_path.write_text(json.dumps(result), encoding="utf-8")
     return 0 if result["ok"] else 1
 

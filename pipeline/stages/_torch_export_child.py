@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from edgeq._proc import error_line
 from edgeq.errors import ModelError
 from edgeq.stages._convert_child import _no_network
 
@@ -165,8 +166,7 @@ def main(job_path: str) -> int:
         result = {"ok": False, "error": str(e)}
     except Exception as e:  # torch's own failures: one line back to the parent, the traceback in the log
         traceback.print_exc()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        result = {"ok": False, "error": f"exporting to ONNX failed: {type(e).__name__}: {first}"[:400]}
+        result = {"ok": False, "error": f"exporting to ONNX failed: {error_line(e)}"[:400]}
     result_path.write_text(json.dumps(result), encoding="utf-8")
     return 0 if result["ok"] else 1
 
