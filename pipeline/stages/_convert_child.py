@@ -74,6 +74,10 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
 
     images = _sample_images(inputs, calibration)
     o2t_module.download_test_image_data = lambda: images  # never the network
+    # onnx2tf writes its own shape-inferred graph back over the file it is given: give it a copy, so
+    # that the float ONNX stays the reference export wrote (onnx2tf's copy drops custom-domain tags).
+    work_copy = out_dir.parent / f"{out_dir.name}.onnx2tf-input.onnx"
+    shutil.copyfile(onnx_path, work_copy)
     failure = ""
     # First as is; if onnx2tf fails (typically a layout it guessed wrong), once more with the
     # parameter-replacement JSON it generates itself for the failing ops.
@@ -81,10 +85,11 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
         if attempt:
             print(f"edgeq: onnx2tf failed ({failure}); retrying with auto_generate_json=True", flush=True)
             shutil.rmtree(out_dir, ignore_errors=True)
+            shutil.copyfile(onnx_path, work_copy)
         try:
             with _no_network():
                 onnx2tf.convert(
-                    input_onnx_file_path=str(onnx_path),
+                    input_onnx_file_path=str(work_copy),
                     output_folder_path=str(out_dir),
                     output_signaturedefs=True,
                     keep_nwc_or_nhwc_or_ndhwc_input_names=[
@@ -210,7 +215,8 @@ def _flex_error(message: str, what: str, onnx_path: Path) -> ConversionFailed:
     where = "; ".join(f"{op}: {describe_nodes(onnx_path, op) or 'no ONNX node of that type'}" for op in flex)
     # onnx2tf can rebuild Erf from builtin ops (replace_to_pseudo_operators), but that INT8 model
     # keeps a NEG in float32 and its int8 DIV fails on a zero input (measured): not offered.
-    hint = (" (an Erf is usually an exact GELU: its tanh approximation converts to int8, PyTorch "
+    hint = (" (an Erf is usually an exact GELU; edgeq fuses PyTorch's x * 0.5 * (1 + erf(x / sqrt(2))) itself, "
+            "this one has another form: its tanh approximation converts to int8, PyTorch "
             "nn.GELU(approximate='tanh'), Keras gelu(x, approximate=True))") if "Erf" in flex else ""
     return ConversionFailed(
         f"the {what} model needs TensorFlow ops that TFLite's builtin ops cannot run ({where}); edgeq does "

@@ -71,7 +71,7 @@ class ExportStage:
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
             raise ModelError(f"{source.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from e
         model = _simplify(model)
-        rewrites = _int8_friendly(model)
+        rewrites = _fuse_exact_gelu(model) + _int8_friendly(model)
         onnx.checker.check_model(model, full_check=True)
         check_weights_fit(model, source)  # before writing: the float32 .tflite must hold these tensors
         out = ctx.build_dir / f"{graph.name}.float.onnx"
@@ -236,6 +236,83 @@ def _select_outputs(model: Any, graph: GraphSpec) -> Any:
     del model.graph.output[:]
     model.graph.output.extend(keep)
     return model
+
+
+def _scalar(model: Any, name: str) -> float | None:
+    """The value of a one-element constant (initializer or Constant node) named ``name``, else None."""
+    from onnx import numpy_helper
+
+    for t in model.graph.initializer:
+        if t.name == name:
+            a = numpy_helper.to_array(t)
+            return float(a.reshape(-1)[0]) if a.size == 1 else None
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] == name and n.attribute and n.attribute[0].name == "value":
+            a = numpy_helper.to_array(n.attribute[0].t)
+            return float(a.reshape(-1)[0]) if a.size == 1 else None
+    return None
+
+
+def _fuse_exact_gelu(model: Any) -> list[str]:
+    """x * 0.5 * (1 + erf(x / sqrt(2))) as exporters write it (PyTorch's nn.GELU: Div -> Erf -> Add ->
+    Mul -> Mul, or Mul by 1/sqrt(2) for the Div) becomes one com.microsoft Gelu node: the same
+    function (onnxruntime runs it), which onnx2tf turns into TFLite's GELU, an op with an int8 kernel.
+    Left as it is, the Erf has no TFLite kernel at all. Returns what was rewritten, for the report."""
+    from onnx import helper
+
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def only_user(out: str, op: str) -> Any:
+        users = consumers.get(out, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op and out not in graph_outputs else None
+
+    def other(node: Any, name: str) -> str | None:
+        rest = [i for i in node.input if i != name]
+        return rest[0] if len(node.input) == 2 and len(rest) == 1 else None
+
+    def near(value: float | None, want: float) -> bool:
+        return value is not None and abs(value - want) < 1e-4 * max(1.0, abs(want))
+
+    fused: list[tuple[list[Any], Any]] = []
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        scale = next((n for n in nodes if erf.input[0] in n.output), None)
+        if scale is None or len(consumers.get(scale.output[0], [])) != 1:
+            continue
+        if scale.op_type == "Div" and near(_scalar(model, scale.input[1]), 2 ** 0.5):
+            x = scale.input[0]
+        elif scale.op_type == "Mul" and len(scale.input) == 2:
+            x = next((i for i, c in zip(scale.input, reversed(scale.input), strict=True)
+                      if near(_scalar(model, c), 2 ** -0.5)), None)
+        else:
+            continue
+        add = only_user(erf.output[0], "Add")
+        if x is None or add is None or not near(_scalar(model, other(add, erf.output[0]) or ""), 1.0):
+            continue
+        mul_x = only_user(add.output[0], "Mul")
+        if mul_x is None or other(mul_x, add.output[0]) != x:
+            continue
+        half = only_user(mul_x.output[0], "Mul")
+        if half is None or not near(_scalar(model, other(half, mul_x.output[0]) or ""), 0.5):
+            continue
+        name = (erf.name or "gelu").rsplit("/", 1)[0] + "/Gelu__edgeq"
+        fused.append(([scale, erf, add, mul_x, half],
+                      helper.make_node("Gelu", [x], [half.output[0]], name=name, domain="com.microsoft")))
+    if not fused:
+        return []
+    drop = {id(n) for group, _ in fused for n in group}
+    at = {id(group[-1]): gelu for group, gelu in fused}  # the Gelu takes the place of the last Mul
+    kept = [at.get(id(n), n) for n in nodes if id(n) not in drop or id(n) in at]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return [f"exact GELU (Div/Erf/Add/Mul/Mul) -> com.microsoft Gelu (x{len(fused)}): the same function; "
+            "converts to TFLite's GELU, which has an int8 kernel (an Erf has no TFLite kernel)"]
 
 
 def _int8_friendly(model: Any) -> list[str]:

@@ -213,3 +213,64 @@ def test_a_converter_refusal_is_a_conversion_failure_with_its_reason(tmp_path: P
         _convert(Refuses("error: failed\nTF Select ops: Sinh\nDetails:"), "INT8", d / "model.onnx")
     assert "(Sinh: ONNX node '/head/Sinh')" in str(info.value) and "GELU" not in str(info.value)
     assert "the INT8 model needs TensorFlow ops" in str(info.value)
+
+
+def _insert_gelu(model_dir: Path, *, divide: bool = True, one: float = 1.0) -> None:
+    """The exact GELU between TinyNet's pooled features and its classifier, as PyTorch exports nn.GELU:
+    x * 0.5 * (1 + erf(x / sqrt(2))) (or x * (1 / sqrt(2)) for the division)."""
+    path = model_dir / "model.onnx"
+    model = onnx.load_model(str(path))
+    fc = next(n for n in model.graph.node if n.op_type == "Gemm")
+    x = fc.input[0]
+    consts = {"g_sqrt2": 2 ** 0.5 if divide else 2 ** -0.5, "g_one": one, "g_half": 0.5}
+    for name, value in consts.items():
+        model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    nodes = [
+        helper.make_node("Div" if divide else "Mul", [x, "g_sqrt2"], ["g_s"], name="/act/Div"),
+        helper.make_node("Erf", ["g_s"], ["g_e"], name="/act/Erf"),
+        helper.make_node("Add", ["g_e", "g_one"], ["g_a"], name="/act/Add"),
+        helper.make_node("Mul", [x, "g_a"], ["g_m"], name="/act/Mul"),
+        helper.make_node("Mul", ["g_m", "g_half"], ["g_y"], name="/act/Mul_1"),
+    ]
+    fc.input[0] = "g_y"
+    at = list(model.graph.node).index(fc)
+    for k, node in enumerate(nodes):
+        model.graph.node.insert(at + k, node)
+    onnx.save_model(model, str(path))
+
+
+@pytest.mark.parametrize("divide", [True, False], ids=["div-sqrt2", "mul-inv-sqrt2"])
+def test_exact_gelu_is_fused_and_converts_to_int8(tmp_path: Path, divide: bool) -> None:
+    """PyTorch's exact GELU (an Erf, which TFLite cannot run) becomes one com.microsoft Gelu: the same
+    outputs on onnxruntime, TFLite's int8 GELU after conversion; onnx2tf never rewrites the float ONNX."""
+    import onnxruntime as ort
+
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_gelu(d, divide=divide)
+    out, keep = tmp_path / "dist" / "bundle", tmp_path / "keep"
+    code, output = _build(d, out, "--keep-build", str(keep))
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    assert report["export"]["graphs"]["model"]["rewrites"][0].startswith(
+        "exact GELU (Div/Erf/Add/Mul/Mul) -> com.microsoft Gelu (x1): the same function")
+    insp = report["artifacts"]["tflite_int8"]["inspection"]["model"]
+    assert insp["ops"]["GELU"] == 1 and insp["float_output_ops"] == [] and insp["int8_compute_fraction"] == 1.0
+    float_onnx = onnx.load_model(str(keep / "model.float.onnx"))  # as export wrote it, after conversion too
+    assert [(n.op_type, n.domain) for n in float_onnx.graph.node if n.op_type == "Gelu"] == [("Gelu", "com.microsoft")]
+    assert "Erf" not in {n.op_type for n in float_onnx.graph.node}
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    for k in range(4):
+        feed = {"image": x[k:k + 1]}
+        ref = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        new = ort.InferenceSession(str(keep / "model.float.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pattern_that_is_not_gelu_is_left_alone(tmp_path: Path) -> None:
+    from edgeq.stages.export import _fuse_exact_gelu
+
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_gelu(d, one=2.0)  # x * 0.5 * (2 + erf(...)): not a GELU
+    model = onnx.load_model(str(d / "model.onnx"))
+    assert _fuse_exact_gelu(model) == []
+    assert "Erf" in {n.op_type for n in model.graph.node}
