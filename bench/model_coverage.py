@@ -29,6 +29,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 N_CAL, N_EVAL = 32, 32
 
+# One transformer encoder block; %s is its feed-forward layer with the GELU under test.
+_TRANSFORMER = textwrap.dedent("""
+    inp = keras.Input((16, 32), batch_size=1, name="tokens")
+    a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(inp, inp)
+    x = keras.layers.LayerNormalization()(inp + a)
+    f = %s
+    x = keras.layers.LayerNormalization()(x + keras.layers.Dense(32)(f))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    out = keras.layers.Dense(6, name="logits")(x)
+    model = keras.Model(inp, out)""")
+
 # name -> (python building `model` with keras as `keras`, task kind)
 MODELS: dict[str, tuple[str, str]] = {
     "MobileNetV3Small": ("model = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), weights=None, classes=10, "
@@ -78,24 +89,10 @@ MODELS: dict[str, tuple[str, str]] = {
         x = keras.layers.LSTM(32, unroll=True)(inp)
         out = keras.layers.Dense(5, name="logits")(x)
         model = keras.Model(inp, out)"""), "classification"),
-    "transformer encoder (attention, LayerNorm, GELU)": (textwrap.dedent("""
-        inp = keras.Input((16, 32), batch_size=1, name="tokens")
-        a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(inp, inp)
-        x = keras.layers.LayerNormalization()(inp + a)
-        f = keras.layers.Dense(64, activation="gelu")(x)
-        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(32)(f))
-        x = keras.layers.GlobalAveragePooling1D()(x)
-        out = keras.layers.Dense(6, name="logits")(x)
-        model = keras.Model(inp, out)"""), "classification"),
-    "transformer encoder, tanh GELU (the workaround)": (textwrap.dedent("""
-        inp = keras.Input((16, 32), batch_size=1, name="tokens")
-        a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(inp, inp)
-        x = keras.layers.LayerNormalization()(inp + a)
-        f = keras.ops.gelu(keras.layers.Dense(64)(x), approximate=True)
-        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(32)(f))
-        x = keras.layers.GlobalAveragePooling1D()(x)
-        out = keras.layers.Dense(6, name="logits")(x)
-        model = keras.Model(inp, out)"""), "classification"),
+    "transformer encoder (attention, LayerNorm, GELU)": (
+        _TRANSFORMER % 'keras.layers.Dense(64, activation="gelu")(x)', "classification"),
+    "transformer encoder, tanh GELU (the workaround)": (
+        _TRANSFORMER % "keras.ops.gelu(keras.layers.Dense(64)(x), approximate=True)", "classification"),
     "two inputs (image + features)": (textwrap.dedent("""
         img = keras.Input((32, 32, 3), batch_size=1, name="image")
         feat = keras.Input((6,), batch_size=1, name="features")
