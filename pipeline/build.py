@@ -48,6 +48,7 @@ class BuildOptions:
     setup_emulator: bool = False  # set up a missing emulator instead of failing (--setup-emulator)
     trust_model: bool = False  # let Keras load Lambda layers / custom objects (--trust-model)
     input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape NAME=D1,D2,...
+    input_values: dict[str, Any] | None = None  # --input-value NAME=VALUE: inputs frozen into the graph
     allow_float_ops: tuple[str, ...] = ()  # --allow-float-op: added to [quantization].allow_float_ops
     log: Any = None  # where set-up messages go (a callable taking one line)
 
@@ -229,7 +230,7 @@ def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
 
 
 def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
-    spec = load_model_spec(opts.model_dir, opts.input_shapes)
+    spec = load_model_spec(opts.model_dir, opts.input_shapes, opts.input_values)
     if opts.allow_float_ops:
         q = spec.quantization
         allowed = tuple(dict.fromkeys(q.allow_float_ops + opts.allow_float_ops))

@@ -81,6 +81,11 @@ def build(
         list[str] | None,
         typer.Option("--input-shape", help="Fix an input's shape, NAME=D1,D2,... (repeatable); fills dynamic ONNX dims."),
     ] = None,
+    input_value: Annotated[
+        list[str] | None,
+        typer.Option("--input-value", help="Freeze an input to a value, NAME=VALUE (a number or [list]; repeatable): "
+                     "it becomes a constant of the model, e.g. sr=16000."),
+    ] = None,
     trust_model: Annotated[
         bool, typer.Option("--trust-model", help="Let a .keras file load Lambda layers / custom objects (their code runs).")
     ] = False,
@@ -95,19 +100,21 @@ def build(
     """Build the target's bundle for MODEL_DIR and validate it. Exit 0 pass, 1 gate failed, 2 bad input."""
     from edgeq.build import BuildOptions
     from edgeq.build import build as run_build
-    from edgeq.config import check_tflite_ops, load_model_spec, parse_gate_override, parse_input_shape
+    from edgeq.config import check_tflite_ops, load_model_spec, parse_gate_override, parse_input_shape, parse_input_value
 
     try:
         overrides = dict(parse_gate_override(g) for g in gate or [])
         shapes = dict(parse_input_shape(t) for t in input_shape or [])
+        values = dict(parse_input_value(t) for t in input_value or [])
         float_ops = check_tflite_ops(list(allow_float_op or []), "--allow-float-op")
         if out is None:
-            spec = load_model_spec(model_dir, shapes)
+            spec = load_model_spec(model_dir, shapes, values)
             out = Path("dist") / f"{spec.name}-{target}"
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
-                            trust_model=trust_model, input_shapes=shapes or None, allow_float_ops=float_ops)
+                            trust_model=trust_model, input_shapes=shapes or None, input_values=values or None,
+                            allow_float_ops=float_ops)
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)

@@ -20,6 +20,7 @@ __all__ = [
     "CONFIG_FILE",
     "GATE_DEFINITIONS",
     "DataSpec",
+    "FrozenInput",
     "GateLimit",
     "GraphSpec",
     "InputSpec",
@@ -33,6 +34,7 @@ __all__ = [
     "load_model_spec",
     "load_target",
     "parse_gate_override",
+    "parse_input_value",
 ]
 
 CONFIG_FILE = "edgeq.toml"
@@ -44,7 +46,9 @@ SINGLE_GRAPH = "model"  # the name of the one graph of a model configured with t
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("float32", "int8")
 # Channels-first, PyTorch's convention; a layout ending in C declares a channels-last input.
-_DEFAULT_LAYOUTS = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
+_DEFAULT_LAYOUTS = {0: "", 1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
+# A frozen input's value (edgeq.toml ``value =``, --input-value) is at most this many numbers.
+MAX_FROZEN_ELEMENTS = 1 << 16
 
 # Every gate edgeq knows: name -> (comparison, unit, what it measures). A gate passes when
 # ``value <= limit`` for "max" gates and ``value >= limit`` for "min" gates.
@@ -172,6 +176,61 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class FrozenInput:
+    """An input fixed to one value (``value =`` in [[inputs]], --input-value): export makes it a
+    constant of the graph, so what depends on it folds away and the shipped model has no such input.
+    ``value`` is the number or nested list as written; its dtype comes from the model."""
+
+    name: str
+    value: Any
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        import numpy as np
+
+        return tuple(np.shape(self.value))
+
+
+def _check_value(name: str, value: Any, where: str) -> Any:
+    """A frozen input's value: a number, true/false, or a rectangular nested list of them."""
+    import numpy as np
+
+    def count(v: Any, depth: int = 0) -> int:
+        if depth > 8:
+            raise ConfigError(f"{where}: the value of input '{name}' is nested more than 8 lists deep")
+        if isinstance(v, list):
+            return sum(count(x, depth + 1) for x in v)
+        if isinstance(v, (bool, int, float)):
+            return 1
+        raise ConfigError(f"{where}: the value of input '{name}' must be numbers (or true/false), got {v!r}")
+
+    if count(value) > MAX_FROZEN_ELEMENTS:
+        raise ConfigError(f"{where}: the value of input '{name}' has more than {MAX_FROZEN_ELEMENTS} numbers; "
+                          "feed an input that large from the data instead")
+    try:
+        arr = np.array(value)
+    except ValueError:
+        arr = np.array([], dtype=object)
+    if arr.dtype == object or arr.size == 0 and isinstance(value, list):
+        raise ConfigError(f"{where}: the value of input '{name}' must be a number or a rectangular list of numbers, "
+                          f"got {value!r}")
+    return value
+
+
+def parse_input_value(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` (--input-value): VALUE is a TOML value, a number or a list (``sr=16000``, ``mask=[1, 0]``)."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"] if sep and name else None
+    except tomllib.TOMLDecodeError:
+        value = None
+    if value is None or isinstance(value, (str, dict)):
+        raise ConfigError(f"--input-value {text!r}: write NAME=VALUE with a number or a list, e.g. sr=16000")
+    return name, _check_value(name, value, "--input-value")
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     name: str
 
@@ -190,9 +249,10 @@ class GraphSpec:
     outputs: tuple[OutputSpec, ...]
     method: str | None = None
     file: Path | None = None
+    frozen: tuple[FrozenInput, ...] = ()  # inputs made constants of the graph (not fed)
 
     def __post_init__(self) -> None:
-        names = [i.name for i in self.inputs]
+        names = [i.name for i in self.inputs] + [f.name for f in self.frozen]
         if len(set(names)) != len(names):
             raise ConfigError(f"{CONFIG_FILE}: graph '{self.name}': input names must be unique, got {names}")
 
@@ -381,9 +441,18 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int32"}  # FLOAT, INT32, INT64 (token ids become int32)
 
 
-def onnx_inputs(path: Path) -> dict[str, tuple[str | None, list[int | str]]]:
+def onnx_dim(d: Any) -> int | str:
+    """One dimension of an ONNX shape: its size, or - when dynamic - what the model calls it: a name
+    or expression ('batch', '2*N'), '-1' or '0' as older exporters write a dynamic size, '?' for none."""
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return int(d.dim_value)
+    return d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
+
+
+def onnx_inputs(path: Path) -> dict[str, tuple[str | None, list[int | str] | None]]:
     """The graph inputs of an ONNX file (initializers excluded): name -> (edgeq dtype or None, dims),
-    a dim being its size or, when dynamic, its symbolic name ('?' if it has none)."""
+    a dim being its size or, when dynamic, its ``onnx_dim`` text; dims None when the model does not
+    declare the input's shape at all (not even its rank)."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -395,48 +464,71 @@ def onnx_inputs(path: Path) -> dict[str, tuple[str | None, list[int | str]]]:
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
         raise ModelError(f"{path.name} is not a readable ONNX file ({type(e).__name__}); re-export the model") from e
     inits = {t.name for t in model.graph.initializer}
-    out: dict[str, tuple[str | None, list[int | str]]] = {}
+    out: dict[str, tuple[str | None, list[int | str] | None]] = {}
     for i in model.graph.input:
         if i.name in inits:
             continue
         tt = i.type.tensor_type
-        dims: list[int | str] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-                                 for d in tt.shape.dim]
+        dims = [onnx_dim(d) for d in tt.shape.dim] if tt.HasField("shape") else None
         out[i.name] = (_ONNX_DTYPES.get(tt.elem_type), dims)
     return out
 
 
 def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, tuple[int, ...]] | None = None,
-                  onnx_file: Path | None = None) -> tuple[InputSpec, ...]:
-    """The [[inputs]] tables. Each shape comes from --input-shape, else the table, else (ONNX) the
-    model; with an ONNX file, [[inputs]] itself may be left out. A dimension still dynamic is an
-    error that lists every one."""
+                  onnx_file: Path | None = None, values: dict[str, Any] | None = None,
+                  ) -> tuple[tuple[InputSpec, ...], tuple[FrozenInput, ...]]:
+    """The [[inputs]] tables: the fed inputs and the frozen ones (``value =`` or --input-value).
+    Each shape comes from --input-shape, else the table, else (ONNX) the model; with an ONNX file,
+    [[inputs]] itself may be left out. A dimension still dynamic is an error that lists every one.
+    Shapes may have any rank, [] (a scalar) included."""
     shapes = shapes or {}
+    values = values or {}
     model = onnx_inputs(onnx_file) if onnx_file is not None and (not raw_inputs or any(
-        isinstance(i, dict) and "shape" not in i and i.get("name") not in shapes for i in raw_inputs)) else None
+        isinstance(i, dict) and "shape" not in i and "value" not in i and i.get("name") not in shapes
+        and i.get("name") not in values for i in raw_inputs)) else None
     if not raw_inputs and model is not None:
         raw_inputs = [{"name": n, **({"dtype": d} if d else {})} for n, (d, _) in model.items()]
     if not raw_inputs:
         raise ConfigError(f"{f}: [[{where}]] must list at least one input")
     inputs = []
+    frozen = []
     dynamic: list[str] = []
     for k, item in enumerate(raw_inputs):
         t = _Table(item, f"{where}[{k}]", f)
         iname = t.get("name", str)
         shape = t.get("shape", list, None)
+        value = t.get("value", (int, float, bool, list), None)
+        if iname in values:
+            value = values[iname]
+        if value is not None:
+            value = _check_value(iname, value, f"{f}: {where}[{k}]")
+            if iname in shapes:
+                raise ConfigError(f"input '{iname}' is given both --input-shape and a value; a frozen input's shape is its value's")
+            frozen_in = FrozenInput(iname, value)
+            if shape is not None and list(shape) != list(frozen_in.shape):
+                raise ConfigError(f"{f}: {where}[{k}] ('{iname}'): shape {shape!r} but its value has shape "
+                                  f"{list(frozen_in.shape)}; drop shape (a frozen input's shape is its value's)")
+            extra = sorted(set(t.data) - {"name", "value", "shape", "dtype"})
+            if extra:
+                raise ConfigError(f"{f}: {where}[{k}] ('{iname}') is frozen by its value; '{extra[0]}' does not apply "
+                                  "to it (it is not an input of the shipped model)")
+            t.used.update(t.data)
+            frozen.append(frozen_in)
+            continue
         if iname in shapes:
             shape = list(shapes[iname])
-        elif shape is None and model is not None and iname in model:
+        elif shape is None and model is not None and iname in model and model[iname][1] is not None:
             dims = model[iname][1]
             dynamic += [f"{iname}[{a}] '{d}'" for a, d in enumerate(dims) if isinstance(d, str)]
             shape = [d if isinstance(d, int) else 1 for d in dims]
         elif shape is None:
+            declared = " (the model does not declare its shape)" if model is not None and iname in model else ""
             raise ConfigError(
-                f"{f}: {where}[{k}] ('{iname}') has no shape; give shape = [...] or --input-shape {iname}=D1,D2,..."
+                f"{f}: {where}[{k}] ('{iname}') has no shape{declared}; give shape = [...] or --input-shape {iname}=D1,D2,..."
             )
-        if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise ConfigError(
-                f"{f}: {where}[{k}].shape must be a list of positive integers (fixed shape), got {shape!r}"
+                f"{f}: {where}[{k}].shape must be a list of positive integers (fixed shape; [] for a scalar), got {shape!r}"
             )
         dtype = t.get("dtype", str, "float32", choices=INPUT_DTYPES)
         layout = t.get("layout", str, _DEFAULT_LAYOUTS.get(len(shape), "N" + "C" * (len(shape) - 1)))
@@ -452,10 +544,12 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
             f"with --input-shape {example.name}={','.join(str(d) for d in example.shape)} (your sizes) or shape = [...] "
             "in [[inputs]]"
         )
-    names = [i.name for i in inputs]
+    names = [i.name for i in inputs] + [fr.name for fr in frozen]
     if len(set(names)) != len(names):
         raise ConfigError(f"{f}: input names must be unique, got {names}")
-    return tuple(inputs)
+    if not inputs:
+        raise ConfigError(f"{f}: every input of {where} is frozen with a value; the model needs at least one input to feed")
+    return tuple(inputs), tuple(frozen)
 
 
 def _parse_outputs(raw_outputs: list[Any], where: str, f: str) -> tuple[OutputSpec, ...]:
@@ -467,9 +561,11 @@ def _parse_outputs(raw_outputs: list[Any], where: str, f: str) -> tuple[OutputSp
     return tuple(outputs)
 
 
-def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelSpec:
+def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                    input_values: dict[str, Any] | None = None) -> ModelSpec:
     """Read and validate ``model_dir/edgeq.toml``. Checks that the files it names exist.
-    ``input_shapes`` (--input-shape) replace or fill in input shapes by name."""
+    ``input_shapes`` (--input-shape) replace or fill in input shapes by name; ``input_values``
+    (--input-value) freeze inputs by name."""
     root = Path(model_dir)
     if not root.exists():
         raise ModelError(f"model directory {str(root)!r} does not exist; pass the folder that holds edgeq.toml")
@@ -540,24 +636,25 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
                     raise ConfigError(f"{f}: graphs[{k}].file is required for format = 'onnx' (one .onnx file per graph)")
                 if not gfile.is_file():
                     raise ModelError(f"{f}: graphs[{k}].file {str(gfile)!r} does not exist; fix the path (relative to {root})")
-            g_inputs = _parse_inputs(gt.get("inputs", list, []), f"graphs[{k}].inputs", f, input_shapes,
-                                     gfile if fmt == "onnx" else None)
+            g_inputs, g_frozen = _parse_inputs(gt.get("inputs", list, []), f"graphs[{k}].inputs", f, input_shapes,
+                                               gfile if fmt == "onnx" else None, input_values)
             g_outputs = _parse_outputs(gt.get("outputs", list, []), f"graphs[{k}].outputs", f)
             gt.finish()
-            graphs.append(GraphSpec(gname, g_inputs, g_outputs, method, gfile))
+            graphs.append(GraphSpec(gname, g_inputs, g_outputs, method, gfile, g_frozen))
         gnames = [g.name for g in graphs]
         if len(set(gnames)) != len(gnames):
             raise ConfigError(f"{f}: graph names must be unique, got {gnames}")
     else:
-        graphs = [GraphSpec(SINGLE_GRAPH, _parse_inputs(top.get("inputs", list, []), "inputs", f, input_shapes,
-                                                      file if fmt == "onnx" else None),
-                            _parse_outputs(top.get("outputs", list, []), "outputs", f), None,
-                            file if fmt == "onnx" else None)]
+        inputs, frozen = _parse_inputs(top.get("inputs", list, []), "inputs", f, input_shapes,
+                                       file if fmt == "onnx" else None, input_values)
+        graphs = [GraphSpec(SINGLE_GRAPH, inputs, _parse_outputs(top.get("outputs", list, []), "outputs", f), None,
+                            file if fmt == "onnx" else None, frozen)]
 
-    known = [i.name for g in graphs for i in g.inputs]
-    unknown = sorted(set(input_shapes or {}) - set(known))
-    if unknown:
-        raise ConfigError(f"--input-shape names {', '.join(unknown)}, but the model's inputs are {', '.join(known)}")
+    known = [i.name for g in graphs for i in (*g.inputs, *g.frozen)]
+    for option, given in (("--input-shape", input_shapes), ("--input-value", input_values)):
+        unknown = sorted(set(given or {}) - set(known))
+        if unknown:
+            raise ConfigError(f"{option} names {', '.join(unknown)}, but the model's inputs are {', '.join(known)}")
 
     t = top.table("task")
     kind = t.get("kind", str, choices=TASK_KINDS)

@@ -1,8 +1,10 @@
 """Calibration and evaluation data readers.
 
-A data set is a folder with one ``<input name>.npy`` per model input, samples stacked on the
-first axis (a model whose input has batch size B takes B rows per sample), and for evaluation of a
-classifier a ``labels.npy`` of integer class ids, one per sample. Arrays are memory-mapped and
+A data set is a folder with one ``<input name>.npy`` per model input, and for evaluation of a
+classifier a ``labels.npy`` of integer class ids, one per sample. Samples are stacked one of two
+ways: on a new first axis (``[N, *shape]``: a scalar input's file is ``[N]``, one value per
+sample), or along the input's own first axis (``[N * B, *shape[1:]]``: a model whose input has
+batch size B takes B rows per sample). Arrays are memory-mapped and
 read one sample at a time, so memory does not grow with the size of the set.
 
 ``ArrayDataset.open`` checks everything a stage would trip over later - names, shapes, dtypes,
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ class ArrayDataset:
     arrays: dict[str, np.ndarray]
     labels: np.ndarray | None
     count: int
+    stacked: dict[str, bool] = field(default_factory=dict)  # input -> samples on a new first axis
 
     @classmethod
     def open(
@@ -63,6 +66,7 @@ class ArrayDataset:
                 f"{', '.join(i.name for i in inputs)}); rename or remove it"
             )
         arrays: dict[str, np.ndarray] = {}
+        stacked: dict[str, bool] = {}  # samples on a new first axis (else B rows each)
         count: int | None = None
         count_from = ""
         for spec in inputs:
@@ -70,12 +74,21 @@ class ArrayDataset:
             if not path.is_file():
                 raise DataError(f"{role} data: {path.name} missing in {folder}; save input '{spec.name}' there with np.save")
             arr = _load(path, role)
-            batch = spec.shape[0]
-            if arr.ndim != len(spec.shape) or tuple(arr.shape[1:]) != spec.shape[1:]:
-                want = ["N", *spec.shape[1:]]
+            if arr.ndim == len(spec.shape) + 1 and tuple(arr.shape[1:]) == spec.shape:
+                batch = 1  # one sample per row of a new first axis
+            elif spec.shape and arr.ndim == len(spec.shape) and tuple(arr.shape[1:]) == spec.shape[1:]:
+                batch = spec.shape[0]  # B rows of the input's own first axis per sample
+            else:
+                stacked_form = "[" + ", ".join(map(str, ["N", *spec.shape])) + "]"
+                if spec.shape:
+                    n = "N" if spec.shape[0] == 1 else f"N*{spec.shape[0]}"
+                    rows_form = "[" + ", ".join(map(str, [n, *spec.shape[1:]])) + "]"
+                    want = f"{rows_form} or {stacked_form}"
+                else:
+                    want = f"{stacked_form}, one value per sample"
                 raise DataError(
-                    f"{role} data: {path.name} has shape {list(arr.shape)}, input '{spec.name}' needs "
-                    f"[{', '.join(map(str, want))}] (samples stacked on the first axis)"
+                    f"{role} data: {path.name} has shape {list(arr.shape)}, input '{spec.name}' needs {want} "
+                    f"(samples stacked on the first axis; the input is {list(spec.shape)})"
                 )
             if arr.dtype != np.dtype(spec.dtype):
                 raise DataError(
@@ -95,6 +108,7 @@ class ArrayDataset:
                     "give every input the same samples"
                 )
             arrays[spec.name] = arr
+            stacked[spec.name] = batch == 1 and arr.ndim == len(spec.shape) + 1
         assert count is not None  # inputs is never empty (ModelSpec checks)
         if count == 0:
             raise DataError(f"{role} data in {folder} has no samples; add at least one")
@@ -110,19 +124,23 @@ class ArrayDataset:
                 raise DataError(
                     f"{role} data: {LABELS_FILE} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}"
                 )
-            if labels.shape[0] != count * inputs[0].shape[0]:
+            if labels.shape[0] != count * _batch(inputs[0]):
                 raise DataError(
-                    f"{role} data: {LABELS_FILE} has {labels.shape[0]} labels for {count * inputs[0].shape[0]} samples"
+                    f"{role} data: {LABELS_FILE} has {labels.shape[0]} labels for {count * _batch(inputs[0])} samples"
                 )
             labels = np.asarray(labels, dtype=np.int64)
         if limit is not None:
             count = min(count, limit)
-        ds = cls(role, folder, inputs, arrays, labels, count)
+        ds = cls(role, folder, inputs, arrays, labels, count, stacked)
         ds._check_finite()
         return ds
 
+    def _rows_per_sample(self, name: str) -> int:
+        return 1 if self.stacked.get(name) else _batch(self._spec(name))
+
     def _rows(self, name: str) -> np.ndarray:
-        return self.arrays[name][: self.count * self._spec(name).shape[0]]
+        """The rows of ``name``'s array that the ``count`` samples use."""
+        return self.arrays[name][: self.count * self._rows_per_sample(name)]
 
     def _spec(self, name: str) -> InputSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -164,14 +182,17 @@ class ArrayDataset:
         """Sample ``k`` as feeds with the model's input shapes (a fresh array per input)."""
         out = {}
         for spec in self.inputs:
-            b = spec.shape[0]
-            out[spec.name] = np.array(self.arrays[spec.name][k * b : (k + 1) * b])
+            if self.stacked.get(spec.name):
+                out[spec.name] = np.array(self.arrays[spec.name][k]).reshape(spec.shape)
+            else:
+                b = _batch(spec)
+                out[spec.name] = np.array(self.arrays[spec.name][k * b : (k + 1) * b])
         return out
 
     def sample_labels(self) -> np.ndarray:
         if self.labels is None:
             raise DataError(f"{self.role} data has no {LABELS_FILE}")
-        return self.labels[: self.count * self.inputs[0].shape[0]]
+        return self.labels[: self.count * _batch(self.inputs[0])]
 
     def sha256(self) -> str:
         """Hash of every file the data set is read from, in a fixed order."""
@@ -184,6 +205,11 @@ class ArrayDataset:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
         return h.hexdigest()
+
+
+def _batch(spec: InputSpec) -> int:
+    """Rows of the input's first axis in one sample (1 for a scalar input)."""
+    return spec.shape[0] if spec.shape else 1
 
 
 def _load(path: Path, role: str) -> np.ndarray:

@@ -8,12 +8,34 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["COMPUTE_OPS", "DATA_MOVEMENT_OPS", "TYPE_CHANGE_OPS", "inspect_tflite"]
+__all__ = ["COMPUTE_OPS", "DATA_MOVEMENT_OPS", "OPERAND_ROLES", "OperandRoles", "TYPE_CHANGE_OPS", "inspect_tflite"]
+
+
+class OperandRoles(NamedTuple):
+    """Where a compute op's operands sit in its input list (its own operand order, LiteRT schema)."""
+
+    activation: int  # the input activation
+    weights: int  # the weights / filter; for BATCH_MATMUL the second activation (y)
+    bias: int | None  # None: the op has no bias; an index past the op's inputs, or -1 there, means omitted
+
+
+# Operand roles of every compute op, as LiteRT's kernels read them. The order is not the same for
+# all ops: TRANSPOSE_CONV and CONV_3D_TRANSPOSE take (output_shape int32, weights, input, bias), so
+# "the first two inputs are activation and weights" is wrong for them.
+OPERAND_ROLES: dict[str, OperandRoles] = {
+    "CONV_2D": OperandRoles(activation=0, weights=1, bias=2),  # input, filter, bias
+    "DEPTHWISE_CONV_2D": OperandRoles(activation=0, weights=1, bias=2),  # input, filter, bias
+    "FULLY_CONNECTED": OperandRoles(activation=0, weights=1, bias=2),  # input, weights, bias (optional)
+    "BATCH_MATMUL": OperandRoles(activation=0, weights=1, bias=None),  # x, y: both activations
+    "TRANSPOSE_CONV": OperandRoles(activation=2, weights=1, bias=3),  # output_shape, weights, input, bias (optional)
+    "CONV_3D": OperandRoles(activation=0, weights=1, bias=2),  # input, filter, bias (optional)
+    "CONV_3D_TRANSPOSE": OperandRoles(activation=2, weights=1, bias=3),  # output_shape, filter, input, bias (optional)
+}
 
 # The ops that carry a model's multiply-accumulates: the ones a full-integer model must run in int8.
-COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "CONV_3D")
+COMPUTE_OPS = tuple(OPERAND_ROLES)
 
 # Ops that only change a tensor's type: a float32 output of theirs is not float arithmetic (QUANTIZE /
 # DEQUANTIZE at float32 I/O, CAST of a boolean mask before it is quantized).
@@ -31,6 +53,24 @@ _TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "
 
 def _enum_names(cls: type) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _runs_in_int8(op: str, input_types: list[str | None], output_types: list[str | None]) -> bool:
+    """Whether compute op ``op`` runs in int8, from its tensor types by input / output position.
+
+    Rule (roles from ``OPERAND_ROLES``, positions as in the flatbuffer, None where the index is -1):
+    the activation and the weights (for BATCH_MATMUL: both activations) are int8, the first output is
+    int8, and the bias, when the op has one and it is present, is int32. A missing activation or
+    weights operand means not int8.
+    """
+    roles = OPERAND_ROLES[op]
+
+    def at(types: list[str | None], i: int) -> str | None:
+        return types[i] if 0 <= i < len(types) else None
+
+    bias = at(input_types, roles.bias) if roles.bias is not None else None
+    return (at(input_types, roles.activation) == "int8" and at(input_types, roles.weights) == "int8"
+            and at(output_types, 0) == "int8" and bias in (None, "int32"))
 
 
 def inspect_tflite(path: Path) -> dict[str, Any]:
@@ -63,15 +103,22 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
                 categories[kind] += buffer_bytes[t.buffer]
         for op in sg.operators:
             name = codes[op.opcodeIndex]
-            ins = [type_names.get(tensors[i].type, "?").lower() for i in op.inputs if i >= 0]
-            outs = [type_names.get(tensors[i].type, "?").lower() for i in op.outputs if i >= 0]
+            # tensor types by position: None where the index is -1 (an omitted optional operand)
+            in_types = [type_names.get(tensors[i].type, "?").lower() if i >= 0 else None
+                        for i in (op.inputs if op.inputs is not None else [])]
+            out_types = [type_names.get(tensors[i].type, "?").lower() if i >= 0 else None
+                         for i in (op.outputs if op.outputs is not None else [])]
             op_counts[name] += 1
-            first_out = next((i for i in op.outputs if i >= 0), None)
+            first_out = next((i for i in op.outputs if i >= 0), None) if op.outputs is not None else None
             tensor = tensors[first_out].name.decode(errors="replace") if first_out is not None and tensors[first_out].name else ""
-            ops.append({"op": name, "inputs": ins, "outputs": outs, "tensor": tensor})
+            ops.append({"op": name,
+                        "inputs": [t for t in in_types if t is not None],  # present operands only
+                        "outputs": [t for t in out_types if t is not None],
+                        "input_types": in_types, "output_types": out_types, "tensor": tensor,
+                        "int8": name in OPERAND_ROLES and _runs_in_int8(name, in_types, out_types)})
 
     compute = [o for o in ops if o["op"] in COMPUTE_OPS]
-    int8_compute = [o for o in compute if o["inputs"][:2] == ["int8", "int8"] and o["outputs"][:1] == ["int8"]]
+    int8_compute = [o for o in compute if o["int8"]]
     float_all = [o for o in ops if "float32" in o["outputs"] and o["op"] not in TYPE_CHANGE_OPS]
     float_ops = [o for o in float_all if o["op"] not in DATA_MOVEMENT_OPS]
     float_moves = sorted({o["op"] for o in float_all if o["op"] in DATA_MOVEMENT_OPS})
@@ -86,7 +133,7 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
         "compute_ops": len(compute),
         "int8_compute_ops": len(int8_compute),
         "int8_compute_fraction": len(int8_compute) / len(compute) if compute else 1.0,
-        "non_int8_compute_ops": [{k: o[k] for k in ("op", "inputs", "outputs")} for o in compute if o not in int8_compute],
+        "non_int8_compute_ops": [{k: o[k] for k in ("op", "inputs", "outputs")} for o in compute if not o["int8"]],
         # ops computing in float32 (a float kernel); float_ops: per op, how many and the first output tensors' names
         "float_output_ops": sorted({o["op"] for o in float_ops}),
         "float_ops": {op: {"count": sum(o["op"] == op for o in float_ops),

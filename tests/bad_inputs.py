@@ -233,8 +233,35 @@ CONFIG_CASES = [
         "must be a list of positive integers",
         id="shape-bool",
     ),
+    pytest.param(  # a scalar input is rank 0: its layout has no letters
+        edit(inputs=[_input(shape=[])]), ConfigError, "layout 'NCHW' has 4 letters but shape [] has 0", id="shape-empty"
+    ),
     pytest.param(
-        edit(inputs=[_input(shape=[])]), ConfigError, "must be a list of positive integers", id="shape-empty"
+        edit(inputs=[_input(), {"name": "sr", "value": "16k"}]), ConfigError, "must be a number or true or false or a list",
+        id="value-string",
+    ),
+    pytest.param(
+        edit(inputs=[_input(), {"name": "sr", "value": [[1, 2], [3]]}]), ConfigError,
+        "must be a number or a rectangular list of numbers", id="value-ragged",
+    ),
+    pytest.param(
+        edit(inputs=[_input(), {"name": "sr", "value": [[["x"]]]}]), ConfigError, "must be numbers (or true/false)",
+        id="value-list-of-strings",
+    ),
+    pytest.param(
+        edit(inputs=[_input(), {"name": "sr", "value": 16000, "shape": [1]}]), ConfigError,
+        "shape [1] but its value has shape []", id="value-shape-mismatch",
+    ),
+    pytest.param(
+        edit(inputs=[_input(), {"name": "sr", "value": 16000, "layout": "N"}]), ConfigError,
+        "is frozen by its value; 'layout' does not apply", id="value-with-layout",
+    ),
+    pytest.param(
+        edit(inputs=[{"name": INPUT, "value": 1.0}]), ConfigError, "every input of inputs is frozen", id="value-all-frozen",
+    ),
+    pytest.param(
+        edit(inputs=[_input(), {"name": "sr", "value": list(range(70000))}]), ConfigError,
+        "has more than 65536 numbers", id="value-too-large",
     ),
     pytest.param(
         edit(inputs=[_input(layout="NCH")]),

@@ -94,7 +94,7 @@ def embedding_rows(onnx_path: Path, inputs: Any) -> dict[str, int]:
 def check_token_ids(ds: ArrayDataset, rows: dict[str, int]) -> None:
     """Token ids must index a row of their embedding table (an out-of-range Gather is undefined)."""
     for name, n in rows.items():
-        arr = ds.arrays[name][: ds.count * ds._spec(name).shape[0]]
+        arr = ds._rows(name)
         for start in range(0, arr.shape[0], 1024):
             chunk = np.asarray(arr[start : start + 1024])
             bad = (chunk < 0) | (chunk >= n)

@@ -7,10 +7,12 @@ Rules:
   TorchScript-based exporter at a fixed opset (deterministic: same weights, same bytes), in a
   child process (``_torch_export_child``), as Keras / SavedModel go through tf2onnx in theirs
   (``_tf_export_child``): the user's code, torch and TensorFlow never run in edgeq's process.
-* ONNX models keep their graph; every input named in edgeq.toml must exist, dynamic dimensions
-  are fixed to the configured shape, and a static dimension that disagrees is an error.
-* The result passes ``onnx.checker`` (full check, with shape inference) and is simplified with
-  onnxslim; the graph's outputs are restricted to edgeq.toml's [[outputs]] when it lists them.
+* ONNX models keep their graph. onnxruntime decides whether a model is valid; metadata that only
+  onnx's checker objects to is repaired, inputs get their shapes from edgeq.toml and frozen inputs
+  become constants (``edgeq.onnx_repair``). The graph is simplified with onnxslim (shape logic and
+  If nodes whose conditions became constant fold away), its outputs restricted to edgeq.toml's
+  [[outputs]] when it lists them, and then compared with the model on onnxruntime: every rewrite
+  keeps what it computes, and each is listed in the report.
 """
 
 from __future__ import annotations
@@ -29,9 +31,6 @@ from edgeq.stages import StageResult
 __all__ = ["STAGE", "ExportStage", "OPSET"]
 
 OPSET = 17
-# Per-channel QDQ needs DequantizeLinear's axis attribute, which arrived in opset 13.
-MIN_OPSET = 13
-_ONNX_DTYPES = {"float32": 1, "int32": 6}  # onnx.TensorProto.FLOAT, INT32
 
 
 class ExportStage:
@@ -52,6 +51,9 @@ class ExportStage:
     def _graph(self, ctx: BuildContext, graph: GraphSpec) -> dict[str, Any]:
         import onnx
 
+        from edgeq.onnx_repair import (check_ifs, check_same_function, complete_output_shapes, count_ops, fix_inputs,
+                                       freeze_inputs, ort_check, tf_node_names, upgrade)
+
         raw = ctx.build_dir / f"{graph.name}.exported.onnx"
         if ctx.spec.format == "pytorch":
             source = ctx.spec.file
@@ -63,16 +65,30 @@ class ExportStage:
         else:
             source = graph.file
             model = load_onnx_checked(source)  # external data checked to stay in the model's folder
-        model = _upgrade_opset(model)
-        model = _fix_inputs(model, graph, source)
+        original = model.SerializeToString()
+        ort_check(original, source)  # onnxruntime, not onnx's checker, decides what a valid model is
+        rewrites: list[str] = []
+        model = upgrade(model, rewrites)
+        fix_inputs(model, graph, source, rewrites)
+        frozen = freeze_inputs(model, graph.frozen, rewrites)
         model = _select_outputs(model, graph)
-        try:
-            onnx.checker.check_model(model, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-            raise ModelError(f"{source.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from e
-        model = _simplify(model)
-        rewrites = _fuse_exact_gelu(model) + _int8_friendly(model)
-        onnx.checker.check_model(model, full_check=True)
+        if model.graph.value_info:
+            rewrites.append(f"{len(model.graph.value_info)} value_info entries dropped (shapes re-inferred from the "
+                            "fixed inputs)")
+        del model.graph.value_info[:]
+        for o in model.graph.output:  # re-inferred from the fixed inputs
+            if o.type.HasField("tensor_type"):
+                o.type.tensor_type.ClearField("shape")
+        ifs = count_ops(model.graph, "If")
+        model, slim_error = _simplify(model)
+        check_ifs(model, slim_error)
+        if ifs:
+            rewrites.append(f"If x{ifs}: each condition became a constant once shapes were fixed and inputs frozen; "
+                            "replaced by its branch (onnxslim)")
+        rewrites += _fuse_exact_gelu(model) + _int8_friendly(model)
+        tf_node_names(model, rewrites)
+        model = complete_output_shapes(model, source, rewrites)
+        drift = check_same_function(original, model, frozen, source, rewrites)
         check_weights_fit(model, source)  # before writing: the float32 .tflite must hold these tensors
         out = ctx.build_dir / f"{graph.name}.float.onnx"
         onnx.save_model(model, str(out))
@@ -81,7 +97,8 @@ class ExportStage:
         if task_out is not None and ctx.spec.task.kind != "translation" and task_out not in outputs:
             raise ModelError(f"[task].output '{task_out}' is not an output of {source.name}; its outputs: {', '.join(outputs)}")
         ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}, graph=graph.name))
-        return {"opset": _opset(model), "outputs": outputs, "nodes": len(model.graph.node), "rewrites": rewrites}
+        return {"opset": _opset(model), "outputs": outputs, "nodes": len(model.graph.node), "rewrites": rewrites,
+                "frozen_inputs": frozen, "rewrite_max_rel_diff": drift}
 
 
 STAGE = ExportStage()
@@ -114,20 +131,6 @@ def _export_tf(ctx: BuildContext, graph: GraphSpec, out: Path) -> None:
         raise ModelError(f"converting {name} to ONNX failed: {result['error']} (export.log with --keep-build)")
 
 
-def _upgrade_opset(model: Any) -> Any:
-    from onnx import version_converter
-
-    if _opset(model) >= MIN_OPSET:
-        return model
-    try:
-        return version_converter.convert_version(model, MIN_OPSET)
-    except Exception as e:  # the converter raises plain RuntimeError / ValueError for unsupported ops
-        raise ModelError(
-            f"the model uses ONNX opset {_opset(model)}; per-channel INT8 needs opset >= {MIN_OPSET} and the "
-            f"automatic upgrade failed ({type(e).__name__}); re-export it with opset_version={OPSET}"
-        ) from e
-
-
 def _export_pytorch(ctx: BuildContext) -> None:
     """Every graph of a PyTorch model -> ``<graph>.exported.onnx``, in a child process (``_torch_export_child``)."""
     from edgeq._proc import exit_text, run_job
@@ -150,76 +153,6 @@ def _export_pytorch(ctx: BuildContext) -> None:
                          "its output is in export.log, kept with --keep-build")
     if not result["ok"]:
         raise ModelError(result["error"])
-
-
-def _fix_inputs(model: Any, graph: GraphSpec, source: Path) -> Any:
-    import onnx
-
-    initializers = {t.name for t in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
-    by_name = {i.name: i for i in graph_inputs}
-    wanted = {i.name for i in graph.inputs}
-    for spec_in in graph.inputs:
-        if spec_in.name not in by_name:
-            raise ModelError(
-                f"edgeq.toml names input '{spec_in.name}' but the model's inputs are: "
-                f"{', '.join(by_name) or 'none'}; fix [[inputs]].name"
-            )
-    extra = [n for n in by_name if n not in wanted]
-    if extra:
-        raise ModelError(f"the model has inputs not listed in edgeq.toml: {', '.join(extra)}; add them to [[inputs]]")
-    for spec_in in graph.inputs:
-        vi = by_name[spec_in.name]
-        tt = vi.type.tensor_type
-        if tt.elem_type == onnx.TensorProto.INT64 and spec_in.dtype == "int32":
-            _int32_input(model, spec_in.name)  # token ids are int32 on the device
-        elif tt.elem_type != _ONNX_DTYPES[spec_in.dtype]:
-            have = onnx.TensorProto.DataType.Name(tt.elem_type)
-            raise ModelError(f"input '{spec_in.name}' is {have} in the model but {spec_in.dtype} in edgeq.toml")
-        dims = tt.shape.dim
-        if len(dims) != len(spec_in.shape):
-            raise ModelError(
-                f"input '{spec_in.name}' has rank {len(dims)} in the model but shape {list(spec_in.shape)} in edgeq.toml"
-            )
-        for axis, (d, want) in enumerate(zip(dims, spec_in.shape, strict=False)):
-            if d.HasField("dim_value") and d.dim_value != want:
-                raise ModelError(
-                    f"input '{spec_in.name}' dimension {axis} is {d.dim_value} in the model but {want} in edgeq.toml"
-                )
-            d.Clear()
-            d.dim_value = want
-    # Output shapes are re-inferred from the fixed inputs.
-    for o in model.graph.output:
-        if o.type.HasField("tensor_type"):
-            o.type.tensor_type.ClearField("shape")
-    del model.graph.value_info[:]
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except onnx.shape_inference.InferenceError as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(
-            f"{source.name} is not a valid ONNX model with the shapes in edgeq.toml: {detail[:300]}"
-        ) from e
-
-
-def _int32_input(model: Any, name: str) -> None:
-    """Make an int64 graph input int32 and cast it back to int64 for the nodes that read it.
-
-    Exporters write token ids as int64; phones feed int32, and TFLite's int8 path wants int32
-    indices. The ids are the same numbers, so one Cast at the input changes nothing else."""
-    import onnx
-
-    cast_out = f"{name}__edgeq_int64"
-    for node in model.graph.node:
-        for k, inp in enumerate(node.input):
-            if inp == name:
-                node.input[k] = cast_out
-    for out in model.graph.output:
-        if out.name == name:
-            raise ModelError(f"input '{name}' is also a graph output; it cannot be made int32")
-    cast = onnx.helper.make_node("Cast", [name], [cast_out], to=onnx.TensorProto.INT64, name=f"{name}__edgeq_cast")
-    model.graph.node.insert(0, cast)
-    next(i for i in model.graph.input if i.name == name).type.tensor_type.elem_type = onnx.TensorProto.INT32
 
 
 def _select_outputs(model: Any, graph: GraphSpec) -> Any:
@@ -335,14 +268,16 @@ def _int8_friendly(model: Any) -> list[str]:
     return [f"Neg -> Mul by -1 (x{len(negs)}): same values; TFLite has no int8 NEG kernel"]
 
 
-def _simplify(model: Any) -> Any:
+def _simplify(model: Any) -> tuple[Any, str | None]:
+    """onnxslim with the fixed shapes: constant and shape folding (an If whose condition folds is replaced
+    by its branch), dead code removed. Returns the model and, if onnxslim failed, why (the graph is kept)."""
     import onnxslim
 
     try:
         slim = onnxslim.slim(model)
-    except Exception:  # onnxslim is an optimisation; the unsimplified graph is still correct
-        return model
-    return slim if slim is not None else model
+    except Exception as e:  # onnxslim is an optimisation; the unsimplified graph is still correct
+        return model, f"{type(e).__name__}: {e}"
+    return (slim, None) if slim is not None else (model, "it returned no model")
 
 
 def _opset(model: Any) -> int:

@@ -113,6 +113,8 @@ class PackageStage:
             name = target.model_file if single else f"{graph.name}.tflite"
             shutil.copyfile(art.path, out / name)
             graphs[graph.name] = _graph_json(graph, art, name)
+            # Inputs export froze into the graph: the values the model was built for (the app feeds none).
+            graphs[graph.name]["frozen_inputs"] = ctx.results["export"]["graphs"][graph.name].get("frozen_inputs", [])
 
         labels_name = None
         if spec.task.labels is not None:

@@ -194,7 +194,7 @@ def _single_graph(ctx: BuildContext, ref: dict[str, Any], runners: dict[Pair, di
     classify = ctx.spec.task.kind == "classification"
     task_out = ctx.spec.task.output
     n_classes = _count_labels(ctx)
-    batch = ctx.spec.inputs[0].shape[0]
+    batch = ctx.spec.inputs[0].shape[0] if ctx.spec.inputs[0].shape else 1
     labels = ctx.eval.sample_labels() if classify else None
     ref_task = ClassificationMetrics(n_classes) if classify else None
     task_acc = {p: ClassificationMetrics(n_classes) for p in runners} if classify else {}
