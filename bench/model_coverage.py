@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the ONNX models as production exporters write them
+
+import numpy as np  # noqa: E402
+import onnx_models  # noqa: E402
 N_CAL, N_EVAL = 32, 32
 
 # One transformer encoder block; %s is its feed-forward layer with the GELU under test.
@@ -147,22 +151,44 @@ def _toml(name: str, info: dict[str, Any], kind: str) -> str:
     return "\n".join(lines)
 
 
-def run_one(name: str, work: Path) -> dict[str, Any]:
-    code, kind = MODELS[name]
+def _folder(work: Path, name: str) -> Path:
     root = work / "".join(c if c.isalnum() else "_" for c in name)
     root.mkdir()
+    return root
+
+
+def run_one(name: str, work: Path) -> dict[str, Any]:
+    if name in onnx_models.CASES:
+        return run_onnx(name, work)
+    code, kind = MODELS[name]
+    root = _folder(work, name)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", MAKE % (textwrap.dedent(code).strip(), N_CAL, N_EVAL), str(root), kind],
                    check=True, capture_output=True, text=True, timeout=900)
     info = json.loads((root / "info.json").read_text())
     (root / "edgeq.toml").write_text(_toml(name.split()[0].lower(), info, kind))
-    out = work / (root.name + "-bundle")
+    return _build_row(name, kind, info["params"], root, [], time.perf_counter() - t0)
+
+
+def run_onnx(name: str, work: Path) -> dict[str, Any]:
+    """An ONNX model written the way production exporters write them (tests/onnx_models.py)."""
+    root = _folder(work, name)
+    t0 = time.perf_counter()
+    case = onnx_models.CASES[name]()
+    onnx_models.write_model_dir(case, root, name="onnx", n_cal=N_CAL, n_eval=N_EVAL)
+    params = sum(int(np.prod(t.dims)) for t in case.model.graph.initializer)
+    args = [a for n, s in case.input_shapes.items() for a in ("--input-shape", f"{n}={','.join(map(str, s))}")]
+    return _build_row(name, case.kind, params, root, args, time.perf_counter() - t0)
+
+
+def _build_row(name: str, kind: str, params: int, root: Path, args: list[str], make_seconds: float) -> dict[str, Any]:
+    out = root.with_name(root.name + "-bundle")
     t1 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edgeq", "build", str(root), "--target", "android", "--out", str(out),
-                           "--runtime", "litert", "--json"], capture_output=True, text=True, timeout=3600)
+                           "--runtime", "litert", "--json", *args], capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - t1
-    row: dict[str, Any] = {"model": name, "task": kind, "params": info["params"], "exit_code": proc.returncode,
-                           "build_seconds": round(seconds, 1), "make_seconds": round(t1 - t0, 1)}
+    row: dict[str, Any] = {"model": name, "task": kind, "params": params, "exit_code": proc.returncode,
+                           "build_seconds": round(seconds, 1), "make_seconds": round(make_seconds, 1)}
     if proc.returncode in (0, 1):
         r = json.loads(proc.stdout)
         shipped = r["artifacts"]["tflite_int8"]
@@ -180,6 +206,7 @@ def run_one(name: str, work: Path) -> dict[str, Any]:
             "sqnr_db": min(sq) if sq else None,
             "size_ratio": r["size"]["int8_to_float32_ratio"],
             "gates_failed": [f"{g['name']} ({g['value']:.4g} vs {g['limit']:.4g})" for g in r["gates"] if not g["passed"]],
+            "rewrites": [w for g in r["export"]["graphs"].values() for w in g["rewrites"]],
         })
     else:
         row.update({"converted": False, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:700]})
@@ -224,7 +251,7 @@ def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> No
 
 def main() -> None:
     only = sys.argv[1:]
-    names = [n for n in MODELS if not only or any(o.lower() in n.lower() for o in only)]
+    names = [n for n in [*MODELS, *onnx_models.CASES] if not only or any(o.lower() in n.lower() for o in only)]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeq-coverage-") as tmp:

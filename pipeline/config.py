@@ -183,6 +183,7 @@ class FrozenInput:
 
     name: str
     value: Any
+    position: int = 0  # where it stands among the [[inputs]] (a PyTorch forward's argument order)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -200,6 +201,8 @@ def _check_value(name: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: the value of input '{name}' is nested more than 8 lists deep")
         if isinstance(v, list):
             return sum(count(x, depth + 1) for x in v)
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+            raise ConfigError(f"{where}: the value of input '{name}' holds {v}, which does not fit in 64 bits")
         if isinstance(v, (bool, int, float)):
             return 1
         raise ConfigError(f"{where}: the value of input '{name}' must be numbers (or true/false), got {v!r}")
@@ -258,6 +261,18 @@ class GraphSpec:
 
     def input(self, name: str) -> InputSpec:
         return next(i for i in self.inputs if i.name == name)
+
+    def declared_inputs(self) -> list[dict[str, Any]]:
+        """Every input in edgeq.toml's order as {name, shape, dtype} (+ value for a frozen one, its dtype
+        that of the value: int64, float32 or bool): what an exporter is given as example inputs."""
+        import numpy as np
+
+        out: list[dict[str, Any]] = [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in self.inputs]
+        for f in sorted(self.frozen, key=lambda f: f.position):
+            kind = np.array(f.value).dtype.kind
+            dtype = {"b": "bool", "i": "int64", "u": "int64"}.get(kind, "float32")
+            out.insert(f.position, {"name": f.name, "shape": list(f.shape), "dtype": dtype, "value": f.value})
+        return out
 
 
 @dataclass(frozen=True)
@@ -504,7 +519,7 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
             value = _check_value(iname, value, f"{f}: {where}[{k}]")
             if iname in shapes:
                 raise ConfigError(f"input '{iname}' is given both --input-shape and a value; a frozen input's shape is its value's")
-            frozen_in = FrozenInput(iname, value)
+            frozen_in = FrozenInput(iname, value, k)
             if shape is not None and list(shape) != list(frozen_in.shape):
                 raise ConfigError(f"{f}: {where}[{k}] ('{iname}'): shape {shape!r} but its value has shape "
                                   f"{list(frozen_in.shape)}; drop shape (a frozen input's shape is its value's)")

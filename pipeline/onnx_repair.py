@@ -120,17 +120,18 @@ def _dims_text(dims: Any) -> str:
     return "[" + ", ".join(str(onnx_dim(d)) for d in dims) + "]"
 
 
-def fix_inputs(model: Any, graph: GraphSpec, source: Path, rewrites: list[str]) -> None:
+def fix_inputs(model: Any, graph: GraphSpec, source: Path, rewrites: list[str], exported: bool = False) -> None:
     """Every fed input to the shape and dtype of edgeq.toml: each dynamic dimension (a name, an
     expression, -1, 0 or nothing) takes its size; a static one that disagrees is an error; an input
-    with no declared shape takes edgeq.toml's; int64 token ids become int32 (a Cast after the input)."""
+    with no declared shape takes edgeq.toml's; int64 token ids become int32 (a Cast after the input).
+    ``exported``: edgeq's own exporter wrote the graph, which may have made a frozen input a constant already."""
     import onnx
 
     initializers = {t.name for t in model.graph.initializer}
     by_name = {i.name: i for i in model.graph.input if i.name not in initializers}
-    wanted = {i.name for i in graph.inputs} | {f.name for f in graph.frozen}
+    wanted = [i.name for i in graph.inputs] + [f.name for f in graph.frozen]
     for name in wanted:
-        if name not in by_name:
+        if name not in by_name and not (exported and name in {f.name for f in graph.frozen}):
             raise ModelError(
                 f"edgeq.toml names input '{name}' but the model's inputs are: {', '.join(by_name) or 'none'}; "
                 "fix [[inputs]].name"
@@ -222,7 +223,12 @@ def freeze_inputs(model: Any, frozen: tuple[FrozenInput, ...], rewrites: list[st
 
     out = []
     for f in frozen:
-        vi = next(i for i in model.graph.input if i.name == f.name)
+        vi = next((i for i in model.graph.input if i.name == f.name), None)
+        if vi is None:  # edgeq's exporter was given the value and already made it a constant
+            rewrites.append(f"input '{f.name}' frozen to {f.value!r}: the exporter made it a constant")
+            out.append({"name": f.name, "dtype": np.array(f.value).dtype.name, "shape": list(np.shape(f.value)),
+                        "value": f.value})
+            continue
         arr = _frozen_array(f, vi)
         model.graph.input.remove(vi)
         model.graph.initializer.append(numpy_helper.from_array(arr, f.name))
@@ -318,9 +324,18 @@ def check_same_function(original: bytes, rewritten: Any, frozen: list[dict[str, 
     Returns the largest difference relative to the output's range (None: nothing was rewritten)."""
     if not rewrites:
         return None
+    import onnx
+
     feeds = _feeds(rewritten)
+    # The reference is the model as given, its inputs declared with the sizes fed (onnxruntime takes a
+    # declared 0 literally): nothing else of it changes.
+    reference = onnx.load_model_from_string(original)
+    for i in reference.graph.input:
+        if i.name in feeds and i.type.tensor_type.HasField("shape"):
+            i.type.tensor_type.ClearField("shape")
+            i.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=n) for n in feeds[i.name].shape)
     try:
-        ref_sess = _session(original)
+        ref_sess = _session(reference)
     except Exception as e:
         raise ModelError(f"onnxruntime cannot load {source.name}: {ort_reason(e)}; re-export the model") from e
     ref_feeds = {}

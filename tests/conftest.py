@@ -322,14 +322,15 @@ def make_fake_bundle(out: Path) -> Path:
     return out
 
 
-def make_context(model_dir: Path, work: Path, *, io_dtype: str | None = None) -> Any:
+def make_context(model_dir: Path, work: Path, *, io_dtype: str | None = None,
+                 input_shapes: dict[str, tuple[int, ...]] | None = None, input_values: dict[str, Any] | None = None) -> Any:
     """A BuildContext for ``model_dir`` as edgeq.build makes it, without running any stage."""
     from edgeq.build import _check_labels
     from edgeq.config import load_model_spec, load_target
     from edgeq.context import BuildContext
     from edgeq.data import ArrayDataset
 
-    spec = load_model_spec(model_dir)
+    spec = load_model_spec(model_dir, input_shapes, input_values)
     target = load_target("android").with_io_dtype(io_dtype or spec.io_dtype)
     calibration = ArrayDataset.open(
         spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples

@@ -125,8 +125,10 @@ def _export_graph(model: Any, class_name: str, graph: dict[str, Any], opset: int
             raise ModelError(f"{class_name} has no method '{graph['method']}'; fix graphs.method in edgeq.toml")
         what = f"{class_name}.{graph['method']}"
         model = _Method(model, graph["method"])
-    dtypes = {"float32": torch.float32, "int32": torch.int32}
-    example = tuple(torch.zeros(i["shape"], dtype=dtypes[i["dtype"]]) for i in graph["inputs"])
+    dtypes = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
+    # A frozen input is given its value (export makes it a constant of the ONNX graph afterwards).
+    example = tuple(torch.tensor(i["value"], dtype=dtypes[i["dtype"]]) if "value" in i
+                    else torch.zeros(i["shape"], dtype=dtypes[i["dtype"]]) for i in graph["inputs"])
     output_names = graph["outputs"] or None
     with torch.no_grad():
         try:

@@ -69,7 +69,7 @@ class ExportStage:
         ort_check(original, source)  # onnxruntime, not onnx's checker, decides what a valid model is
         rewrites: list[str] = []
         model = upgrade(model, rewrites)
-        fix_inputs(model, graph, source, rewrites)
+        fix_inputs(model, graph, source, rewrites, exported=ctx.spec.format != "onnx")
         frozen = freeze_inputs(model, graph.frozen, rewrites)
         model = _select_outputs(model, graph)
         if model.graph.value_info:
@@ -121,7 +121,7 @@ def _export_tf(ctx: BuildContext, graph: GraphSpec, out: Path) -> None:
     from edgeq._proc import exit_text, run_job
 
     job = {"format": ctx.spec.format, "path": str(ctx.spec.file), "out": str(out), "trust": ctx.trust_model,
-           "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in graph.inputs]}
+           "inputs": graph.declared_inputs()}
     code, result = run_job("edgeq.stages._tf_export_child", job, ctx.build_dir / "export.job.json",
                            ctx.build_dir / "export.log")
     name = ctx.spec.file.name
@@ -143,7 +143,7 @@ def _export_pytorch(ctx: BuildContext) -> None:
         "file": str(spec.file), "class_name": spec.class_name, "init_args": spec.init_args,
         "weights": str(spec.weights), "opset": OPSET,
         "graphs": [{"name": g.name, "method": g.method, "out": str(ctx.build_dir / f"{g.name}.exported.onnx"),
-                    "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in g.inputs],
+                    "inputs": g.declared_inputs(),
                     "outputs": [o.name for o in g.outputs]} for g in spec.graphs],
     }
     code, result = run_job("edgeq.stages._torch_export_child", job, ctx.build_dir / "export.job.json",
