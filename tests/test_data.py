@@ -289,3 +289,42 @@ def test_labels_beside_calibration_inputs_are_ignored(tmp_path: Path) -> None:
     """One folder may serve as both sets: labels.npy is read only where labels are wanted."""
     ds = ArrayDataset.open(files(image=_images(4), labels=np.zeros(4, np.int64))(tmp_path), (IMAGE,), "calibration")
     assert len(ds) == 4 and ds.labels is None
+
+
+# --- inputs of any rank; samples on a new first axis ----------------------------------------------
+
+SR = InputSpec("sr", (), "int32", "")
+GAIN = InputSpec("gain", (), "float32", "")
+STATE = InputSpec("state", (2, 1, 8), "float32", "DNC")
+
+
+def test_a_scalar_input_takes_one_value_per_sample(tmp_path: Path) -> None:
+    folder = files(sr=np.array([8000, 16000, 16000], np.int32), gain=np.array([0.5, 1.0, 2.0], np.float32))(tmp_path)
+    ds = ArrayDataset.open(folder, (SR, GAIN), "calibration")
+    assert len(ds) == 3
+    sample = ds.sample(1)
+    assert sample["sr"].shape == () and sample["sr"] == 16000 and sample["sr"].dtype == np.int32
+    assert sample["gain"].shape == () and sample["gain"] == 1.0
+
+
+def test_samples_may_be_stacked_on_a_new_first_axis(tmp_path: Path) -> None:
+    """A state [2, 1, 8] whose first axis is not a batch: its data file is [N, 2, 1, 8]."""
+    states = np.arange(4 * 16, dtype=np.float32).reshape(4, 2, 1, 8)
+    folder = files(state=states, image=_images(4).reshape(4, 1, 3, 4, 4))(tmp_path)
+    ds = ArrayDataset.open(folder, (STATE, IMAGE), "eval")
+    assert len(ds) == 4
+    np.testing.assert_array_equal(ds.sample(3)["state"], states[3])
+    np.testing.assert_array_equal(ds.sample(2)["image"], _images(4)[2:3])
+
+
+@pytest.mark.parametrize(("array", "spec", "fragment"), [
+    (np.zeros((3, 1), np.int32), SR, "sr.npy has shape [3, 1], input 'sr' needs [N], one value per sample"),
+    (np.zeros((3, 2, 8), np.float32), STATE, "state.npy has shape [3, 2, 8], input 'state' needs [N*2, 1, 8] or "
+                                              "[N, 2, 1, 8]"),
+])
+def test_a_scalar_or_state_file_of_the_wrong_shape_is_refused(tmp_path: Path, array: np.ndarray, spec: InputSpec,
+                                                              fragment: str) -> None:
+    folder = files(**{spec.name: array})(tmp_path)
+    with pytest.raises(DataError) as info:
+        ArrayDataset.open(folder, (spec,), "calibration")
+    assert fragment in str(info.value)
