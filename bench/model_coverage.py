@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the ONNX models as production exporte
 
 import numpy as np  # noqa: E402
 import onnx_models  # noqa: E402
+
 N_CAL, N_EVAL = 32, 32
 
 # One transformer encoder block; %s is its feed-forward layer with the GELU under test.

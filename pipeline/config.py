@@ -518,7 +518,8 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
         if value is not None:
             value = _check_value(iname, value, f"{f}: {where}[{k}]")
             if iname in shapes:
-                raise ConfigError(f"input '{iname}' is given both --input-shape and a value; a frozen input's shape is its value's")
+                raise ConfigError(f"input '{iname}' is given both --input-shape and a value; a frozen input's shape is "
+                                  "its value's")
             frozen_in = FrozenInput(iname, value, k)
             if shape is not None and list(shape) != list(frozen_in.shape):
                 raise ConfigError(f"{f}: {where}[{k}] ('{iname}'): shape {shape!r} but its value has shape "

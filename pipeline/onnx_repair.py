@@ -32,7 +32,7 @@ from edgeq.config import FrozenInput, GraphSpec
 from edgeq.errors import ModelError
 
 __all__ = ["MIN_OPSET", "check_ifs", "check_same_function", "complete_output_shapes", "count_ops", "fix_inputs",
-           "freeze_inputs", "ort_check", "ort_reason", "tf_node_names", "upgrade"]
+           "freeze_inputs", "ort_check", "ort_reason", "tf_node_names", "unroll_lstms", "upgrade"]
 
 # Per-channel QDQ needs DequantizeLinear's axis attribute, which arrived in opset 13.
 MIN_OPSET = 13
@@ -394,5 +394,117 @@ def tf_node_names(model: Any, rewrites: list[str]) -> None:
         renamed.append((n.name, new))
         n.name = new
     if renamed:
-        shown = ", ".join(f"'{a}' -> '{b}'" for a, b in renamed[:3]) + (f" and {len(renamed) - 3} more" if len(renamed) > 3 else "")
+        more = f" and {len(renamed) - 3} more" if len(renamed) > 3 else ""
+        shown = ", ".join(f"'{a}' -> '{b}'" for a, b in renamed[:3]) + more
         rewrites.append(f"{len(renamed)} node name(s) made valid TensorFlow scope names ({shown})")
+
+
+def _shapes(model: Any) -> dict[str, list[int]]:
+    """Static shapes of the graph's tensors, as far as onnx's shape inference knows them."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # metadata only: a tensor without a known shape is simply left out
+        inferred = model
+    out = {}
+    for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        tt = v.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value > 0 for d in tt.shape.dim):
+            out[v.name] = [d.dim_value for d in tt.shape.dim]
+    return out
+
+
+def unroll_lstms(model: Any, rewrites: list[str]) -> None:
+    """Each ONNX LSTM with a static sequence length (a streaming cell has length 1), default gate
+    activations, constant weights and no peepholes, clip or sequence lengths is written out step by
+    step as the function the ONNX spec defines: per step gates = x W^T + h R^T + Wb + Rb, split
+    i, o, f, c; c' = f * c + i * tanh(c~); h' = o * tanh(c'). These ops have int8 kernels; onnx2tf's
+    own LSTM conversion fails on a state fed as a graph input and would not be int8."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    shapes = _shapes(model)
+    count = 0
+    new_nodes: list[Any] = []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ins = list(node.input) + [""] * (8 - len(node.input))
+        x, w, r, b, seq_lens, h0, c0, peep = ins[:8]
+        ok = (node.op_type == "LSTM" and node.domain in ("", "ai.onnx") and x in shapes and w in inits and r in inits
+              and (not b or b in inits) and not seq_lens and not peep and attrs.get("layout", 0) == 0
+              and not attrs.get("input_forget", 0) and "clip" not in attrs
+              and [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+              in ([], ["Sigmoid", "Tanh", "Tanh"], ["Sigmoid", "Tanh", "Tanh"] * 2))
+        if not ok:
+            new_nodes.append(node)
+            continue
+        count += 1
+        p = f"{node.name or 'lstm'}__edgeq"
+        steps, batch, _ = shapes[x]
+        W, R = numpy_helper.to_array(inits[w]), numpy_helper.to_array(inits[r])
+        hidden = R.shape[-1]
+        B = numpy_helper.to_array(inits[b]) if b else np.zeros((W.shape[0], 8 * hidden), np.float32)
+        direction = attrs.get("direction", b"forward")
+        direction = direction.decode() if isinstance(direction, bytes) else direction
+        dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+        consts = {f"{p}/sizes": np.array([hidden] * 4, np.int64), f"{p}/axes0": np.array([0], np.int64),
+                  f"{p}/axes01": np.array([0, 1], np.int64)}
+        consts.update({f"{p}/idx{k}": np.array(k, np.int64) for k in range(max(steps, len(dirs)))})
+        if not h0 or not c0:
+            consts[f"{p}/zeros"] = np.zeros((batch, hidden), np.float32)
+        finals_h, finals_c, per_dir = [], [], []
+        for d, name in enumerate(dirs):
+            q = f"{p}/d{d}"
+            consts[f"{q}/Wt"] = np.ascontiguousarray(W[d].T)
+            consts[f"{q}/Rt"] = np.ascontiguousarray(R[d].T)
+            consts[f"{q}/bias"] = (B[d, : 4 * hidden] + B[d, 4 * hidden :]).astype(np.float32)
+            h = c = f"{p}/zeros"
+            if h0:
+                new_nodes.append(helper.make_node("Gather", [h0, f"{p}/idx{d}"], [f"{q}/h0"], axis=0, name=f"{q}/h0"))
+                h = f"{q}/h0"
+            if c0:
+                new_nodes.append(helper.make_node("Gather", [c0, f"{p}/idx{d}"], [f"{q}/c0"], axis=0, name=f"{q}/c0"))
+                c = f"{q}/c0"
+            outs = []
+            order = range(steps) if name == "forward" else reversed(range(steps))
+            for t in order:
+                s = f"{q}/t{t}"
+                new_nodes += [
+                    helper.make_node("Gather", [x, f"{p}/idx{t}"], [f"{s}/x"], axis=0, name=f"{s}/x"),
+                    helper.make_node("MatMul", [f"{s}/x", f"{q}/Wt"], [f"{s}/xw"], name=f"{s}/xw"),
+                    helper.make_node("MatMul", [h, f"{q}/Rt"], [f"{s}/hr"], name=f"{s}/hr"),
+                    helper.make_node("Add", [f"{s}/xw", f"{s}/hr"], [f"{s}/sum"], name=f"{s}/sum"),
+                    helper.make_node("Add", [f"{s}/sum", f"{q}/bias"], [f"{s}/gates"], name=f"{s}/gates"),
+                    helper.make_node("Split", [f"{s}/gates", f"{p}/sizes"], [f"{s}/{g}" for g in "iofc"], axis=1,
+                                     name=f"{s}/split"),
+                    *[helper.make_node("Sigmoid", [f"{s}/{g}"], [f"{s}/{g}s"], name=f"{s}/{g}s") for g in "iof"],
+                    helper.make_node("Tanh", [f"{s}/c"], [f"{s}/ct"], name=f"{s}/ct"),
+                    helper.make_node("Mul", [f"{s}/fs", c], [f"{s}/keep"], name=f"{s}/keep"),
+                    helper.make_node("Mul", [f"{s}/is", f"{s}/ct"], [f"{s}/new"], name=f"{s}/new"),
+                    helper.make_node("Add", [f"{s}/keep", f"{s}/new"], [f"{s}/cN"], name=f"{s}/cN"),
+                    helper.make_node("Tanh", [f"{s}/cN"], [f"{s}/cNt"], name=f"{s}/cNt"),
+                    helper.make_node("Mul", [f"{s}/os", f"{s}/cNt"], [f"{s}/hN"], name=f"{s}/hN"),
+                ]
+                h, c = f"{s}/hN", f"{s}/cN"
+                outs.append(h)
+            if name == "reverse":
+                outs.reverse()
+            y = f"{q}/Y"
+            new_nodes += [helper.make_node("Unsqueeze", [o, f"{p}/axes01"], [f"{o}4"], name=f"{o}4") for o in outs]
+            new_nodes.append(helper.make_node("Concat", [f"{o}4" for o in outs], [y], axis=0, name=y))  # [T, 1, B, H]
+            per_dir.append(y)
+            for final, into in ((h, finals_h), (c, finals_c)):
+                new_nodes.append(helper.make_node("Unsqueeze", [final, f"{p}/axes0"], [f"{final}3"], name=f"{final}3"))
+                into.append(f"{final}3")
+        outputs = list(node.output) + [""] * (3 - len(node.output))
+        for out, parts, axis in ((outputs[0], per_dir, 1), (outputs[1], finals_h, 0), (outputs[2], finals_c, 0)):
+            if out:
+                new_nodes.append(helper.make_node("Concat", parts, [out], axis=axis, name=f"{p}/{out}"))
+        model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+        rewrites.append(f"LSTM x{count} written out step by step (MatMul, Sigmoid, Tanh, Mul, Add: the same function, "
+                        "ops with int8 kernels)")
+

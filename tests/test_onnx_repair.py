@@ -272,3 +272,53 @@ def test_a_frozen_input_is_not_fed_and_a_scalar_input_is(tmp_path: Path) -> None
     frozen = load_model_spec(tmp_path / "m", input_values={"sr": 16000}).single
     assert [i.name for i in frozen.inputs] == ["x", "state"]
     assert [(f.name, f.value, f.shape) for f in frozen.frozen] == [("sr", 16000, ())]
+
+
+# --- LSTM written out step by step -----------------------------------------------------------------
+
+
+def _lstm(direction: str, steps: int, with_state: bool) -> onnx.ModelProto:
+    rng = np.random.default_rng(7)
+    d, hidden, size = (2 if direction == "bidirectional" else 1), 5, 3
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, n)
+             for n, s in (("W", (d, 4 * hidden, size)), ("R", (d, 4 * hidden, hidden)), ("B", (d, 8 * hidden)))]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 2, size])]
+    state = ["h", "c"] if with_state else ["", ""]
+    if with_state:
+        inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [d, 2, hidden]) for n in state]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", *state], ["y", "yh", "yc"], hidden_size=hidden,
+                            direction=direction, name="/rnn/LSTM")
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "yh", "yc")]
+    graph = helper.make_graph([node], "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("direction", "steps", "with_state"), [
+    ("forward", 1, True), ("forward", 4, False), ("reverse", 3, True), ("bidirectional", 3, True),
+])
+def test_an_lstm_written_out_step_by_step_computes_the_same(direction: str, steps: int, with_state: bool) -> None:
+    from edgeq.onnx_repair import unroll_lstms
+
+    model = _lstm(direction, steps, with_state)
+    original = model.SerializeToString()
+    rewrites: list[str] = []
+    unroll_lstms(model, rewrites)
+    assert rewrites == ["LSTM x1 written out step by step (MatMul, Sigmoid, Tanh, Mul, Add: the same function, ops "
+                        "with int8 kernels)"]
+    assert not [n for n in model.graph.node if n.op_type == "LSTM"]
+    rng = np.random.default_rng(8)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    for got, want in zip(_run(model, feeds), _run(original, feeds), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_lstm_with_peepholes_is_left_as_it_is() -> None:
+    from edgeq.onnx_repair import unroll_lstms
+
+    model = _lstm("forward", 2, False)
+    model.graph.node[0].input.append("P")  # x, W, R, B, sequence_lens, initial_h, initial_c, P
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((1, 15), np.float32), "P"))
+    rewrites: list[str] = []
+    unroll_lstms(model, rewrites)
+    assert rewrites == [] and model.graph.node[0].op_type == "LSTM"

@@ -51,8 +51,18 @@ class ExportStage:
     def _graph(self, ctx: BuildContext, graph: GraphSpec) -> dict[str, Any]:
         import onnx
 
-        from edgeq.onnx_repair import (check_ifs, check_same_function, complete_output_shapes, count_ops, fix_inputs,
-                                       freeze_inputs, ort_check, tf_node_names, upgrade)
+        from edgeq.onnx_repair import (
+            check_ifs,
+            check_same_function,
+            complete_output_shapes,
+            count_ops,
+            fix_inputs,
+            freeze_inputs,
+            ort_check,
+            tf_node_names,
+            unroll_lstms,
+            upgrade,
+        )
 
         raw = ctx.build_dir / f"{graph.name}.exported.onnx"
         if ctx.spec.format == "pytorch":
@@ -85,6 +95,7 @@ class ExportStage:
         if ifs:
             rewrites.append(f"If x{ifs}: each condition became a constant once shapes were fixed and inputs frozen; "
                             "replaced by its branch (onnxslim)")
+        unroll_lstms(model, rewrites)
         rewrites += _fuse_exact_gelu(model) + _int8_friendly(model)
         tf_node_names(model, rewrites)
         model = complete_output_shapes(model, source, rewrites)
