@@ -32,7 +32,7 @@ from edgeq.config import FrozenInput, GraphSpec
 from edgeq.errors import ModelError
 
 __all__ = ["MIN_OPSET", "check_ifs", "check_same_function", "complete_output_shapes", "count_ops", "fix_inputs",
-           "freeze_inputs", "ort_check", "ort_reason", "tf_node_names", "unroll_lstms", "upgrade"]
+           "freeze_inputs", "ort_check", "ort_reason", "tf_node_names", "tidy_slices", "unroll_lstms", "upgrade"]
 
 # Per-channel QDQ needs DequantizeLinear's axis attribute, which arrived in opset 13.
 MIN_OPSET = 13
@@ -508,3 +508,48 @@ def unroll_lstms(model: Any, rewrites: list[str]) -> None:
         rewrites.append(f"LSTM x{count} written out step by step (MatMul, Sigmoid, Tanh, Mul, Add: the same function, "
                         "ops with int8 kernels)")
 
+
+
+def tidy_slices(model: Any, rewrites: list[str]) -> None:
+    """A constant Slice keeps only the axes it really cuts, with ends clamped to the dimension (the same
+    values). Exporters write every axis (start 0, end INT64_MAX); onnx2tf, which holds a Conv1d output
+    channels-last, then cuts the wrong axis of it."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    shapes = _shapes(model)
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]).astype(np.int64) if name in inits else None
+
+    n = 0
+    for node in model.graph.node:
+        if node.op_type != "Slice" or node.input[0] not in shapes or len(node.input) < 4:
+            continue
+        dims = shapes[node.input[0]]
+        starts, ends, axes = const(node.input[1]), const(node.input[2]), const(node.input[3])
+        steps = const(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones_like(starts)
+        if starts is None or ends is None or axes is None or steps is None:
+            continue
+        keep = []
+        for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+            size = dims[a]
+            trivial = st == 1 and (s == 0 or s <= -size) and e >= size
+            if not trivial:
+                keep.append((int(s), int(min(e, size)) if st > 0 else int(e), int(a) % len(dims), int(st)))
+        if len(keep) == len(starts) and all(e == k[1] for e, k in zip(ends, keep, strict=True)):
+            continue
+        if not keep:
+            node.op_type = "Identity"
+            del node.input[1:]
+        else:
+            base = f"{node.name or node.output[0]}__edgeq"
+            for k, part in enumerate(("starts", "ends", "axes", "steps")):
+                model.graph.initializer.append(numpy_helper.from_array(np.array([v[k] for v in keep], np.int64),
+                                                                       f"{base}_{part}"))
+            del node.input[1:]
+            node.input.extend(f"{base}_{part}" for part in ("starts", "ends", "axes", "steps"))
+        n += 1
+    if n:
+        rewrites.append(f"Slice x{n}: only the axes each one cuts, ends clamped (the same values; onnx2tf cuts the "
+                        "wrong axis of a channels-last tensor when a Slice names every axis)")

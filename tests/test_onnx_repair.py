@@ -322,3 +322,28 @@ def test_an_lstm_with_peepholes_is_left_as_it_is() -> None:
     rewrites: list[str] = []
     unroll_lstms(model, rewrites)
     assert rewrites == [] and model.graph.node[0].op_type == "LSTM"
+
+
+def test_a_slice_naming_every_axis_keeps_only_the_axes_it_cuts() -> None:
+    from edgeq.onnx_repair import tidy_slices
+
+    big = np.iinfo(np.int64).max
+    consts = {"starts": [0, 0, 0], "ends": [big, 3, big], "axes": [0, 1, 2], "steps": [1, 1, 1],
+              "s2": [0, 3], "e2": [big, big], "a2": [0, 1], "st2": [1, 1]}
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["lo"], name="/lo"),
+         helper.make_node("Slice", ["x", "s2", "e2", "a2", "st2"], ["hi"], name="/hi"),
+         helper.make_node("Slice", ["x", "s2", "e2", "a2"], ["hi2"], name="/hi2")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("lo", "hi", "hi2")],
+        [onnx.numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    original = model.SerializeToString()
+    rewrites: list[str] = []
+    tidy_slices(model, rewrites)
+    assert rewrites and rewrites[0].startswith("Slice x3: only the axes each one cuts")
+    lo = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == model.graph.node[0].input[3]))
+    assert lo.tolist() == [1]
+    x = np.random.default_rng(0).standard_normal((1, 6, 4)).astype(np.float32)
+    for got, want in zip(_run(model, {"x": x}), _run(original, {"x": x}), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -61,3 +61,12 @@ def test_scalar_sr_frozen_with_shape_driven_ifs_and_state_builds(tmp_path: Path,
     assert "checked on onnxruntime: the float ONNX computes what the model does" in text
     cosine = {o: m["cosine"] for o, m in report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["outputs"]["model"].items()}
     assert set(cosine) == {"score", "stateN"} and min(cosine.values()) > 0.99
+
+
+def test_lstm_op_with_its_state_as_inputs_and_outputs_builds(tmp_path: Path) -> None:
+    """The ONNX LSTM op written out step by step; its state [1, 1, 16] declared layout "DNC" (not
+    batch-first) keeps its shape in the .tflite, as the app feeds it back."""
+    out, report = _build(tmp_path, om.lstm_state())
+    assert any(r.startswith("LSTM x1 written out step by step") for r in report["export"]["graphs"]["model"]["rewrites"])
+    model_json = json.loads((out / "model.json").read_text())
+    assert [(i["name"], i["shape"]) for i in model_json["inputs"]] == [("x", [1, 8]), ("h", [1, 1, 16]), ("c", [1, 1, 16])]

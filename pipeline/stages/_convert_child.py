@@ -28,7 +28,7 @@ import numpy as np
 
 from edgeq.config import InputSpec
 from edgeq.data import ArrayDataset
-from edgeq.layout import input_perm, match_name
+from edgeq.layout import input_perm, keeps_shape, match_name
 from edgeq.onnx_files import describe_nodes
 
 SIGNATURE = "serving_default"
@@ -93,8 +93,9 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path, inputs: list[InputSpec],
                     output_folder_path=str(out_dir),
                     output_signaturedefs=True,
                     keep_nwc_or_nhwc_or_ndhwc_input_names=[
-                        s.name for s in inputs if len(s.shape) >= 3 and s.layout.endswith("C")
+                        s.name for s in inputs if len(s.shape) >= 3 and s.layout.endswith("C") and not keeps_shape(s)
                     ] or None,
+                    keep_shape_absolutely_input_names=[s.name for s in inputs if keeps_shape(s)] or None,
                     non_verbose=True,
                     verbosity="error",
                     **extra,

@@ -205,9 +205,15 @@ def _output_step(interp: Any, index: int) -> float | None:
 
 def _layout_perm(onnx_shape: list[int], tfl_shape: list[int], what: str, expected: tuple[int, ...] | None = None) -> list[int]:
     """The permutation p with ``tfl_shape == onnx_shape[p]``: ``expected`` if it fits, else
-    channels-last, else identity."""
+    channels-last, else identity, else the first other permutation that fits (onnx2tf may move the
+    axes of a tensor it took for channels-first, e.g. a recurrent state [2, 1, H] out as [1, 2, H]).
+    A wrong guess among equal sizes cannot pass: validation compares every output with the float model."""
+    import itertools
+
     candidates = [list(expected)] if expected is not None else []
     candidates += [list(channels_last_perm(len(onnx_shape))), list(range(len(onnx_shape)))]
+    if len(onnx_shape) <= 6:
+        candidates += [list(q) for q in itertools.permutations(range(len(onnx_shape)))]
     if len(onnx_shape) == len(tfl_shape):
         for perm in candidates:
             if [onnx_shape[i] for i in perm] == list(tfl_shape):

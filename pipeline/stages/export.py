@@ -60,6 +60,7 @@ class ExportStage:
             freeze_inputs,
             ort_check,
             tf_node_names,
+            tidy_slices,
             unroll_lstms,
             upgrade,
         )
@@ -96,6 +97,7 @@ class ExportStage:
             rewrites.append(f"If x{ifs}: each condition became a constant once shapes were fixed and inputs frozen; "
                             "replaced by its branch (onnxslim)")
         unroll_lstms(model, rewrites)
+        tidy_slices(model, rewrites)
         rewrites += _fuse_exact_gelu(model) + _int8_friendly(model)
         tf_node_names(model, rewrites)
         model = complete_output_shapes(model, source, rewrites)

@@ -30,6 +30,8 @@ def test_channels_last_perm(rank: int, perm: tuple[int, ...]) -> None:
         ((1, 3, 8, 8), "NCHW", (0, 2, 3, 1)),  # onnx2tf makes channels-first inputs channels-last
         ((1, 8, 8, 3), "NHWC", (0, 1, 2, 3)),  # and keeps declared channels-last ones as they are
         ((1, 3, 16), "NCW", (0, 2, 1)),
+        ((2, 1, 128), "DNC", (0, 1, 2)),  # not batch-first (a recurrent state): kept exactly
+        ((), "", ()),  # a scalar
         ((1, 16, 3), "NWC", (0, 1, 2)),
         ((1, 16), "NC", (0, 1)),
     ],
