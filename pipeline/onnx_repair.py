@@ -31,7 +31,8 @@ import numpy as np
 from edgeq.config import FrozenInput, GraphSpec
 from edgeq.errors import ModelError
 
-__all__ = ["MIN_OPSET", "check_ifs", "check_same_function", "complete_output_shapes", "count_ops", "fix_inputs",
+__all__ = ["MIN_OPSET", "check_ifs", "check_same_function", "complete_output_shapes", "count_ops", "declared_shapes",
+           "fix_inputs", "stale_shapes",
            "freeze_inputs", "ort_check", "ort_reason", "tf_node_names", "tidy_slices", "unroll_lstms", "upgrade"]
 
 # Per-channel QDQ needs DequantizeLinear's axis attribute, which arrived in opset 13.
@@ -553,3 +554,36 @@ def tidy_slices(model: Any, rewrites: list[str]) -> None:
     if n:
         rewrites.append(f"Slice x{n}: only the axes each one cuts, ends clamped (the same values; onnx2tf cuts the "
                         "wrong axis of a channels-last tensor when a Slice names every axis)")
+
+
+def declared_shapes(model: Any) -> dict[str, list[int | str] | None]:
+    """The shapes the file declares for its intermediate tensors (value_info) and outputs: None for a
+    declaration without a shape; a dynamic dimension as ``onnx_dim`` writes it."""
+    from edgeq.config import onnx_dim
+
+    out: dict[str, list[int | str] | None] = {}
+    for v in (*model.graph.value_info, *model.graph.output):
+        tt = v.type.tensor_type
+        out[v.name] = [onnx_dim(d) for d in tt.shape.dim] if tt.HasField("shape") else None
+    return out
+
+
+def stale_shapes(declared: dict[str, list[int | str] | None], model: Any) -> list[str]:
+    """One line for the declarations the repaired model contradicts: a tensor declared with no shape, a
+    different rank, or a static size other than the one inferred from the fixed inputs. Declarations
+    that merely left a dimension dynamic are not wrong and not listed."""
+    final = _shapes(model)
+    missing = [n for n, dims in declared.items() if dims is None]
+    wrong = [(n, dims, final[n]) for n, dims in declared.items() if dims is not None and n in final
+             and (len(dims) != len(final[n]) or any(isinstance(d, int) and d != f for d, f in zip(dims, final[n],
+                                                                                              strict=True)))]
+    lines = []
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        lines.append(f"{len(missing)} tensor(s) declared without a shape ({', '.join(repr(n) for n in missing[:3])}{more}): "
+                     "shapes inferred")
+    if wrong:
+        shown = "; ".join(f"'{n}' declared {d}, is {f}" for n, d, f in wrong[:3])
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        lines.append(f"{len(wrong)} stale or contradictory shape declaration(s) replaced by the inferred shapes: {shown}{more}")
+    return lines

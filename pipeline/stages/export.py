@@ -56,9 +56,11 @@ class ExportStage:
             check_same_function,
             complete_output_shapes,
             count_ops,
+            declared_shapes,
             fix_inputs,
             freeze_inputs,
             ort_check,
+            stale_shapes,
             tf_node_names,
             tidy_slices,
             unroll_lstms,
@@ -79,13 +81,11 @@ class ExportStage:
         original = model.SerializeToString()
         ort_check(original, source)  # onnxruntime, not onnx's checker, decides what a valid model is
         rewrites: list[str] = []
+        declared = declared_shapes(model)  # value_info and outputs as the file declares them
         model = upgrade(model, rewrites)
         fix_inputs(model, graph, source, rewrites, exported=ctx.spec.format != "onnx")
         frozen = freeze_inputs(model, graph.frozen, rewrites)
         model = _select_outputs(model, graph)
-        if model.graph.value_info:
-            rewrites.append(f"{len(model.graph.value_info)} value_info entries dropped (shapes re-inferred from the "
-                            "fixed inputs)")
         del model.graph.value_info[:]
         for o in model.graph.output:  # re-inferred from the fixed inputs
             if o.type.HasField("tensor_type"):
@@ -101,6 +101,7 @@ class ExportStage:
         rewrites += _fuse_exact_gelu(model) + _int8_friendly(model)
         tf_node_names(model, rewrites)
         model = complete_output_shapes(model, source, rewrites)
+        rewrites += stale_shapes(declared, model)
         drift = check_same_function(original, model, frozen, source, rewrites)
         check_weights_fit(model, source)  # before writing: the float32 .tflite must hold these tensors
         out = ctx.build_dir / f"{graph.name}.float.onnx"

@@ -55,10 +55,13 @@ def _graph_json(graph: Any, art: Any, file_name: str) -> dict[str, Any]:
         inputs.append({
             "name": m["name"], "tensor": m["tflite_name"], "shape": m["shape"], "dtype": m["dtype"],
             "layout": _layout(s.layout, m["perm"]), "quantization": m["quantization"],
-            "preprocessing": s.preprocessing,
+            "preprocessing": s.preprocessing, "onnx_shape": m["onnx_shape"], "onnx_axes": m["perm"],
         })
+    # onnx_axes: for each axis of the .tflite tensor, the axis of the model's (ONNX) tensor it holds: what
+    # an app needs to feed a recurrent state output back into its input, or to read a channels-last map.
     outputs = [{"name": m["name"], "tensor": m["tflite_name"], "shape": m["shape"], "dtype": m["dtype"],
-                "quantization": m["quantization"]} for m in art.meta["outputs"]]
+                "quantization": m["quantization"], "onnx_shape": m["onnx_shape"], "onnx_axes": m["perm"]}
+               for m in art.meta["outputs"]]
     return {"file": file_name, "signature": art.meta["signature"], "inputs": inputs, "outputs": outputs}
 
 
