@@ -32,8 +32,8 @@ from edgeq.config import FrozenInput, GraphSpec
 from edgeq.errors import ModelError
 
 __all__ = ["MIN_OPSET", "check_ifs", "check_same_function", "complete_output_shapes", "count_ops", "declared_shapes",
-           "fix_inputs", "stale_shapes",
-           "freeze_inputs", "ort_check", "ort_reason", "tf_node_names", "tidy_slices", "unroll_lstms", "upgrade"]
+           "fix_inputs", "freeze_inputs", "opset", "ort_check", "ort_reason", "stale_shapes", "tf_node_names",
+           "tidy_slices", "unroll_lstms", "upgrade"]
 
 # Per-channel QDQ needs DequantizeLinear's axis attribute, which arrived in opset 13.
 MIN_OPSET = 13
@@ -65,7 +65,7 @@ def ort_check(model: Any, source: Path) -> None:
         raise ModelError(f"onnxruntime cannot load {source.name}: {ort_reason(e)}; re-export the model") from e
 
 
-def _opset(model: Any) -> int:
+def opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
@@ -96,7 +96,7 @@ def upgrade(model: Any, rewrites: list[str]) -> Any:
             model.graph.input.remove(i)
         rewrites.append(f"{len(listed)} initializer(s) also listed as graph inputs (IR < 4 style) are constants, "
                         "not inputs")
-    old_ir, old = model.ir_version, _opset(model)
+    old_ir, old = model.ir_version, opset(model)
     if old < MIN_OPSET:
         try:
             model = version_converter.convert_version(model, MIN_OPSET)

@@ -59,6 +59,7 @@ class ExportStage:
             declared_shapes,
             fix_inputs,
             freeze_inputs,
+            opset,
             ort_check,
             stale_shapes,
             tf_node_names,
@@ -111,7 +112,7 @@ class ExportStage:
         if task_out is not None and ctx.spec.task.kind != "translation" and task_out not in outputs:
             raise ModelError(f"[task].output '{task_out}' is not an output of {source.name}; its outputs: {', '.join(outputs)}")
         ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}, graph=graph.name))
-        return {"opset": _opset(model), "outputs": outputs, "nodes": len(model.graph.node), "rewrites": rewrites,
+        return {"opset": opset(model), "outputs": outputs, "nodes": len(model.graph.node), "rewrites": rewrites,
                 "frozen_inputs": frozen, "rewrite_max_rel_diff": drift}
 
 
@@ -292,10 +293,6 @@ def _simplify(model: Any) -> tuple[Any, str | None]:
     except Exception as e:  # onnxslim is an optimisation; the unsimplified graph is still correct
         return model, f"{type(e).__name__}: {e}"
     return (slim, None) if slim is not None else (model, "it returned no model")
-
-
-def _opset(model: Any) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _sha256_files(paths: list[Path]) -> str:
