@@ -6,7 +6,8 @@ Real architectures with random weights (keras.applications with weights=None) an
 the shapes that break converters: a detector with a decode head (boxes and class scores
 concatenated, as YOLO-style exports have), a segmentation net with resize / upsampling, an
 OCR-style CNN with a per-column sequence head, an LSTM, a transformer encoder block (attention,
-LayerNorm, exact GELU, as ViT / BERT-style models have), a model with two inputs. Each is saved as
+LayerNorm, exact GELU, as ViT / BERT-style models have), a model with two inputs; and ONNX files
+as production exporters write them (tests/onnx_models.py). Each Keras model is saved as
 a .keras file with random calibration and eval data (the eval labels of classifiers are the float
 model's own top-1) and built with `edgeq build --target android --runtime litert` in its own
 process. The table says whether it converted to a full-integer INT8 .tflite, its agreement with
@@ -232,6 +233,13 @@ def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> No
         "An unrolled LSTM is larger in INT8 than in float32: every time step carries its own quantization "
         "parameters and requantize ops. The transformer with Keras' exact GELU: its Erf has no TFLite kernel "
         "(only a TensorFlow one); with the tanh GELU the same block converts.",
+        "",
+        "The ONNX rows are files written the way production exporters write them (tests/onnx_models.py, built "
+        "with onnx.helper): dimensions with neither value nor name, -1 and 0 sizes, a scalar int64 input frozen "
+        "with `value =` that If nodes read, If nodes on the input's shape, a recurrent state in and out, a "
+        "ConvTranspose head (TFLite TRANSPOSE_CONV), an old exporter's file (opset 11, IR 6, initializers as "
+        "inputs, stale and missing shape declarations), an ONNX LSTM with its state as inputs and outputs. What "
+        "export changed in each is in its report.md; the rewritten graph is checked against the file on onnxruntime.",
         "",
         "| model | params | converted | int8 compute ops | agreement | min cosine | min SQNR dB | INT8/float32 bytes | "
         "build s | gates failed / error |",
