@@ -28,6 +28,7 @@ from edgeq.config import ModelSpec, TargetSpec, load_model_spec, load_target
 from edgeq.context import BuildContext
 from edgeq.data import ArrayDataset
 from edgeq.errors import ConfigError, DataError, OutputDirError
+from edgeq.inputs.files import read_labels
 from edgeq.runner import EventHook, run_stages
 
 __all__ = ["BuildOptions", "BuildOutcome", "build", "check_keep_dir", "check_out_dir", "is_edgeq_bundle"]
@@ -182,12 +183,14 @@ def open_data(spec: ModelSpec) -> tuple[Any, Any]:
     classify = spec.task.kind == "classification"
     names = None
     if classify and spec.task.labels is not None:
-        names = [ln.strip() for ln in spec.task.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        names = read_labels(spec.task.labels)
     d = spec.data
+    bounds = {"max_bytes": d.max_unpacked_bytes, "max_ratio": d.max_unpack_ratio}
     sources = {
         "calibration": open_source(d.calibration, spec.inputs, "calibration", class_names=None,
-                                   limit=d.calibration_samples, seed=d.subset_seed),
-        "eval": open_source(d.eval, spec.inputs, "eval", class_names=names if classify else None, limit=None, seed=None),
+                                   limit=d.calibration_samples, seed=d.subset_seed, **bounds),
+        "eval": open_source(d.eval, spec.inputs, "eval", class_names=names if classify else None, limit=None, seed=None,
+                            **bounds),
     }
     if sources["eval"] is not None and classify and names is None:
         raise ConfigError("eval images of a classifier need [task].labels (class names = the image folders' names)")
@@ -217,7 +220,7 @@ def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
     """Class ids in labels.npy must name a line of the labels file."""
     if spec.task.kind != "classification" or spec.task.labels is None:
         return
-    names = [ln for ln in spec.task.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    names = read_labels(spec.task.labels)
     if not names:
         raise DataError(f"labels file {spec.task.labels.name} is empty; write one class name per line")
     ids = evaluation.sample_labels()

@@ -7,7 +7,7 @@ from the build is needed, so it checks that the bundle is complete.
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,45 @@ from typing import Any
 from edgeq.context import Artifact
 from edgeq.decode import DecodeSpec, greedy_decode
 from edgeq.errors import ConfigError
+from edgeq.inputs.files import inside, load_json, read_bytes
+from edgeq.inputs.shown import shown
 
 __all__ = ["Bundle", "translate"]
+
+
+MAX_MODEL = 2**31 - 1  # a .tflite flatbuffer's limit
+
+
+class _Shape:
+    """Checks a decoded model.json: each key a bundle reader uses is there with the right type."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def get(self, obj: Any, key: str, kind: type | tuple[type, ...], path: str) -> Any:
+        if not isinstance(obj, dict) or key not in obj:
+            raise ConfigError(f"{self.where}: {path}{key} is missing; the bundle is incomplete, rebuild it")
+        value = obj[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+            raise ConfigError(f"{self.where}: {path}{key} has the wrong type; the bundle is damaged, rebuild it")
+        return value
+
+
+def _check_tensors(shape: _Shape, g: dict[str, Any], graph: str) -> None:
+    for side in ("inputs", "outputs"):
+        items = shape.get(g, side, list, f"graphs.{graph}.")
+        for k, t in enumerate(items):
+            at = f"graphs.{graph}.{side}[{k}]."
+            shape.get(t, "name", str, at)
+            shape.get(t, "tensor", str, at)
+            shape.get(t, "dtype", str, at)
+            dims = shape.get(t, "shape", list, at)
+            if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in dims):
+                raise ConfigError(f"{shape.where}: {at}shape is not a list of sizes; the bundle is damaged, rebuild it")
+            q = t.get("quantization")
+            if q is not None and not (isinstance(q, dict) and all(isinstance(q.get(n), int | float | list) for n in
+                                                                   ("scale", "zero_point"))):
+                raise ConfigError(f"{shape.where}: {at}quantization is damaged; rebuild the bundle")
 
 
 @dataclass(frozen=True)
@@ -26,25 +63,49 @@ class Bundle:
 
     @classmethod
     def open(cls, path: Path) -> Bundle:
+        """A bundle folder whose model.json is edgeq's: read bounded, every key checked, every file
+        it names inside the bundle (see edgeq.inputs.files)."""
         path = Path(path)
-        model_json = path / "model.json"
-        if not model_json.is_file():
-            raise ConfigError(f"{str(path)!r} is not an edgeq bundle (no model.json); pass the folder `edgeq build` wrote")
-        try:
-            model = json.loads(model_json.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ConfigError(f"{model_json} is not valid JSON ({e}); rebuild the bundle") from e
-        return cls(path, model)
+        if not path.is_dir():
+            raise ConfigError(f"{shown(str(path))!r} is not a folder; pass the folder `edgeq build` wrote")
+        if not os.path.lexists(path / "model.json"):
+            raise ConfigError(f"{shown(str(path))!r} is not an edgeq bundle (no model.json); pass the folder `edgeq build` wrote")
+        where = f"{shown(str(path))}/model.json"
+        model_json = inside(path, "model.json", "the bundle's model.json")
+        model = load_json(model_json, where)
+        if not isinstance(model, dict):
+            raise ConfigError(f"{where} is not a JSON object; the bundle is damaged, rebuild it")
+        bundle = cls(path, model)
+        shape = _Shape(where)
+        graphs = bundle.graphs()
+        if not isinstance(graphs, dict) or not graphs:
+            raise ConfigError(f"{where}: graphs is damaged; rebuild the bundle")
+        for name, g in graphs.items():
+            shape.get(g, "file", str, f"graphs.{shown(name)}.")
+            shape.get(g, "signature", str, f"graphs.{shown(name)}.")
+            _check_tensors(shape, g, shown(name))
+        return bundle
 
     def graphs(self) -> dict[str, dict[str, Any]]:
         return self.model.get("graphs") or {"model": self.model}
+
+    def file(self, rel: Any, key: str) -> Path:
+        """A file model.json names, confined to the bundle (no absolute path, '..' or symlink)."""
+        if not isinstance(rel, str):
+            raise ConfigError(f"{shown(str(self.path))}/model.json: {key} is not a file name; rebuild the bundle")
+        return inside(self.path, rel, f"the bundle's model.json {key}", fix="the bundle is not edgeq's, rebuild it")
 
     def runtime(self, graph: str, runtime: str = "litert", threads: int = 1) -> Any:
         """A runtime loaded with one graph's file; feeds and outputs in the .tflite's own layout."""
         from edgeq.runtimes import create_runtime
 
+        art = self.artifact(graph)
         rt = create_runtime(runtime, threads=threads)
-        rt.load(self.artifact(graph))
+        try:
+            rt.load(art)
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(f"the bundle's {shown(art.path.name)} does not load in LiteRT "
+                              f"({shown(str(e).splitlines()[0] if str(e) else type(e).__name__)}); rebuild the bundle") from e
         return rt
 
     def decode_spec(self) -> DecodeSpec:
@@ -54,14 +115,39 @@ class Bundle:
     def artifact(self, graph: str) -> Artifact:
         """One graph's .tflite as an Artifact, its I/O mapping read from model.json (layouts as shipped)."""
         g = self.graphs()[graph]
-        meta = {
-            "signature": g["signature"],
-            "inputs": [{"name": i["name"], "tflite_name": i["tensor"], "dtype": i["dtype"], "quantization": i["quantization"],
-                        "perm": list(range(len(i["shape"])))} for i in g["inputs"]],
-            "outputs": [{"name": o["name"], "tflite_name": o["tensor"], "dtype": o["dtype"], "quantization": o["quantization"],
-                         "perm": list(range(len(o["shape"])))} for o in g["outputs"]],
-        }
-        return Artifact("bundle", self.path / g["file"], "tflite", self.model.get("precision", "int8"), meta, graph)
+        path = self.file(g["file"], f"graphs.{shown(graph)}.file")
+        read_bytes(path, MAX_MODEL, "the bundle's model file")  # a regular file under the limit, not a FIFO or device
+        def tensors(side: str) -> list[dict[str, Any]]:
+            return [{"name": t["name"], "tflite_name": t["tensor"], "dtype": t["dtype"], "quantization": t.get("quantization"),
+                     "perm": list(range(len(t["shape"])))} for t in g[side]]
+
+        meta = {"signature": g["signature"], "inputs": tensors("inputs"), "outputs": tensors("outputs")}
+        return Artifact("bundle", path, "tflite", str(self.model.get("precision", "int8")), meta, graph)
+
+
+def _check_translation(model: dict[str, Any], where: str, graphs: dict[str, Any]) -> dict[str, Any]:
+    """The task section of a translation bundle: every key the decode loop reads, typed."""
+    shape = _Shape(where)
+    task = shape.get(model, "task", dict, "")
+    shape.get(task, "tokenizer", str, "task.")
+    for key in ("bos_id", "eos_id", "pad_id"):
+        if shape.get(task, key, int, "task.") < 0:
+            raise ConfigError(f"{where}: task.{key} is negative; the bundle is damaged, rebuild it")
+    for key in ("source_length", "target_length"):
+        if not 0 < shape.get(task, key, int, "task.") < 1 << 16:
+            raise ConfigError(f"{where}: task.{key} is not a length; the bundle is damaged, rebuild it")
+    enc = shape.get(task, "encoder", dict, "task.")
+    dec = shape.get(task, "decoder", dict, "task.")
+    for key in ("graph", "input"):
+        shape.get(enc, key, str, "task.encoder.")
+    for key in ("graph", "target_input", "memory_input", "output"):
+        shape.get(dec, key, str, "task.decoder.")
+    shape.get(dec, "source_input", (str, type(None)), "task.decoder.")
+    for side in (enc, dec):
+        if side["graph"] not in graphs:
+            raise ConfigError(f"{where}: task names graph {shown(side['graph'])!r}, which graphs does not list; "
+                              "rebuild the bundle")
+    return task
 
 
 def _decode_spec(task: dict[str, Any]) -> DecodeSpec:
@@ -76,10 +162,12 @@ def _decode_spec(task: dict[str, Any]) -> DecodeSpec:
 def translate(bundle: Bundle, texts: list[str], runtime: str = "litert") -> list[str]:
     from edgeq.text import Tokenizer
 
-    task = bundle.model.get("task", {})
-    if task.get("kind") != "translation":
-        raise ConfigError(f"{bundle.path} holds a {task.get('kind', 'unknown')} model, not a translation model")
-    tok = Tokenizer(bundle.path / task["tokenizer"])
+    task = bundle.model.get("task")
+    kind = task.get("kind") if isinstance(task, dict) else None
+    if kind != "translation":
+        raise ConfigError(f"{shown(str(bundle.path))} holds a {shown(kind or 'unknown')} model, not a translation model")
+    task = _check_translation(bundle.model, f"{shown(str(bundle.path))}/model.json", bundle.graphs())
+    tok = Tokenizer(bundle.file(task["tokenizer"], "task.tokenizer"))
     enc, dec = task["encoder"], task["decoder"]
     spec = bundle.decode_spec()
     encoder, decoder = bundle.runtime(enc["graph"], runtime), bundle.runtime(dec["graph"], runtime)
@@ -89,6 +177,10 @@ def translate(bundle: Bundle, texts: list[str], runtime: str = "litert") -> list
             row = tok.source_row(text, task["source_length"])
         except ValueError as e:
             raise ConfigError(f"input {k} is {e} with EOS, over the model's source length {task['source_length']}") from e
-        ids, _ = greedy_decode(encoder.run, decoder.run, row, spec)
+        try:
+            ids, _ = greedy_decode(encoder.run, decoder.run, row, spec)
+        except (ValueError, RuntimeError, KeyError, IndexError, TypeError) as e:
+            raise ConfigError(f"the bundle does not run as its model.json says ({type(e).__name__}: "
+                              f"{shown(str(e).splitlines()[0] if str(e) else '')}); rebuild the bundle") from e
         out.append(tok.decode(ids))
     return out

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from edgeq import __version__
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgeqError
+from edgeq.inputs.shown import printable, shown
 
 __all__ = ["app", "main"]
 
@@ -51,8 +52,13 @@ def _root(
 def _fail(e: BaseException, debug: bool, code: int) -> None:
     if debug:
         traceback.print_exception(e, file=sys.stderr)
-    err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(printable(str(e)))}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _internal(e: Exception, debug: bool) -> None:
+    """A bug in edgeq, not in the user's input: one line, exit 3."""
+    _fail(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"), debug, EXIT_INTERNAL)
 
 
 @app.command()
@@ -122,8 +128,7 @@ def build(
         err.print("interrupted; --out was left as it was")
         raise typer.Exit(130) from None
     except Exception as e:  # a bug in edgeq, not in the user's input
-        _fail(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"),
-              debug, EXIT_INTERNAL)
+        _internal(e, debug)
     report = outcome.report
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -157,7 +162,7 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     cols = (("BLEU", "bleu", 1), ("chrF", "chrf", 1), ("tok/s host", "tokens_per_second_host", 0)) if translation else (
         ("accuracy", "top1_accuracy", 4), ("agreement", "top1_agreement", 4))
     console = Console(highlight=False)
-    table = Table(title=f"{report['model']['name']} -> {report['target']['name']}")
+    table = Table(title=f"{shown(report['model']['name'])} -> {shown(report['target']['name'])}")
     for col in ("artifact", "bytes", "runtime", *(c[0] for c in cols), "SQNR dB"):
         left = col in ("artifact", "runtime")
         table.add_column(col, justify="left" if left else "right", overflow="fold" if col == "runtime" else "ellipsis")
@@ -171,18 +176,18 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     for key, art in report["artifacts"].items():
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
-            shown = rt.replace(":", ":\n")  # litert-arm64: / cortex-a53 on two lines
-            table.add_row(key, str(art["bytes"]), shown, *(fmt(task, k, d) for _, k, d in cols), _min_sqnr(entry))
+            rt_text = rt.replace(":", ":\n")  # litert-arm64: / cortex-a53 on two lines
+            table.add_row(key, str(art["bytes"]), rt_text, *(fmt(task, k, d) for _, k, d in cols), _min_sqnr(entry))
     console.print(table)
     for g in report["gates"]:
         style = "green" if g["passed"] else "red"
-        console.print(f"[{style}]{escape(format_gate(g))}[/{style}]", soft_wrap=True)
+        console.print(f"[{style}]{escape(printable(format_gate(g)))}[/{style}]", soft_wrap=True)
     size = report["size"]
     console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
     for graph in report["artifacts"]["tflite_int8"].get("float_fallback", {}):
-        console.print(f"{escape(graph)}: some ops stayed float32 (no int8 kernel); report.md lists them")
+        console.print(f"{escape(shown(graph))}: some ops stayed float32 (no int8 kernel); report.md lists them")
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    console.print(f"{verdict}: bundle in {escape(str(out))} (report.md has the details)")
+    console.print(f"{verdict}: bundle in {escape(printable(str(out)))} (report.md has the details)", soft_wrap=True)
 
 
 @app.command()
@@ -195,19 +200,23 @@ def translate(
     """Translate with a bundle's .tflite files on LiteRT, as an app would (one line out per line in)."""
     from edgeq.bundle import Bundle
     from edgeq.bundle import translate as run_translate
+    from edgeq.inputs.files import MAX_TEXT, read_text
 
     try:
         lines = list(text or [])
         if file is not None:
-            if not file.is_file():
-                raise ConfigError(f"--file {str(file)!r} does not exist")
-            lines += [ln for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            if not file.exists():
+                raise ConfigError(f"--file {shown(str(file))!r} does not exist")
+            text = read_text(file.resolve(), MAX_TEXT, "--file")
+            lines += [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
             raise ConfigError("nothing to translate; pass sentences or --file")
         for out in run_translate(Bundle.open(bundle), lines):
-            typer.echo(out)
+            typer.echo(printable(out))
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
+    except Exception as e:
+        _internal(e, debug)
 
 
 @app.command()
@@ -222,12 +231,15 @@ def verify(
         findings, checked = run_verify(bundle)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
+    except Exception as e:
+        _internal(e, debug)
     if findings:
         for f in findings:
-            err.print(f"[red]{escape(str(f))}[/red]", soft_wrap=True)
-        err.print(f"FAILED: {len(findings)} problem(s) in {escape(str(bundle))}; the bundle is not what edgeq wrote")
+            err.print(f"[red]{escape(printable(str(f)))}[/red]", soft_wrap=True)
+        err.print(f"FAILED: {len(findings)} problem(s) in {escape(printable(str(bundle)))}; the bundle is not what edgeq wrote",
+                  soft_wrap=True)
         raise typer.Exit(EXIT_GATE_FAILED)
-    typer.echo(f"OK: {checked} files match {bundle / 'manifest.json'}")
+    typer.echo(printable(f"OK: {checked} files match {bundle / 'manifest.json'}"))
 
 
 emulator_app = typer.Typer(help="Emulated edge CPUs for validation: set up once, then builds run offline.",

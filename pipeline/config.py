@@ -8,13 +8,16 @@ too, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import ConfigError, ModelError
+from edgeq.errors import ConfigError, DataError, ModelError
+from edgeq.inputs.files import inside, load_toml
+from edgeq.inputs.shown import shown
 
 __all__ = [
     "CONFIG_FILE",
@@ -49,6 +52,7 @@ IO_DTYPES = ("float32", "int8")
 _DEFAULT_LAYOUTS = {0: "", 1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 # A frozen input's value (edgeq.toml ``value =``, --input-value) is at most this many numbers.
 MAX_FROZEN_ELEMENTS = 1 << 16
+MAX_VALUE_TEXT = 1 << 20  # characters of one --input-value
 
 # Every gate edgeq knows: name -> (comparison, unit, what it measures). A gate passes when
 # ``value <= limit`` for "max" gates and ``value >= limit`` for "min" gates.
@@ -225,11 +229,11 @@ def parse_input_value(text: str) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
     name = name.strip()
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"] if sep and name else None
-    except tomllib.TOMLDecodeError:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"] if sep and name and len(raw) <= MAX_VALUE_TEXT else None
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = None
     if value is None or isinstance(value, (str, dict)):
-        raise ConfigError(f"--input-value {text!r}: write NAME=VALUE with a number or a list, e.g. sr=16000")
+        raise ConfigError(f"--input-value {shown(text)!r}: write NAME=VALUE with a number or a list, e.g. sr=16000")
     return name, _check_value(name, value, "--input-value")
 
 
@@ -301,6 +305,9 @@ class DataSpec:
     eval: Path
     calibration_samples: int | None = None
     subset_seed: int | None = None  # image folders: a seeded random subset of calibration_samples files
+    # .npz archives: the arrays' total unpacked bytes, and unpacked / packed bytes of each member
+    max_unpacked_bytes: int = 8 << 30
+    max_unpack_ratio: int = 200
 
 
 @dataclass(frozen=True)
@@ -418,9 +425,6 @@ class ModelSpec:
         return files + [g.file for g in self.graphs if g.file is not None and g.file not in files]
 
 
-def _path(root: Path, rel: str, what: str) -> Path:
-    p = Path(rel)
-    return p if p.is_absolute() else (root / p)
 
 
 def check_tflite_ops(names: list[Any], where: str) -> tuple[str, ...]:
@@ -589,25 +593,26 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
         raise ModelError(f"{str(root)!r} is not a directory; pass the folder that holds edgeq.toml")
     root = root.resolve()
     cfg_path = root / CONFIG_FILE
-    if not cfg_path.is_file():
+    if not os.path.lexists(cfg_path):
         raise ConfigError(f"{cfg_path} not found; create it (see sample_models/digits/edgeq.toml for an example)")
-    try:
-        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{cfg_path}: not valid TOML: {e}") from e
+    raw = load_toml(cfg_path, str(cfg_path))
 
     f = CONFIG_FILE
     top = _Table(raw, "", f)
     m = top.table("model")
     name = m.get("name", str)
+    if not name or len(name) > 100 or name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise ConfigError(f"{f}: [model].name {shown(name)!r} must be a plain name (printable, no '/' or '\\', at most 100 "
+                          "characters): it names the bundle folder")
     fmt = m.get("format", str, choices=MODEL_FORMATS)
     # An ONNX model of several graphs names one file per graph instead of [model].file.
     file_needed = fmt == "pytorch" or "graphs" not in raw
     file_rel = m.get("file", str, ... if file_needed else None)
-    file = _path(root, file_rel, "model file") if file_rel else None
+    file = inside(root, file_rel, f"{f}: [model].file", kind="dir" if fmt == "saved_model" else "file",
+                  error=ModelError) if file_rel is not None else None
     class_name = m.get("class", str, None)
     weights_rel = m.get("weights", str, None)
-    weights = _path(root, weights_rel, "weights") if weights_rel else None
+    weights = inside(root, weights_rel, f"{f}: [model].weights", error=ModelError) if weights_rel is not None else None
     init_args = m.get("init_args", dict, {})
     m.finish()
     if fmt == "saved_model":
@@ -646,7 +651,7 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
             gname = gt.get("name", str)
             method = gt.get("method", str, None)
             gfile_rel = gt.get("file", str, None)
-            gfile = _path(root, gfile_rel, "graph file") if gfile_rel else None
+            gfile = inside(root, gfile_rel, f"{f}: graphs[{k}].file", error=ModelError) if gfile_rel is not None else None
             if fmt == "onnx":
                 if gfile is None:
                     raise ConfigError(f"{f}: graphs[{k}].file is required for format = 'onnx' (one .onnx file per graph)")
@@ -682,7 +687,7 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
     t.finish()
     if kind != "translation" and (tokenizer_rel or any(k in t.data for k in wiring)):
         raise ConfigError(f"{f}: [task] tokenizer/encoder/decoder keys are for kind = 'translation' only")
-    tokenizer = _path(root, tokenizer_rel, "tokenizer") if tokenizer_rel else None
+    tokenizer = inside(root, tokenizer_rel, f"{f}: [task].tokenizer") if tokenizer_rel is not None else None
     if tokenizer is not None and not tokenizer.is_file():
         raise ConfigError(f"{f}: [task].tokenizer {str(tokenizer)!r} does not exist; fix the path (relative to {root})")
     outputs = graphs[0].outputs
@@ -691,22 +696,26 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
             task_output = outputs[0].name
         else:
             raise ConfigError(f"{f}: [task].output is required for classification: name the logits output")
-    labels = _path(root, labels_rel, "labels") if labels_rel else None
+    labels = inside(root, labels_rel, f"{f}: [task].labels") if labels_rel is not None else None
     if labels is not None and not labels.is_file():
         raise ConfigError(f"{f}: [task].labels {str(labels)!r} does not exist; fix the path (relative to {root})")
     task = TaskSpec(kind, task_output, labels, tokenizer, **wiring)
 
     d = top.table("data")
-    calib = _path(root, d.get("calibration", str), "calibration data")
-    ev = _path(root, d.get("eval", str), "eval data")
+    calib = inside(root, d.get("calibration", str), f"{f}: [data].calibration", kind="any", error=DataError)
+    ev = inside(root, d.get("eval", str), f"{f}: [data].eval", kind="any", error=DataError)
     n_cal = d.get("calibration_samples", int, None)
     seed = d.get("subset_seed", int, None)
+    max_unpacked = d.get("max_unpacked_bytes", int, DataSpec.max_unpacked_bytes)
+    max_ratio = d.get("max_unpack_ratio", int, DataSpec.max_unpack_ratio)
     d.finish()
+    if max_unpacked <= 0 or max_ratio <= 0:
+        raise ConfigError(f"{f}: [data].max_unpacked_bytes and max_unpack_ratio must be positive")
     if n_cal is not None and n_cal <= 0:
         raise ConfigError(f"{f}: [data].calibration_samples must be positive, got {n_cal}")
     if seed is not None and n_cal is None:
         raise ConfigError(f"{f}: [data].subset_seed picks calibration_samples files at random; set calibration_samples too")
-    data = DataSpec(calib, ev, n_cal, seed)
+    data = DataSpec(calib, ev, n_cal, seed, max_unpacked, max_ratio)
 
     q = top.table("quantization", {})
     quant = QuantSpec(

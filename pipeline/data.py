@@ -14,6 +14,7 @@ sample counts, NaN/inf - and raises ``DataError`` with one line naming the file 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 
 from edgeq.config import InputSpec
 from edgeq.errors import DataError
+from edgeq.inputs.files import regular_file
 
 __all__ = ["ArrayDataset", "LABELS_FILE"]
 
@@ -71,7 +73,7 @@ class ArrayDataset:
         count_from = ""
         for spec in inputs:
             path = folder / f"{spec.name}.npy"
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise DataError(f"{role} data: {path.name} missing in {folder}; save input '{spec.name}' there with np.save")
             arr = _load(path, role)
             if arr.ndim == len(spec.shape) + 1 and tuple(arr.shape[1:]) == spec.shape:
@@ -115,7 +117,7 @@ class ArrayDataset:
         labels = None
         if want_labels:
             path = folder / LABELS_FILE
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise DataError(
                     f"{role} data: {LABELS_FILE} missing in {folder}; save the integer class id of every sample there"
                 )
@@ -213,6 +215,7 @@ def _batch(spec: InputSpec) -> int:
 
 
 def _load(path: Path, role: str) -> np.ndarray:
+    regular_file(path, f"{role} data:", DataError)  # no symlink out of the folder, no FIFO or device
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:

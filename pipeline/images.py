@@ -22,6 +22,8 @@ many files: the first ones in name order, or a random subset drawn with ``subset
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,23 +31,39 @@ import numpy as np
 
 from edgeq.config import InputSpec
 from edgeq.errors import DataError
+from edgeq.inputs.shown import shown
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSource", "NpzSource", "image_files", "open_source"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_ENTRIES = 1_000_000  # files in one data folder (and images in a set)
 PRE_KEYS = ("resize", "crop", "channel_order", "scale", "mean", "std")
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files in ``folder`` and its direct subfolders, in name order (symlinks skipped)."""
+def _entries(folder: Path, role: str) -> list[Path]:
+    """The entries of ``folder`` in name order, at most MAX_ENTRIES of them."""
     out = []
-    for p in sorted(folder.iterdir()):
+    for k, p in enumerate(folder.iterdir()):
+        if k >= MAX_ENTRIES:
+            raise DataError(f"{role} data: {shown(folder.name)} holds over {MAX_ENTRIES} entries; "
+                            "use fewer files (or an .npz / .npy arrays)")
+        out.append(p)
+    return sorted(out)
+
+
+def image_files(folder: Path, role: str = "data") -> list[Path]:
+    """Image files in ``folder`` and its direct subfolders, in name order (symlinks, FIFOs and
+    devices skipped), at most MAX_ENTRIES entries per folder."""
+    out = []
+    for p in _entries(folder, role):
         if p.is_symlink():
             continue
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
             out.append(p)
         elif p.is_dir():
-            out += [q for q in sorted(p.iterdir()) if q.is_file() and not q.is_symlink() and q.suffix.lower() in IMAGE_SUFFIXES]
+            out += [q for q in _entries(p, role) if q.is_file() and not q.is_symlink() and q.suffix.lower() in IMAGE_SUFFIXES]
+        if len(out) > MAX_ENTRIES:
+            raise DataError(f"{role} data: {shown(folder.name)} holds over {MAX_ENTRIES} images; use fewer")
     return out
 
 
@@ -151,43 +169,77 @@ class ImageSource:
 
 @dataclass
 class NpzSource:
-    """An .npz archive: each member .npy is copied out as a stream (never loaded whole)."""
+    """An .npz archive: each member .npy is copied out as a stream (never loaded whole), after its
+    unpacked size - from the zip directory, checked against the array header - is known to fit."""
 
     role: str
     path: Path
     members: dict[str, str]  # array name -> member name in the zip
+    unpacked: int = 0  # bytes the members unpack to
 
     @classmethod
-    def open(cls, path: Path, inputs: tuple[InputSpec, ...], role: str) -> NpzSource:
+    def open(cls, path: Path, inputs: tuple[InputSpec, ...], role: str, *, max_bytes: int = 8 << 30,
+             max_ratio: int = 200) -> NpzSource:
         import zipfile
 
         members = {}
+        total = 0
+        name = shown(path.name)
         try:
             with zipfile.ZipFile(path) as z:
-                for info in z.infolist():
+                infos = z.infolist()
+                if len(infos) > 1024:
+                    raise DataError(f"{role} data: {name} holds {len(infos)} members; an .npz holds one array per input")
+                for info in infos:
+                    member = shown(info.filename)
                     if not info.filename.endswith(".npy") or "/" in info.filename:
-                        raise DataError(f"{role} data: {path.name} holds {info.filename!r}; an .npz holds NAME.npy arrays only")
+                        raise DataError(f"{role} data: {name} holds {member!r}; an .npz holds NAME.npy arrays only")
+                    if info.filename[:-4] in members:
+                        raise DataError(f"{role} data: {name} holds {member!r} twice; save each array once")
                     with z.open(info) as fh:  # the header only, not the data
                         version = np.lib.format.read_magic(fh)
                         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                        _, _, dtype = read(fh)
+                        shape, _, dtype = read(fh)
+                        header = fh.tell()
                     if dtype.hasobject:
+                        raise DataError(f"{role} data: {name}:{member} holds Python objects (pickle); save plain arrays")
+                    size = header + math.prod(shape) * dtype.itemsize
+                    if info.file_size != size:
+                        raise DataError(f"{role} data: {name}:{member} says it unpacks to {info.file_size} bytes but its "
+                                        f"array {list(shape)} {dtype} needs {size}; the archive is damaged, save it again")
+                    ratio = info.file_size / max(info.compress_size, 1)
+                    if ratio > max_ratio:
                         raise DataError(
-                            f"{role} data: {path.name}:{info.filename} holds Python objects (pickle); save plain arrays"
+                            f"{role} data: {name}:{member} unpacks {ratio:.0f}x ({info.compress_size} -> {info.file_size} "
+                            f"bytes), over the limit of {max_ratio}x; raise [data].max_unpack_ratio if the data is real"
+                        )
+                    total += info.file_size
+                    if total > max_bytes:
+                        raise DataError(
+                            f"{role} data: {name} unpacks to over {total} bytes, over the limit of {max_bytes}; "
+                            "raise [data].max_unpacked_bytes or use fewer samples"
                         )
                     members[info.filename[:-4]] = info.filename
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise DataError(f"{role} data: {path.name} is not a readable .npz ({type(e).__name__}); save it with np.savez") from e
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+            raise DataError(f"{role} data: {name} is not a readable .npz ({type(e).__name__}); save it with np.savez") from e
         names = [i.name for i in inputs]
         extra = sorted(set(members) - set(names) - {"labels"})
         if extra:
-            raise DataError(f"{role} data: {path.name} holds arrays {extra} that name no input; inputs: {names}")
-        return cls(role, path, members)
+            raise DataError(f"{role} data: {name} holds arrays {[shown(e) for e in extra]} that name no input; "
+                            f"inputs: {names}")
+        return cls(role, path, members, total)
 
     def materialize(self, folder: Path) -> Path:
         import shutil
         import zipfile
 
+        existing = folder.parent
+        while not existing.exists():
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        if self.unpacked > free:
+            raise DataError(f"{self.role} data: {shown(self.path.name)} unpacks to {self.unpacked} bytes, but the build "
+                            f"folder's disk has {free} free; free some space")
         folder.mkdir(parents=True)
         with zipfile.ZipFile(self.path) as z:
             for name, member in self.members.items():
@@ -197,13 +249,14 @@ class NpzSource:
 
 
 def open_source(path: Path, inputs: tuple[InputSpec, ...], role: str, *, class_names: list[str] | None,
-                limit: int | None, seed: int | None) -> ImageSource | NpzSource | None:
+                limit: int | None, seed: int | None, max_bytes: int = 8 << 30,
+                max_ratio: int = 200) -> ImageSource | NpzSource | None:
     """An image folder or .npz at ``path``, checked; None for a folder of .npy arrays."""
     if path.is_file() and path.suffix == ".npz":
-        return NpzSource.open(path, inputs, role)
-    if not path.is_dir() or any((path / f"{i.name}.npy").exists() for i in inputs):
+        return NpzSource.open(path, inputs, role, max_bytes=max_bytes, max_ratio=max_ratio)
+    if not path.is_dir() or any(os.path.lexists(path / f"{i.name}.npy") for i in inputs):
         return None
-    files = image_files(path)
+    files = image_files(path, role)
     if not files:
         return None
     if len(inputs) != 1:

@@ -8,12 +8,15 @@ a target starts with BOS, and rows are padded with PAD to the graph's fixed leng
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeq.errors import ConfigError, DataError
+from edgeq.inputs.files import MAX_TEXT, MAX_TOKENIZER, read_bytes, read_text
+from edgeq.inputs.shown import shown
 
 __all__ = ["ParallelText", "Tokenizer", "SOURCE_FILE", "TARGET_FILE"]
 
@@ -28,17 +31,21 @@ class Tokenizer:
         import sentencepiece as spm
 
         self.path = Path(path)
+        proto = read_bytes(self.path, MAX_TOKENIZER, "tokenizer")
         try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(path))
-        except (OSError, RuntimeError) as e:
-            raise ConfigError(f"tokenizer {self.path.name} is not a readable SentencePiece model ({e}); "
+            if not proto:
+                raise ValueError("the file is empty")
+            self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        except (OSError, RuntimeError, TypeError, ValueError) as e:
+            raise ConfigError(f"tokenizer {shown(self.path.name)} is not a readable SentencePiece model "
+                              f"({shown(str(e).splitlines()[0] if str(e) else type(e).__name__)}); "
                               "point [task].tokenizer at the .model file") from e
         self.vocab_size = int(self.sp.get_piece_size())
         self.pad_id, self.bos_id, self.eos_id = int(self.sp.pad_id()), int(self.sp.bos_id()), int(self.sp.eos_id())
         missing = [n for n, v in (("pad", self.pad_id), ("bos", self.bos_id), ("eos", self.eos_id)) if v < 0]
         if missing:
             raise ConfigError(
-                f"tokenizer {self.path.name} has no {'/'.join(missing)} id; train it with "
+                f"tokenizer {shown(self.path.name)} has no {'/'.join(missing)} id; train it with "
                 "pad_id, bos_id and eos_id set (for example pad_id=0 bos_id=1 eos_id=2 unk_id=3)"
             )
 
@@ -72,12 +79,12 @@ class ParallelText:
     @classmethod
     def open(cls, folder: Path, role: str, *, need_targets: bool) -> ParallelText:
         folder = Path(folder)
-        if not folder.is_dir():
+        if folder.is_symlink() or not folder.is_dir():
             raise DataError(f"{role} data folder {str(folder)!r} does not exist; fix [data].{role} in edgeq.toml")
         sources = _read_lines(folder / SOURCE_FILE, role)
         targets = None
         tpath = folder / TARGET_FILE
-        if need_targets or tpath.exists():
+        if need_targets or os.path.lexists(tpath):
             targets = _read_lines(tpath, role)
             if len(targets) != len(sources):
                 raise DataError(
@@ -114,18 +121,15 @@ class ParallelText:
         h = hashlib.sha256()
         for name in (SOURCE_FILE, TARGET_FILE):
             path = self.folder / name
-            if path.is_file():
-                h.update(name.encode() + b"\0" + path.read_bytes())
+            if os.path.lexists(path):
+                h.update(name.encode() + b"\0" + read_bytes(path, MAX_TEXT, f"{self.role} data:", DataError))
         return h.hexdigest()
 
 
 def _read_lines(path: Path, role: str) -> list[str]:
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataError(f"{role} data: {path.name} missing in {path.parent}; write one sentence per line")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{role} data: {path.name} is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from e
+    text = read_text(path, MAX_TEXT, f"{role} data:", DataError)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline

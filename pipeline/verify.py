@@ -7,13 +7,16 @@ each a finding. The bundle is read only: nothing is written, symlinks are not fo
 
 from __future__ import annotations
 
-import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeq.errors import ConfigError
 from edgeq.hashing import sha256_file
+from edgeq.inputs.files import inside, load_json
+from edgeq.inputs.shown import shown
 
 __all__ = ["Finding", "verify"]
 
@@ -30,26 +33,69 @@ class Finding:
         return f"{self.problem}: {self.path}" + (f" ({self.detail})" if self.detail else "")
 
 
+MAX_FILES = 100_000  # entries walked in a bundle folder
+
+
 def _load_manifest(bundle: Path) -> dict[str, Any]:
     if not bundle.is_dir():
-        raise ConfigError(f"{str(bundle)!r} is not a folder; pass the folder `edgeq build` wrote")
+        raise ConfigError(f"{shown(str(bundle))!r} is not a folder; pass the folder `edgeq build` wrote")
     path = bundle / MANIFEST
-    if not path.is_file() or path.is_symlink():
-        raise ConfigError(f"{str(bundle)!r} has no manifest.json; it is not an edgeq bundle")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); the bundle is damaged, rebuild it") from e
+    if not os.path.lexists(path):
+        raise ConfigError(f"{shown(str(bundle))!r} has no manifest.json; it is not an edgeq bundle")
+    where = f"{shown(str(path))}"
+    data = load_json(inside(bundle, MANIFEST, "the bundle's manifest.json"), where)
     if not isinstance(data, dict) or data.get("generator") != "edgeq" or not isinstance(data.get("files"), list):
-        raise ConfigError(f"{path} was not written by edgeq (no generator/files); rebuild the bundle")
+        raise ConfigError(f"{where} was not written by edgeq (no generator/files); rebuild the bundle")
+    if len(data["files"]) > MAX_FILES:
+        raise ConfigError(f"{where} lists {len(data['files'])} files, more than a bundle holds; rebuild the bundle")
     for f in data["files"]:
         if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
-                and isinstance(f.get("bytes"), int)):
-            raise ConfigError(f"{path}: a files entry lacks path/sha256/bytes; the manifest is damaged, rebuild the bundle")
+                and isinstance(f.get("bytes"), int) and not isinstance(f.get("bytes"), bool)):
+            raise ConfigError(f"{where}: a files entry lacks path/sha256/bytes; the manifest is damaged, rebuild the bundle")
         p = PurePosixPath(f["path"])
-        if p.is_absolute() or ".." in p.parts or f["path"] == MANIFEST:
-            raise ConfigError(f"{path}: files entry {f['path']!r} points outside the bundle; the manifest is not edgeq's")
+        if not f["path"] or p.is_absolute() or ".." in p.parts or "\\" in f["path"] or "\0" in f["path"] \
+                or f["path"] == MANIFEST:
+            raise ConfigError(f"{where}: files entry {shown(f['path'])!r} points outside the bundle; the manifest is not edgeq's")
     return data
+
+
+def _walk(bundle: Path) -> list[tuple[str, bool]]:
+    """(relative path, is a real folder) of every entry under ``bundle``, symlinks not followed."""
+    out: list[tuple[str, bool]] = []
+    for top, dirs, files in os.walk(bundle):  # followlinks=False: a link to a folder is listed, not entered
+        for name in dirs + files:
+            full = Path(top) / name
+            out.append((full.relative_to(bundle).as_posix(), name in dirs and not full.is_symlink()))
+            if len(out) > MAX_FILES:
+                raise ConfigError(f"{shown(str(bundle))!r} holds over {MAX_FILES} files; it is not an edgeq bundle")
+    return out
+
+
+def _check_file(bundle: Path, rel: str, entry: dict[str, Any]) -> Finding | None:
+    """The finding for one listed file, or None when it is intact. Nothing outside the bundle is
+    opened: a symlink on the way is a finding, and only a regular file is read."""
+    path = bundle
+    for part in PurePosixPath(rel).parts:
+        path = path / part
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return Finding(rel, "missing")
+        except OSError as e:
+            return Finding(rel, "not a regular file", e.strerror or "")
+        if stat.S_ISLNK(st.st_mode):
+            return Finding(rel, "not a regular file", "a symlink")
+    if not stat.S_ISREG(st.st_mode):
+        return Finding(rel, "not a regular file")
+    if st.st_size != entry["bytes"]:
+        return Finding(rel, "changed", f"{st.st_size} bytes, manifest says {entry['bytes']}")
+    try:
+        digest = sha256_file(path, follow=False)
+    except OSError as e:
+        return Finding(rel, "not a regular file", e.strerror or "")
+    if digest != entry["sha256"]:
+        return Finding(rel, "changed", "sha256 differs from the manifest")
+    return None
 
 
 def verify(bundle: Path) -> tuple[list[Finding], int]:
@@ -58,22 +104,11 @@ def verify(bundle: Path) -> tuple[list[Finding], int]:
     findings: list[Finding] = []
     listed = {f["path"]: f for f in manifest["files"]}
     for rel, entry in sorted(listed.items()):
-        path = bundle / rel
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            findings.append(Finding(rel, "not a regular file"))
-        elif not path.exists():
-            findings.append(Finding(rel, "missing"))
-        else:
-            size = path.stat().st_size
-            if size != entry["bytes"]:
-                findings.append(Finding(rel, "changed", f"{size} bytes, manifest says {entry['bytes']}"))
-            elif sha256_file(path) != entry["sha256"]:
-                findings.append(Finding(rel, "changed", "sha256 differs from the manifest"))
-    for path in sorted(bundle.rglob("*")):
-        rel = path.relative_to(bundle).as_posix()
-        if rel == MANIFEST or rel in listed or (path.is_dir() and not path.is_symlink()):
-            continue
-        if path.is_dir() and any(k.startswith(rel + "/") for k in listed):
+        finding = _check_file(bundle, rel, entry)
+        if finding is not None:
+            findings.append(finding)
+    for rel, is_dir in sorted(_walk(bundle)):
+        if rel == MANIFEST or rel in listed or is_dir:
             continue
         findings.append(Finding(rel, "extra", "not in manifest.json"))
     return findings, len(listed)

@@ -17,7 +17,7 @@ from edgeq.config import (
     load_target,
     parse_gate_override,
 )
-from edgeq.errors import ConfigError, EdgeqError, ModelError
+from edgeq.errors import ConfigError, DataError, EdgeqError, ModelError
 
 
 @pytest.mark.parametrize(("mutate", "error", "fragment"), CONFIG_CASES)
@@ -126,12 +126,14 @@ def test_onnx_spec_needs_no_class_or_weights_and_reads_gates_and_target(tmp_path
     )
 
 
-def test_absolute_data_paths_are_kept(tmp_path: Path) -> None:
+def test_absolute_data_paths_are_refused(tmp_path: Path) -> None:
+    """Every path edgeq.toml names stays in the model folder: an absolute one is refused, naming the key."""
     root = make_model_dir(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     (root / "data" / "eval").rename(elsewhere)
     edit(data={"eval": str(elsewhere)})(root)
-    assert load_model_spec(root).data.eval == elsewhere
+    with pytest.raises(DataError, match=r"\[data\]\.eval '.*elsewhere' is an absolute path, outside the folder"):
+        load_model_spec(root)
 
 
 # --- targets -------------------------------------------------------------------------------

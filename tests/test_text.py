@@ -266,7 +266,7 @@ TRANSLATION_DATA_CASES = [
         "is not a readable SentencePiece model", id="tokenizer-not-sentencepiece",
     ),
     pytest.param(_tokenizer(pad_id=-1, bos_id=-1, eos_id=-1), ConfigError, "has no pad/bos/eos id", id="no-special-ids"),
-    pytest.param(remove("data/eval"), DataError, "eval data folder", id="no-eval-folder"),
+    pytest.param(remove("data/eval"), DataError, "[data].eval 'data/eval' does not exist", id="no-eval-folder"),
     pytest.param(
         remove("tokenizer.model"), ConfigError, "tokenizer.model' does not exist; fix the path", id="no-tokenizer-file",
     ),

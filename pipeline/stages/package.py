@@ -17,6 +17,7 @@ from typing import Any
 from edgeq import __version__
 from edgeq.context import BuildContext
 from edgeq.hashing import sha256_file
+from edgeq.inputs.files import read_labels
 from edgeq.report import build_report, render_markdown
 from edgeq.stages import StageResult
 
@@ -122,7 +123,7 @@ class PackageStage:
         labels_name = None
         if spec.task.labels is not None:
             labels_name = "labels.txt"
-            lines = [ln.strip() for ln in spec.task.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            lines = read_labels(spec.task.labels)
             (out / labels_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
         model_json: dict[str, Any] = {

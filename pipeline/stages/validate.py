@@ -390,5 +390,7 @@ def _count_labels(ctx: BuildContext) -> int | None:
     path = ctx.spec.task.labels
     if path is None:
         return None
-    return len([ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()])
+    from edgeq.inputs.files import read_labels
+
+    return len(read_labels(path))
 
