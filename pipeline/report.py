@@ -6,6 +6,7 @@ from typing import Any
 
 from edgeq import __version__
 from edgeq.context import BuildContext
+from edgeq.inputs.shown import shown
 
 __all__ = ["build_report", "render_markdown", "format_gate"]
 
@@ -162,7 +163,23 @@ def _emulation_cost_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _as_text(node: Any) -> Any:
+    """The report with every string - names from edgeq.toml, the model and file names among them -
+    rendered as one line of text (edgeq.inputs.shown): no escape sequence or forged line in report.md."""
+    if isinstance(node, str):
+        return shown(node, limit=MAX_REPORT_TEXT)
+    if isinstance(node, dict):
+        return {_as_text(k) if isinstance(k, str) else k: _as_text(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_as_text(v) for v in node]
+    return node
+
+
+MAX_REPORT_TEXT = 2000  # characters of one string in report.md
+
+
 def render_markdown(report: dict[str, Any]) -> str:
+    report = _as_text(report)
     lines = [
         f"# edgeq report: {report['model']['name']} for {report['target']['name']}",
         "",

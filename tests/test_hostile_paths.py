@@ -403,3 +403,13 @@ def test_verify_never_reads_through_a_symlinked_folder(bundle: Path, tmp_path: P
     assert result.exit_code == 1
     assert "not a regular file: sub/model.tflite (a symlink)" in result.stderr
     assert "extra: sub (not in manifest.json)" in result.stderr
+
+
+def test_report_md_renders_names_as_text(tiny_report: dict[str, Any]) -> None:
+    from edgeq.report import render_markdown
+
+    report = json.loads(json.dumps(tiny_report))
+    report["model"]["name"] = "tiny\x1b[2J\n# PASSED, every gate"
+    md = render_markdown(report)
+    assert "\x1b" not in md and "tiny\\x1b[2J\\n# PASSED, every gate" in md
+    assert not any(line.startswith("# PASSED") for line in md.splitlines())
