@@ -51,9 +51,16 @@ def _check_tensors(shape: _Shape, g: dict[str, Any], graph: str) -> None:
             if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in dims):
                 raise ConfigError(f"{shape.where}: {at}shape is not a list of sizes; the bundle is damaged, rebuild it")
             q = t.get("quantization")
-            if q is not None and not (isinstance(q, dict) and all(isinstance(q.get(n), int | float | list) for n in
-                                                                   ("scale", "zero_point"))):
+            if q is not None and not (isinstance(q, dict) and _numbers(q.get("scale"), positive=True)
+                                      and _numbers(q.get("zero_point"))):
                 raise ConfigError(f"{shape.where}: {at}quantization is damaged; rebuild the bundle")
+
+
+def _numbers(value: Any, positive: bool = False) -> bool:
+    """A number or a flat list of numbers, each a finite float32 (a scale: also over zero)."""
+    items = value if isinstance(value, list) else [value]
+    return all(isinstance(x, int | float) and not isinstance(x, bool) and abs(x) < 3.4e38
+               and (not positive or x > 1.2e-38) for x in items)
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,8 @@ def _check_translation(model: dict[str, Any], where: str, graphs: dict[str, Any]
     task = shape.get(model, "task", dict, "")
     shape.get(task, "tokenizer", str, "task.")
     for key in ("bos_id", "eos_id", "pad_id"):
-        if shape.get(task, key, int, "task.") < 0:
-            raise ConfigError(f"{where}: task.{key} is negative; the bundle is damaged, rebuild it")
+        if not 0 <= shape.get(task, key, int, "task.") < 2**31:  # token rows are int32
+            raise ConfigError(f"{where}: task.{key} is not a token id; the bundle is damaged, rebuild it")
     for key in ("source_length", "target_length"):
         if not 0 < shape.get(task, key, int, "task.") < 1 << 16:
             raise ConfigError(f"{where}: task.{key} is not a length; the bundle is damaged, rebuild it")
@@ -182,5 +189,9 @@ def translate(bundle: Bundle, texts: list[str], runtime: str = "litert") -> list
         except (ValueError, RuntimeError, KeyError, IndexError, TypeError) as e:
             raise ConfigError(f"the bundle does not run as its model.json says ({type(e).__name__}: "
                               f"{shown(str(e).splitlines()[0] if str(e) else '')}); rebuild the bundle") from e
+        unknown = [i for i in ids if not 0 <= i < tok.vocab_size]
+        if unknown:
+            raise ConfigError(f"the bundle's decoder chose token {unknown[0]}, but its tokenizer has {tok.vocab_size} "
+                              "pieces; the bundle is damaged, rebuild it")
         out.append(tok.decode(ids))
     return out

@@ -7,8 +7,8 @@ too, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import math
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -89,10 +89,11 @@ class GateLimit:
 def _check_gate(name: str, value: Any, where: str) -> float:
     if name not in GATE_DEFINITIONS:
         raise ConfigError(
-            f"{where}: unknown gate '{name}'; known gates: {', '.join(GATE_DEFINITIONS)}"
+            f"{where}: unknown gate '{shown(name)}'; known gates: {', '.join(GATE_DEFINITIONS)}"
         )
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: gate '{name}' must be a finite number, got {value!r}")
+    # abs(...) <= float max: not NaN or inf, nor an integer too large for a float (10**400)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= sys.float_info.max:
+        raise ConfigError(f"{where}: gate '{shown(name)}' must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -160,7 +161,7 @@ class _Table:
         if extra:
             section = f"[{self.where}]" if self.where else "the top level"
             known = ", ".join(sorted(self.used)) or "none"
-            raise ConfigError(f"{self.file}: unknown key '{extra[0]}' in {section}; known keys: {known}")
+            raise ConfigError(f"{self.file}: unknown key '{shown(extra[0])}' in {section}; known keys: {known}")
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ class InputSpec:
     def __post_init__(self) -> None:
         if len(self.layout) != len(self.shape):
             raise ConfigError(
-                f"input '{self.name}': layout '{self.layout}' has {len(self.layout)} letters "
+                f"input '{shown(self.name)}': layout '{shown(self.layout)}' has {len(self.layout)} letters "
                 f"but shape {list(self.shape)} has {len(self.shape)} dimensions"
             )
 
@@ -202,24 +203,24 @@ def _check_value(name: str, value: Any, where: str) -> Any:
 
     def count(v: Any, depth: int = 0) -> int:
         if depth > 8:
-            raise ConfigError(f"{where}: the value of input '{name}' is nested more than 8 lists deep")
+            raise ConfigError(f"{where}: the value of input '{shown(name)}' is nested more than 8 lists deep")
         if isinstance(v, list):
             return sum(count(x, depth + 1) for x in v)
         if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
-            raise ConfigError(f"{where}: the value of input '{name}' holds {v}, which does not fit in 64 bits")
+            raise ConfigError(f"{where}: the value of input '{shown(name)}' holds {v}, which does not fit in 64 bits")
         if isinstance(v, (bool, int, float)):
             return 1
-        raise ConfigError(f"{where}: the value of input '{name}' must be numbers (or true/false), got {v!r}")
+        raise ConfigError(f"{where}: the value of input '{shown(name)}' must be numbers (or true/false), got {v!r}")
 
     if count(value) > MAX_FROZEN_ELEMENTS:
-        raise ConfigError(f"{where}: the value of input '{name}' has more than {MAX_FROZEN_ELEMENTS} numbers; "
+        raise ConfigError(f"{where}: the value of input '{shown(name)}' has more than {MAX_FROZEN_ELEMENTS} numbers; "
                           "feed an input that large from the data instead")
     try:
         arr = np.array(value)
     except ValueError:
         arr = np.array([], dtype=object)
     if arr.dtype == object or arr.size == 0 and isinstance(value, list):
-        raise ConfigError(f"{where}: the value of input '{name}' must be a number or a rectangular list of numbers, "
+        raise ConfigError(f"{where}: the value of input '{shown(name)}' must be a number or a rectangular list of numbers, "
                           f"got {value!r}")
     return value
 
@@ -230,7 +231,7 @@ def parse_input_value(text: str) -> tuple[str, Any]:
     name = name.strip()
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"] if sep and name and len(raw) <= MAX_VALUE_TEXT else None
-    except (tomllib.TOMLDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # TOMLDecodeError, or a number over Python's digit limit
         value = None
     if value is None or isinstance(value, (str, dict)):
         raise ConfigError(f"--input-value {shown(text)!r}: write NAME=VALUE with a number or a list, e.g. sr=16000")
@@ -261,7 +262,7 @@ class GraphSpec:
     def __post_init__(self) -> None:
         names = [i.name for i in self.inputs] + [f.name for f in self.frozen]
         if len(set(names)) != len(names):
-            raise ConfigError(f"{CONFIG_FILE}: graph '{self.name}': input names must be unique, got {names}")
+            raise ConfigError(f"{CONFIG_FILE}: graph '{shown(self.name)}': input names must be unique, got {names}")
 
     def input(self, name: str) -> InputSpec:
         return next(i for i in self.inputs if i.name == name)
@@ -353,8 +354,8 @@ class ModelSpec:
         outputs = self.graphs[0].outputs
         if self.task.kind == "classification" and outputs and self.task.output not in {o.name for o in outputs}:
             raise ConfigError(
-                f"{CONFIG_FILE}: [task].output '{self.task.output}' is not one of the [[outputs]]: "
-                f"{', '.join(o.name for o in outputs)}"
+                f"{CONFIG_FILE}: [task].output '{shown(self.task.output)}' is not one of the [[outputs]]: "
+                f"{', '.join(shown(o.name) for o in outputs)}"
             )
 
     def _check_translation(self) -> None:
@@ -363,35 +364,36 @@ class ModelSpec:
         for role, gname in (("encoder", t.encoder), ("decoder", t.decoder)):
             if gname not in names:
                 raise ConfigError(
-                    f"{CONFIG_FILE}: [task].{role} names graph '{gname}', but the [[graphs]] are: {', '.join(names)}"
+                    f"{CONFIG_FILE}: [task].{role} names graph '{shown(gname)}', but the [[graphs]] are: "
+                    f"{', '.join(shown(n) for n in names)}"
                 )
         enc, dec = names[t.encoder], names[t.decoder]
         if len(self.graphs) != 2:
             raise ConfigError(f"{CONFIG_FILE}: a translation model has two [[graphs]], an encoder and a decoder")
         if [i.name for i in enc.inputs] != [t.source_ids]:
             raise ConfigError(
-                f"{CONFIG_FILE}: the encoder graph must take exactly one input, '{t.source_ids}' (source token ids)"
+                f"{CONFIG_FILE}: the encoder graph must take exactly one input, '{shown(t.source_ids)}' (source token ids)"
             )
         if [o.name for o in enc.outputs] != [t.memory]:
-            raise ConfigError(f"{CONFIG_FILE}: the encoder graph must list exactly one output, '{t.memory}'")
+            raise ConfigError(f"{CONFIG_FILE}: the encoder graph must list exactly one output, '{shown(t.memory)}'")
         allowed = {t.target_ids, t.memory, t.source_ids}
         dec_in = {i.name for i in dec.inputs}
         if not {t.target_ids, t.memory} <= dec_in or not dec_in <= allowed:
             raise ConfigError(
-                f"{CONFIG_FILE}: the decoder graph's inputs must be '{t.target_ids}' and '{t.memory}' "
-                f"(and optionally '{t.source_ids}'), got {sorted(dec_in)}"
+                f"{CONFIG_FILE}: the decoder graph's inputs must be '{shown(t.target_ids)}' and '{shown(t.memory)}' "
+                f"(and optionally '{shown(t.source_ids)}'), got {sorted(dec_in)}"
             )
         if [o.name for o in dec.outputs] != [t.logits]:
-            raise ConfigError(f"{CONFIG_FILE}: the decoder graph must list exactly one output, '{t.logits}'")
+            raise ConfigError(f"{CONFIG_FILE}: the decoder graph must list exactly one output, '{shown(t.logits)}'")
         for g, name in ((enc, t.source_ids), (dec, t.target_ids)) + (((dec, t.source_ids),) if t.source_ids in dec_in else ()):
             spec = g.input(name)
             if spec.dtype != "int32" or len(spec.shape) != 2 or spec.shape[0] != 1:
                 raise ConfigError(
-                    f"{CONFIG_FILE}: graph '{g.name}' input '{name}' holds token ids: it must be int32 with shape "
+                    f"{CONFIG_FILE}: graph '{shown(g.name)}' input '{shown(name)}' holds token ids: it must be int32 with shape "
                     f"[1, max_length], got {spec.dtype} {list(spec.shape)}"
                 )
         if dec.input(t.memory).dtype != "float32":
-            raise ConfigError(f"{CONFIG_FILE}: decoder input '{t.memory}' must be float32")
+            raise ConfigError(f"{CONFIG_FILE}: decoder input '{shown(t.memory)}' must be float32")
         if self.task.tokenizer is None:
             raise ConfigError(f"{CONFIG_FILE}: [task].tokenizer is required for translation (a SentencePiece .model)")
 
@@ -399,7 +401,7 @@ class ModelSpec:
     def single(self) -> GraphSpec:
         """The graph of a one-graph model."""
         if len(self.graphs) != 1:
-            raise ConfigError(f"model '{self.name}' has {len(self.graphs)} graphs; this needs a one-graph model")
+            raise ConfigError(f"model '{shown(self.name)}' has {len(self.graphs)} graphs; this needs a one-graph model")
         return self.graphs[0]
 
     @property
@@ -522,16 +524,16 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
         if value is not None:
             value = _check_value(iname, value, f"{f}: {where}[{k}]")
             if iname in shapes:
-                raise ConfigError(f"input '{iname}' is given both --input-shape and a value; a frozen input's shape is "
+                raise ConfigError(f"input '{shown(iname)}' is given both --input-shape and a value; a frozen input's shape is "
                                   "its value's")
             frozen_in = FrozenInput(iname, value, k)
             if shape is not None and list(shape) != list(frozen_in.shape):
-                raise ConfigError(f"{f}: {where}[{k}] ('{iname}'): shape {shape!r} but its value has shape "
+                raise ConfigError(f"{f}: {where}[{k}] ('{shown(iname)}'): shape {shape!r} but its value has shape "
                                   f"{list(frozen_in.shape)}; drop shape (a frozen input's shape is its value's)")
             extra = sorted(set(t.data) - {"name", "value", "shape", "dtype"})
             if extra:
-                raise ConfigError(f"{f}: {where}[{k}] ('{iname}') is frozen by its value; '{extra[0]}' does not apply "
-                                  "to it (it is not an input of the shipped model)")
+                raise ConfigError(f"{f}: {where}[{k}] ('{shown(iname)}') is frozen by its value; '{shown(extra[0])}' "
+                                  "does not apply to it (it is not an input of the shipped model)")
             t.used.update(t.data)
             frozen.append(frozen_in)
             continue
@@ -539,12 +541,13 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
             shape = list(shapes[iname])
         elif shape is None and model is not None and iname in model and model[iname][1] is not None:
             dims = model[iname][1]
-            dynamic += [f"{iname}[{a}] '{d}'" for a, d in enumerate(dims) if isinstance(d, str)]
+            dynamic += [f"{shown(iname)}[{a}] '{shown(d)}'" for a, d in enumerate(dims) if isinstance(d, str)]
             shape = [d if isinstance(d, int) else 1 for d in dims]
         elif shape is None:
             declared = " (the model does not declare its shape)" if model is not None and iname in model else ""
             raise ConfigError(
-                f"{f}: {where}[{k}] ('{iname}') has no shape{declared}; give shape = [...] or --input-shape {iname}=D1,D2,..."
+                f"{f}: {where}[{k}] ('{shown(iname)}') has no shape{declared}; give shape = [...] or "
+                f"--input-shape {shown(iname)}=D1,D2,..."
             )
         if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise ConfigError(
@@ -560,9 +563,9 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
         stray = sorted(set(shapes) - {i.name for i in inputs})
         note = f" (--input-shape named {', '.join(stray)}, not an input of this model)" if stray else ""
         raise ConfigError(
-            f"{onnx_file.name if onnx_file else f}: dynamic dimensions with no size: {', '.join(dynamic)}{note}; give them "
-            f"with --input-shape {example.name}={','.join(str(d) for d in example.shape)} (your sizes) or shape = [...] "
-            "in [[inputs]]"
+            f"{shown(onnx_file.name) if onnx_file else f}: dynamic dimensions with no size: {', '.join(dynamic)}{note}; "
+            f"give them with --input-shape {shown(example.name)}={','.join(str(d) for d in example.shape)} (your sizes) "
+            "or shape = [...] in [[inputs]]"
         )
     names = [i.name for i in inputs] + [fr.name for fr in frozen]
     if len(set(names)) != len(names):
@@ -594,8 +597,8 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
     root = root.resolve()
     cfg_path = root / CONFIG_FILE
     if not os.path.lexists(cfg_path):
-        raise ConfigError(f"{cfg_path} not found; create it (see sample_models/digits/edgeq.toml for an example)")
-    raw = load_toml(cfg_path, str(cfg_path))
+        raise ConfigError(f"{shown(str(cfg_path))} not found; create it (see sample_models/digits/edgeq.toml for an example)")
+    raw = load_toml(cfg_path, shown(str(cfg_path)))
 
     f = CONFIG_FILE
     top = _Table(raw, "", f)
@@ -623,19 +626,19 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
         if not (file / "saved_model.pb").is_file():
             raise ModelError(f"{f}: [model].file {str(file)!r} has no saved_model.pb; save it with tf.saved_model.save")
     elif file is not None and not file.is_file():
-        raise ModelError(f"{f}: [model].file {str(file)!r} does not exist; fix the path (relative to {root})")
+        raise ModelError(f"{f}: [model].file {str(file)!r} does not exist; fix the path (relative to {shown(str(root))})")
     if fmt == "keras" and file is not None:
         if file.suffix.lower() in (".h5", ".hdf5"):
             raise ModelError(
-                f"{f}: {file.name} is a legacy HDF5 Keras file, which edgeq refuses (it can hold code and is not checked "
+                f"{f}: {shown(file.name)} is a legacy HDF5 Keras file, which edgeq refuses (it can hold code and is not checked "
                 "in safe mode); load it in the Keras that saved it and re-save with model.save('model.keras')"
             )
         if file.suffix.lower() != ".keras":
-            raise ConfigError(f"{f}: format = 'keras' needs a .keras file (model.save('model.keras')), got {file.name}")
+            raise ConfigError(f"{f}: format = 'keras' needs a .keras file (model.save('model.keras')), got {shown(file.name)}")
     if fmt != "pytorch" and (class_name is not None or weights is not None or init_args):
         raise ConfigError(f"{f}: [model].class, weights and init_args are for format = 'pytorch' only")
     if weights is not None and not weights.is_file():
-        raise ModelError(f"{f}: [model].weights {str(weights)!r} does not exist; fix the path (relative to {root})")
+        raise ModelError(f"{f}: [model].weights {str(weights)!r} does not exist; fix the path (relative to {shown(str(root))})")
 
     if "graphs" in raw:
         if fmt in ("keras", "saved_model"):
@@ -656,7 +659,8 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
                 if gfile is None:
                     raise ConfigError(f"{f}: graphs[{k}].file is required for format = 'onnx' (one .onnx file per graph)")
                 if not gfile.is_file():
-                    raise ModelError(f"{f}: graphs[{k}].file {str(gfile)!r} does not exist; fix the path (relative to {root})")
+                    raise ModelError(f"{f}: graphs[{k}].file {str(gfile)!r} does not exist; "
+                                     f"fix the path (relative to {shown(str(root))})")
             g_inputs, g_frozen = _parse_inputs(gt.get("inputs", list, []), f"graphs[{k}].inputs", f, input_shapes,
                                                gfile if fmt == "onnx" else None, input_values)
             g_outputs = _parse_outputs(gt.get("outputs", list, []), f"graphs[{k}].outputs", f)
@@ -675,7 +679,8 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
     for option, given in (("--input-shape", input_shapes), ("--input-value", input_values)):
         unknown = sorted(set(given or {}) - set(known))
         if unknown:
-            raise ConfigError(f"{option} names {', '.join(unknown)}, but the model's inputs are {', '.join(known)}")
+            raise ConfigError(f"{option} names {', '.join(shown(n) for n in unknown)}, "
+                              f"but the model's inputs are {', '.join(shown(n) for n in known)}")
 
     t = top.table("task")
     kind = t.get("kind", str, choices=TASK_KINDS)
@@ -689,7 +694,8 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
         raise ConfigError(f"{f}: [task] tokenizer/encoder/decoder keys are for kind = 'translation' only")
     tokenizer = inside(root, tokenizer_rel, f"{f}: [task].tokenizer") if tokenizer_rel is not None else None
     if tokenizer is not None and not tokenizer.is_file():
-        raise ConfigError(f"{f}: [task].tokenizer {str(tokenizer)!r} does not exist; fix the path (relative to {root})")
+        raise ConfigError(f"{f}: [task].tokenizer {str(tokenizer)!r} does not exist; "
+                          f"fix the path (relative to {shown(str(root))})")
     outputs = graphs[0].outputs
     if kind == "classification" and task_output is None:
         if len(outputs) == 1:
@@ -698,7 +704,7 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
             raise ConfigError(f"{f}: [task].output is required for classification: name the logits output")
     labels = inside(root, labels_rel, f"{f}: [task].labels") if labels_rel is not None else None
     if labels is not None and not labels.is_file():
-        raise ConfigError(f"{f}: [task].labels {str(labels)!r} does not exist; fix the path (relative to {root})")
+        raise ConfigError(f"{f}: [task].labels {str(labels)!r} does not exist; fix the path (relative to {shown(str(root))})")
     task = TaskSpec(kind, task_output, labels, tokenizer, **wiring)
 
     d = top.table("data")
@@ -718,9 +724,13 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
     data = DataSpec(calib, ev, n_cal, seed, max_unpacked, max_ratio)
 
     q = top.table("quantization", {})
+    method = q.get("method", str, "minmax", choices=CALIBRATION_METHODS)
+    percentile = q.get("percentile", (int, float), 99.999)
+    if not 90 <= percentile < 100:  # before float(): an integer of 400 digits is no float
+        raise ConfigError(f"{f}: [quantization].percentile must be in [90, 100), got {percentile}")
     quant = QuantSpec(
-        method=q.get("method", str, "minmax", choices=CALIBRATION_METHODS),
-        percentile=float(q.get("percentile", (int, float), 99.999)),
+        method=method,
+        percentile=float(percentile),
         per_channel=q.get("per_channel", bool, True),
         allow_float_ops=check_tflite_ops(q.get("allow_float_ops", list, []), f"{f}: [quantization].allow_float_ops"),
     )
@@ -827,7 +837,7 @@ def available_targets() -> list[TargetSpec]:
 def load_target(name: str) -> TargetSpec:
     files = _target_files()
     if name not in files:
-        raise ConfigError(f"unknown target '{name}'; available targets: {', '.join(sorted(files))} (see `edgeq targets`)")
+        raise ConfigError(f"unknown target '{shown(name)}'; available targets: {', '.join(sorted(files))} (see `edgeq targets`)")
     where = f"targets/{name}.toml"
     try:
         raw = tomllib.loads(files[name].read_text(encoding="utf-8"))

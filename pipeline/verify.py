@@ -56,6 +56,14 @@ def _load_manifest(bundle: Path) -> dict[str, Any]:
         if not f["path"] or p.is_absolute() or ".." in p.parts or "\\" in f["path"] or "\0" in f["path"] \
                 or f["path"] == MANIFEST:
             raise ConfigError(f"{where}: files entry {shown(f['path'])!r} points outside the bundle; the manifest is not edgeq's")
+        if not p.parts:  # ".", "./": the bundle folder itself
+            raise ConfigError(f"{where}: files entry {shown(f['path'])!r} names the bundle folder, not a file; "
+                              "the manifest is not edgeq's")
+        try:
+            os.fsencode(f["path"])
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): no file has that name
+            raise ConfigError(f"{where}: files entry {shown(f['path'])!r} is not a file name; "
+                              "the manifest is not edgeq's") from None
     return data
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -70,6 +71,10 @@ def inside(root: Path, rel: str, key: str, *, kind: str = "file", error: type[Ed
         raise error(f"{key} is empty; {fix}")
     if "\0" in rel:
         raise error(f"{where} holds a NUL character; {fix}")
+    try:
+        os.fsencode(rel)
+    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no file can have that name
+        raise error(f"{where} is not a file name (it holds a lone surrogate); {fix}") from None
     posix = rel.replace("\\", "/")
     p = PurePosixPath(posix)
     if p.is_absolute() or posix.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
@@ -184,6 +189,9 @@ def load_toml(path: Path, what: str, error: type[EdgeqError] = ConfigError) -> d
         raise error(f"{what}: not valid TOML: not UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise error(f"{what}: not valid TOML: {e}") from None
+    except ValueError:  # tomllib's int() of a number longer than Python converts
+        raise error(f"{what}: not valid TOML: a number is over {sys.get_int_max_str_digits()} digits long; "
+                    "edgeq.toml needs no such number") from None
     except RecursionError:
         raise error(f"{what}: tables or arrays nested too deep to read; edgeq.toml needs only a few levels") from None
     if _depth(data) > MAX_DEPTH:
