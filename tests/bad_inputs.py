@@ -341,7 +341,8 @@ LABELS = "data/eval/labels.npy"
 
 DATA_CASES = [
     pytest.param(
-        remove("data/calibration"), DataError, "calibration data folder", id="calibration-folder-missing"
+        remove("data/calibration"), DataError, "[data].calibration 'data/calibration' does not exist",
+        id="calibration-folder-missing",
     ),
     pytest.param(
         both(remove("data/eval"), write_text("data/eval", "not a folder")),

@@ -253,10 +253,7 @@ def test_error_line_is_the_message_verbatim(tmp_path: Path) -> None:
     remove("data/calibration")(root)  # DataError: "... fix [data].calibration in edgeq.toml"
     result = invoke_cli(["build", str(root), "--out", str(tmp_path / "out")])
     line = assert_refused(result, "does not exist")
-    assert (
-        line == f"error: calibration data folder {str(root / 'data' / 'calibration')!r} does not exist; "
-        "fix [data].calibration in edgeq.toml"
-    )
+    assert line == f"error: edgeq.toml: [data].calibration 'data/calibration' does not exist; fix the path (relative to {root})"
 
 
 # --- a successful build ----------------------------------------------------------------------------
