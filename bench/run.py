@@ -351,7 +351,16 @@ def write_results(r: dict[str, Any], path: Path) -> None:
         import translator
 
         lines += translator.section(r["translator"], r["translator_dynamic"])
-    path.write_text("\n".join(lines), encoding="utf-8")
+    text = "\n".join(lines)
+    # Sections other scripts write (bench/calibration_memory.py) are kept as they are.
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    kept = old.find(KEPT_SECTION)
+    if kept >= 0:
+        text = text.rstrip("\n") + "\n\n" + old[kept:]
+    path.write_text(text, encoding="utf-8")
+
+
+KEPT_SECTION = "## Calibration memory"
 
 
 def main() -> None:
