@@ -142,6 +142,9 @@ def check_model_files(spec: ModelSpec, trust: bool = False) -> None:
         if total > MAX_PROTOBUF:  # its variables become one ONNX protobuf and one .tflite: both stop at 2 GB
             raise ModelError(f"{spec.file.name} is {total} bytes, over the 2 GB limit of an ONNX model and a .tflite "
                              "file; quantize a smaller model")
+        from edgeq.saved_model_ops import check_saved_model
+
+        check_saved_model(spec.file, trust)  # only math ops: TensorFlow runs a SavedModel's ops when it loads it
     elif spec.format == "pytorch" and spec.weights is not None:
         from edgeq.onnx_files import check_size
 

@@ -93,7 +93,8 @@ def build(
                      "it becomes a constant of the model, e.g. sr=16000."),
     ] = None,
     trust_model: Annotated[
-        bool, typer.Option("--trust-model", help="Let a .keras file load Lambda layers / custom objects (their code runs).")
+        bool, typer.Option("--trust-model", help="Let a .keras file load Lambda layers / custom objects (their code runs), "
+                           "and a SavedModel run ops other than math ops (file, Python ops).")
     ] = False,
     allow_float_op: Annotated[
         list[str] | None,

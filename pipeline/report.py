@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from edgeq import __version__
@@ -263,9 +264,23 @@ def render_markdown(report: dict[str, Any]) -> str:
     q = report["quantization"]
     if q:
         lines += ["", "## Quantization (INT8 ONNX)", ""] + [f"- {k}: {v}" for k, v in q.items()]
+    lines += _confinement_lines(report)
     lines += ["", "## Stages (host wall time, s)", "",
               " | ".join(f"{k} {v:.1f}" for k, v in report["stage_seconds"].items()), ""]
     return "\n".join(lines)
+
+
+def _confinement_lines(report: dict[str, Any]) -> list[str]:
+    """Whether the export and convert child processes ran with their writes confined (edgeq.landlock)."""
+    lines = []
+    for stage, status in (("Export", report.get("export", {}).get("confinement")),
+                          ("Conversion", report["conversion"].get("confinement"))):
+        if not status:
+            continue  # no child process (an ONNX model's export)
+        m = re.fullmatch(r"landlock ABI (\d+): writes confined to (.+)", status)
+        lines.append(f"- {stage} ran with writes confined to {m[2]} (Landlock ABI {m[1]})." if m
+                     else f"- {stage} ran with writes not confined: {status.removeprefix('not confined: ')}.")
+    return ["", "## Child processes", ""] + lines if lines else []
 
 
 def _export_lines(graphs: dict[str, Any]) -> list[str]:

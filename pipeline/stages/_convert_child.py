@@ -28,6 +28,7 @@ import numpy as np
 
 from edgeq.config import InputSpec
 from edgeq.data import ArrayDataset
+from edgeq.landlock import confine_child
 from edgeq.layout import input_perm, keeps_shape, match_name
 from edgeq.onnx_files import describe_nodes
 
@@ -258,6 +259,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     job_path = Path(argv[1])
     job = json.loads(job_path.read_text(encoding="utf-8"))
+    confinement = confine_child(job.get("confine"))  # before the converters or the model load
     result_path = job_path.with_suffix(".result.json")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -267,9 +269,9 @@ def main(argv: list[str]) -> int:
         outcome = run(job)
     except ConversionFailed as e:
         traceback.print_exc()
-        result_path.write_text(json.dumps({"ok": False, "error": str(e)}), encoding="utf-8")
+        result_path.write_text(json.dumps({"ok": False, "error": str(e), "confinement": confinement}), encoding="utf-8")
         return 2
-    result_path.write_text(json.dumps({"ok": True, **outcome}), encoding="utf-8")
+    result_path.write_text(json.dumps({"ok": True, **outcome, "confinement": confinement}), encoding="utf-8")
     return 0
 
 

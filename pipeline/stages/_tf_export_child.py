@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq._proc import error_line
+from edgeq.landlock import confine_child
 from edgeq.stages._convert_child import _no_network
 
 OPSET = 17
@@ -96,6 +97,7 @@ def _replace_erfc(proto: Any) -> int:
 
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    confinement = confine_child(job.get("confine"))  # before TensorFlow or the model loads
     result_path = Path(job_path).with_suffix(".result.json")
     try:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -112,6 +114,7 @@ def main(job_path: str) -> int:
     except Exception as e:  # every failure goes back to the parent as one line
         traceback.print_exc()
         result = {"ok": False, "error": error_line(e)[:400]}
+    result["confinement"] = confinement
     result_path.write_text(json.dumps(result), encoding="utf-8")
     return 0 if result["ok"] else 1
 

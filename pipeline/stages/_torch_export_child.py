@@ -23,6 +23,7 @@ from typing import Any
 
 from edgeq._proc import error_line
 from edgeq.errors import ModelError
+from edgeq.landlock import confine_child
 from edgeq.stages._convert_child import _no_network
 
 __all__ = ["export_graphs", "main"]
@@ -158,6 +159,7 @@ def export_graphs(job: dict[str, Any]) -> None:
 
 def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    confinement = confine_child(job.get("confine"))  # before the user's code or torch loads
     result_path = Path(job_path).with_suffix(".result.json")
     try:
         with _no_network():
@@ -169,6 +171,7 @@ def main(job_path: str) -> int:
     except Exception as e:  # torch's own failures: one line back to the parent, the traceback in the log
         traceback.print_exc()
         result = {"ok": False, "error": f"exporting to ONNX failed: {error_line(e)}"[:400]}
+    result["confinement"] = confinement
     result_path.write_text(json.dumps(result), encoding="utf-8")
     return 0 if result["ok"] else 1
 

@@ -49,6 +49,7 @@ class ConvertStage:
         log_path = ctx.build_dir / "convert.log"
         io_dtype = ctx.target.io_dtype
         graphs = {}
+        confinement: dict[str, None] = {}  # each child's status, in order, once
         for graph in ctx.spec.graphs:
             onnx_art = ctx.artifact("onnx_float", graph.name)
             saved = ctx.build_dir / f"{graph.name}.saved_model"
@@ -58,12 +59,13 @@ class ConvertStage:
             job = {
                 "onnx": str(onnx_art.path), "saved_model": str(saved), "workdir": str(ctx.build_dir),
                 "tflite_float32": str(f32_path), "tflite_int8": str(int8_path), "io_dtype": io_dtype,
-                "calibration": str(calibration.folder), "limit": calibration.count,
+                "calibration": str(calibration.folder), "limit": calibration.count, "confine": str(ctx.build_dir),
                 "allow_float_ops": list(ctx.spec.quantization.allow_float_ops),
                 "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout}
                            for i in graph.inputs],
             }
             result = run_child(job, ctx.build_dir / f"{graph.name}.convert_job.json", log_path)
+            confinement[str(result.get("confinement", "not confined: the convert child did not say"))] = None
             check_float_ops(int8_path, onnx_art.path, ctx.spec.quantization.allow_float_ops,
                             graph.name if len(ctx.spec.graphs) > 1 else None, result.get("strategies", []))
             ctx.add(Artifact("saved_model", saved, "saved_model", "float32", graph=graph.name))
@@ -79,6 +81,7 @@ class ConvertStage:
             "io_dtype": io_dtype,
             "log": log_path.name,
             "graphs": graphs,
+            "confinement": "; ".join(confinement),
         }
         ctx.results["convert"] = info
         return StageResult(self.produces, info)

@@ -40,12 +40,17 @@ class ExportStage:
 
     def run(self, ctx: BuildContext) -> StageResult:
         spec = ctx.spec
+        confinement = None  # the export child's write confinement (ONNX models need no child)
         if spec.format == "pytorch":
-            _export_pytorch(ctx)  # every graph at once: the model is loaded once
+            confinement = _export_pytorch(ctx)  # every graph at once: the model is loaded once
         graphs = {}
         for graph in spec.graphs:
+            if spec.format in ("keras", "saved_model"):
+                confinement = _export_tf(ctx, graph, ctx.build_dir / f"{graph.name}.exported.onnx")
             graphs[graph.name] = self._graph(ctx, graph)
         ctx.results["export"] = {"source_sha256": _sha256_files(spec.source_files), "graphs": graphs}
+        if confinement is not None:
+            ctx.results["export"]["confinement"] = confinement
         return StageResult(("onnx_float",), ctx.results["export"])
 
     def _graph(self, ctx: BuildContext, graph: GraphSpec) -> dict[str, Any]:
@@ -69,12 +74,8 @@ class ExportStage:
         )
 
         raw = ctx.build_dir / f"{graph.name}.exported.onnx"
-        if ctx.spec.format == "pytorch":
+        if ctx.spec.format in ("pytorch", "keras", "saved_model"):  # written by the export child
             source = ctx.spec.file
-            model = _load_onnx(raw, source)
-        elif ctx.spec.format in ("keras", "saved_model"):
-            source = ctx.spec.file
-            _export_tf(ctx, graph, raw)
             model = _load_onnx(raw, source)
         else:
             source = graph.file
@@ -131,12 +132,13 @@ def _load_onnx(path: Path, source: Path) -> Any:
     return model
 
 
-def _export_tf(ctx: BuildContext, graph: GraphSpec, out: Path) -> None:
-    """Keras / SavedModel -> ONNX with tf2onnx, in a child process (``_tf_export_child``)."""
+def _export_tf(ctx: BuildContext, graph: GraphSpec, out: Path) -> str:
+    """Keras / SavedModel -> ONNX with tf2onnx, in a child process (``_tf_export_child``) whose writes are
+    confined to the build folder. Returns the child's confinement status."""
     from edgeq._proc import exit_text, run_job
 
     job = {"format": ctx.spec.format, "path": str(ctx.spec.file), "out": str(out), "trust": ctx.trust_model,
-           "inputs": graph.declared_inputs()}
+           "inputs": graph.declared_inputs(), "confine": str(ctx.build_dir)}
     code, result = run_job("edgeq.stages._tf_export_child", job, ctx.build_dir / "export.job.json",
                            ctx.build_dir / "export.log")
     name = ctx.spec.file.name
@@ -144,10 +146,12 @@ def _export_tf(ctx: BuildContext, graph: GraphSpec, out: Path) -> None:
         raise ModelError(f"converting {name} to ONNX {exit_text(code)}; see export.log with --keep-build")
     if not result["ok"]:
         raise ModelError(f"converting {name} to ONNX failed: {result['error']} (export.log with --keep-build)")
+    return str(result.get("confinement", "not confined: the export child did not say"))
 
 
-def _export_pytorch(ctx: BuildContext) -> None:
-    """Every graph of a PyTorch model -> ``<graph>.exported.onnx``, in a child process (``_torch_export_child``)."""
+def _export_pytorch(ctx: BuildContext) -> str:
+    """Every graph of a PyTorch model -> ``<graph>.exported.onnx``, in a child process (``_torch_export_child``)
+    whose writes are confined to the build folder. Returns the child's confinement status."""
     from edgeq._proc import exit_text, run_job
 
     if importlib.util.find_spec("torch") is None:
@@ -160,6 +164,7 @@ def _export_pytorch(ctx: BuildContext) -> None:
         "graphs": [{"name": g.name, "method": g.method, "out": str(ctx.build_dir / f"{g.name}.exported.onnx"),
                     "inputs": g.declared_inputs(),
                     "outputs": [o.name for o in g.outputs]} for g in spec.graphs],
+        "confine": str(ctx.build_dir),
     }
     code, result = run_job("edgeq.stages._torch_export_child", job, ctx.build_dir / "export.job.json",
                            ctx.build_dir / "export.log")
@@ -168,6 +173,7 @@ def _export_pytorch(ctx: BuildContext) -> None:
                          "its output is in export.log, kept with --keep-build")
     if not result["ok"]:
         raise ModelError(result["error"])
+    return str(result.get("confinement", "not confined: the export child did not say"))
 
 
 def _select_outputs(model: Any, graph: GraphSpec) -> Any:

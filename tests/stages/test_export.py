@@ -66,7 +66,8 @@ def test_pytorch_export_matches_the_torch_model(tmp_path: Path) -> None:
     assert [o.name for o in model.graph.output] == [OUTPUT]
     assert _dims(model.graph.output[0]) == [1, 4]
     info = ctx.results["export"]
-    assert set(info) == {"source_sha256", "graphs"} and list(info["graphs"]) == ["model"]
+    assert set(info) == {"source_sha256", "graphs", "confinement"} and list(info["graphs"]) == ["model"]
+    assert info["confinement"].startswith(("landlock ABI", "not confined: "))  # the export child's (edgeq.landlock)
     g = info["graphs"]["model"]
     assert g["opset"] == OPSET and g["outputs"] == [OUTPUT] and g["nodes"] == len(model.graph.node)
     expected_sha = hashlib.sha256(
