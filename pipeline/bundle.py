@@ -69,9 +69,9 @@ class Bundle:
     model: dict[str, Any]
 
     @classmethod
-    def open(cls, path: Path) -> Bundle:
+    def open(cls, path: Path, task: str | None = None) -> Bundle:
         """A bundle folder whose model.json is edgeq's: read bounded, every key checked, every file
-        it names inside the bundle (see edgeq.inputs.files)."""
+        it names inside the bundle (see edgeq.inputs.files). ``task``: the kind of model it must hold."""
         path = Path(path)
         if not path.is_dir():
             raise ConfigError(f"{shown(str(path))!r} is not a folder; pass the folder `edgeq build` wrote")
@@ -83,6 +83,8 @@ class Bundle:
         if not isinstance(model, dict):
             raise ConfigError(f"{where} is not a JSON object; the bundle is damaged, rebuild it")
         bundle = cls(path, model)
+        if task is not None:
+            _check_kind(bundle, task)
         shape = _Shape(where)
         graphs = bundle.graphs()
         if not isinstance(graphs, dict) or not graphs:
@@ -166,13 +168,17 @@ def _decode_spec(task: dict[str, Any]) -> DecodeSpec:
     )
 
 
+def _check_kind(bundle: Bundle, kind: str) -> None:
+    task = bundle.model.get("task")
+    held = task.get("kind") if isinstance(task, dict) else None
+    if held != kind:
+        raise ConfigError(f"{shown(str(bundle.path))} holds a {shown(str(held or 'unknown'))} model, not a {kind} model")
+
+
 def translate(bundle: Bundle, texts: list[str], runtime: str = "litert") -> list[str]:
     from edgeq.text import Tokenizer
 
-    task = bundle.model.get("task")
-    kind = task.get("kind") if isinstance(task, dict) else None
-    if kind != "translation":
-        raise ConfigError(f"{shown(str(bundle.path))} holds a {shown(kind or 'unknown')} model, not a translation model")
+    _check_kind(bundle, "translation")
     task = _check_translation(bundle.model, f"{shown(str(bundle.path))}/model.json", bundle.graphs())
     tok = Tokenizer(bundle.file(task["tokenizer"], "task.tokenizer"))
     enc, dec = task["encoder"], task["decoder"]

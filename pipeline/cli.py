@@ -212,7 +212,7 @@ def translate(
             lines += [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
             raise ConfigError("nothing to translate; pass sentences or --file")
-        for out in run_translate(Bundle.open(bundle), lines):
+        for out in run_translate(Bundle.open(bundle, task="translation"), lines):
             typer.echo(printable(out))
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
