@@ -513,7 +513,8 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
         raise ConfigError(f"{f}: [[{where}]] must list at least one input")
     inputs = []
     frozen = []
-    dynamic: list[str] = []
+    dynamic: list[str] = []  # "name[axis] 'what the model calls it'" for each dimension with no size
+    dynamic_inputs: list[str] = []
     for k, item in enumerate(raw_inputs):
         t = _Table(item, f"{where}[{k}]", f)
         iname = t.get("name", str)
@@ -541,7 +542,9 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
             shape = list(shapes[iname])
         elif shape is None and model is not None and iname in model and model[iname][1] is not None:
             dims = model[iname][1]
-            dynamic += [f"{shown(iname)}[{a}] '{shown(d)}'" for a, d in enumerate(dims) if isinstance(d, str)]
+            named = [f"{shown(iname)}[{a}] '{shown(d)}'" for a, d in enumerate(dims) if isinstance(d, str)]
+            dynamic += named
+            dynamic_inputs += [iname] if named else []
             shape = [d if isinstance(d, int) else 1 for d in dims]
         elif shape is None:
             declared = " (the model does not declare its shape)" if model is not None and iname in model else ""
@@ -559,7 +562,7 @@ def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, t
         t.finish()
         inputs.append(InputSpec(iname, tuple(shape), dtype, layout.upper(), dict(pre)))
     if dynamic:
-        example = next(i for i in inputs if any(d.startswith(f"{i.name}[") for d in dynamic))
+        example = next(i for i in inputs if i.name == dynamic_inputs[0])
         stray = sorted(set(shapes) - {i.name for i in inputs})
         note = f" (--input-shape named {', '.join(stray)}, not an input of this model)" if stray else ""
         raise ConfigError(

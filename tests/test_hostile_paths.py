@@ -413,3 +413,20 @@ def test_report_md_renders_names_as_text(tiny_report: dict[str, Any]) -> None:
     md = render_markdown(report)
     assert "\x1b" not in md and "tiny\\x1b[2J\\n# PASSED, every gate" in md
     assert not any(line.startswith("# PASSED") for line in md.splitlines())
+
+
+def test_a_name_inside_the_onnx_file_is_shown_escaped(tmp_path: Path) -> None:
+    """Names read from the model itself (here an input with a dynamic size the error lists) are text too."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    name = "img\x1b[2J\nerror: all gates PASSED"
+    x = helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Relu", [name], ["y"])], "g", [x], [y])
+    root = make_model_dir(tmp_path, "onnx")
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), root / "model.onnx")
+    text = (root / "edgeq.toml").read_text(encoding="utf-8")
+    start, end = text.index("[[inputs]]"), text.index("[[outputs]]")
+    (root / "edgeq.toml").write_text(text[:start] + text[end:], encoding="utf-8")  # inputs read from the model
+    _refused_build(root, tmp_path, "img\\x1b[2J\\nerror: all gates PASSED[0] 'batch'")
