@@ -386,6 +386,15 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> CliBuild:
     return CliBuild(model_dir, out, result.exit_code, result.stdout, result.stderr)
 
 
+@pytest.fixture
+def bundle(tiny_build: CliBuild, tmp_path: Path) -> Path:
+    """A copy of build 1's bundle that a test may damage."""
+    assert tiny_build.exit_code == 0, tiny_build.stderr
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_build.out, copy)
+    return copy
+
+
 @pytest.fixture(scope="session")
 def tiny_report(tiny_build: CliBuild) -> dict[str, Any]:
     assert tiny_build.exit_code == 0, tiny_build.stderr

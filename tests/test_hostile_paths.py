@@ -19,7 +19,6 @@ import pytest
 from bad_inputs import edit
 from conftest import (
     INPUT,
-    CliBuild,
     TranslationBuild,
     invoke_cli,
     make_fake_bundle,
@@ -362,14 +361,6 @@ def test_translate_on_a_model_json_nested_deep(translation_bundle: Path) -> None
 
 
 # --- edgeq verify -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bundle(tiny_build: CliBuild, tmp_path: Path) -> Path:
-    assert tiny_build.exit_code == 0, tiny_build.stderr
-    copy = tmp_path / "bundle"
-    shutil.copytree(tiny_build.out, copy)
-    return copy
 
 
 def test_verify_on_a_manifest_nested_100k_deep(bundle: Path) -> None:

@@ -7,15 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CliBuild, invoke_cli, snapshot
-
-
-@pytest.fixture
-def bundle(tiny_build: CliBuild, tmp_path: Path) -> Path:
-    assert tiny_build.exit_code == 0, tiny_build.stderr
-    copy = tmp_path / "bundle"
-    shutil.copytree(tiny_build.out, copy)
-    return copy
+from conftest import invoke_cli, snapshot
 
 
 def test_an_intact_bundle_passes(bundle: Path) -> None:
