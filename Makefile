@@ -48,7 +48,7 @@ demo-translator: emulator
 	$(BIN)/edgeq translate dist/translator-android "my mother wants 97 lamps" "the party is on 21 March at 7:45 pm"
 
 test: emulator
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check pipeline tests bench

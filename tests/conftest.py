@@ -8,15 +8,19 @@ Rules the builders keep:
   calibration and eval data) whose eval labels are the float model's own top-1, so that every gate of
   the android target passes. Keyword overrides edit edgeq.toml table by table.
 * A full build (onnx2tf + TFLite converter) costs seconds, so the suite runs only a handful, in
-  session-scoped fixtures that many tests read.
+  session-scoped fixtures that many tests read. `make test` runs the suite in two pytest-xdist
+  worker processes; each of these builds is made once for the run by whichever worker needs it
+  first, the other waits for it (``shared``), so no build is made twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import io
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -323,15 +327,17 @@ def make_fake_bundle(out: Path) -> Path:
 
 
 def make_context(model_dir: Path, work: Path, *, io_dtype: str | None = None,
-                 input_shapes: dict[str, tuple[int, ...]] | None = None, input_values: dict[str, Any] | None = None) -> Any:
-    """A BuildContext for ``model_dir`` as edgeq.build makes it, without running any stage."""
+                 input_shapes: dict[str, tuple[int, ...]] | None = None, input_values: dict[str, Any] | None = None,
+                 runtimes: tuple[str, ...] | None = None) -> Any:
+    """A BuildContext for ``model_dir`` as edgeq.build makes it, without running any stage; ``runtimes``
+    as `--runtime` gives them (None: the android target's own)."""
     from edgeq.build import _check_labels
     from edgeq.config import load_model_spec, load_target
     from edgeq.context import BuildContext
     from edgeq.data import ArrayDataset
 
     spec = load_model_spec(model_dir, input_shapes, input_values)
-    target = load_target("android").with_io_dtype(io_dtype or spec.io_dtype)
+    target = load_target("android").with_io_dtype(io_dtype or spec.io_dtype).with_runtimes(runtimes)
     calibration = ArrayDataset.open(
         spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples
     )
@@ -375,15 +381,60 @@ def invoke_cli(args: list[str]) -> Any:
     return CliRunner().invoke(app, args)
 
 
+# The longest test files, started first: `make test` hands whole files to its two workers in
+# collection order (`--dist loadfile --no-loadscope-reorder`), so that the long ones do not end up
+# last on one worker while the other idles.
+LONGEST_FIRST = (
+    "tests/test_sample_translator_e2e.py",
+    "tests/test_sample_e2e.py",
+    "tests/emulator/test_worker.py",
+    "tests/stages/test_float_ops.py",
+    "tests/test_tf_inputs.py",
+    "tests/stages/test_export.py",
+    "tests/test_kill.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the rest is pytest's
+
+
+def shared(tmp_path_factory: pytest.TempPathFactory, name: str, make: Any) -> Any:
+    """``make(root)`` once per test run, whatever the number of xdist workers: the first worker to
+    ask makes it in a folder of the run's base temp (under a lock), later ones read its result.
+    Without xdist it is a plain session fixture's body."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make(tmp_path_factory.mktemp(name))
+    base = tmp_path_factory.getbasetemp().parent / "shared"
+    base.mkdir(exist_ok=True)
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = base / f"{name}.pickle"
+        if done.exists():
+            return pickle.loads(done.read_bytes())  # written by this test run's other worker
+        root = base / name
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        value = make(root)
+        done.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> CliBuild:
     """Build 1: the PyTorch TinyNet through `edgeq build --json`; float32 I/O, the target's gates."""
-    root = tmp_path_factory.mktemp("tiny_build")
-    model_dir = make_model_dir(root)
-    out = root / "dist" / "tiny-android"
-    out.parent.mkdir()
-    result = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "--json"])
-    return CliBuild(model_dir, out, result.exit_code, result.stdout, result.stderr)
+    def make(root: Path) -> CliBuild:
+        model_dir = make_model_dir(root)
+        out = root / "dist" / "tiny-android"
+        out.parent.mkdir()
+        result = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "--json"])
+        return CliBuild(model_dir, out, result.exit_code, result.stdout, result.stderr)
+
+    return shared(tmp_path_factory, "tiny_build", make)
 
 
 @pytest.fixture
@@ -415,14 +466,16 @@ def onnx_int8_build(tmp_path_factory: pytest.TempPathFactory) -> ApiBuild:
     with the build folder kept."""
     from edgeq.build import BuildOptions, build
 
-    root = tmp_path_factory.mktemp("onnx_int8_build")
-    model_dir = make_model_dir(root, "onnx")
-    out = root / "out"
-    keep = root / "keep"
-    outcome = build(
-        BuildOptions(model_dir=model_dir, target="android", out=out, io_dtype="int8", keep_build_dir=keep)
-    )
-    return ApiBuild(model_dir, out, keep, outcome)
+    def make(root: Path) -> ApiBuild:
+        model_dir = make_model_dir(root, "onnx")
+        out = root / "out"
+        keep = root / "keep"
+        outcome = build(
+            BuildOptions(model_dir=model_dir, target="android", out=out, io_dtype="int8", keep_build_dir=keep)
+        )
+        return ApiBuild(model_dir, out, keep, outcome)
+
+    return shared(tmp_path_factory, "onnx_int8_build", make)
 
 
 @dataclass(frozen=True)
@@ -439,12 +492,15 @@ def gate_fail_rebuild(tiny_build: CliBuild, tmp_path_factory: pytest.TempPathFac
     """Build 3: the PyTorch TinyNet again, from the same folder, into a copy of build 1's bundle,
     with `--gate model_bytes=100` so that one gate fails (summary output, not --json)."""
     assert tiny_build.exit_code == 0, tiny_build.stderr
-    root = tmp_path_factory.mktemp("gate_fail")
-    out = root / "bundle"
-    shutil.copytree(tiny_build.out, out)
-    before = snapshot(out)
-    result = invoke_cli(["build", str(tiny_build.model_dir), "--out", str(out), "--gate", "model_bytes=100"])
-    return RebuildRun(out, before, result.exit_code, result.stdout, result.stderr)
+
+    def make(root: Path) -> RebuildRun:
+        out = root / "bundle"
+        shutil.copytree(tiny_build.out, out)
+        before = snapshot(out)
+        result = invoke_cli(["build", str(tiny_build.model_dir), "--out", str(out), "--gate", "model_bytes=100"])
+        return RebuildRun(out, before, result.exit_code, result.stdout, result.stderr)
+
+    return shared(tmp_path_factory, "gate_fail_rebuild", make)
 
 
 @dataclass(frozen=True)
@@ -459,24 +515,26 @@ class ProcessBuild:
 def process_builds(tmp_path_factory: pytest.TempPathFactory) -> list[ProcessBuild]:
     """Builds 4 and 5: `python -m edgeq build --json` twice on one model folder, two processes side by side
     (each the first build of its process, as a user runs edgeq)."""
-    root = tmp_path_factory.mktemp("process_builds")
-    model_dir = make_model_dir(root)
-    outs = [root / "first", root / "second"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "edgeq", "build", str(model_dir), "--out", str(out), "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=root,
-        )
-        for out in outs
-    ]
-    runs = []
-    for out, proc in zip(outs, procs, strict=True):
-        stdout, stderr = proc.communicate(timeout=600)
-        runs.append(ProcessBuild(out, proc.returncode, stdout, stderr))
-    return runs
+    def make(root: Path) -> list[ProcessBuild]:
+        model_dir = make_model_dir(root)
+        outs = [root / "first", root / "second"]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "edgeq", "build", str(model_dir), "--out", str(out), "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=root,
+            )
+            for out in outs
+        ]
+        runs = []
+        for out, proc in zip(outs, procs, strict=True):
+            stdout, stderr = proc.communicate(timeout=600)
+            runs.append(ProcessBuild(out, proc.returncode, stdout, stderr))
+        return runs
+
+    return shared(tmp_path_factory, "process_builds", make)
 
 
 class StubStages:
@@ -507,13 +565,18 @@ def stub_stages(monkeypatch: pytest.MonkeyPatch) -> StubStages:
     return stub
 
 
-def context_with_artifacts(model_dir: Path, keep: Path, work: Path) -> Any:
+# The host runtimes of the android target: what tests of stage logic validate on. The emulated
+# cores are tested by the shared builds and tests/emulator/.
+HOST_RUNTIMES = ("litert", "litert-ref")
+
+
+def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tuple[str, ...] = HOST_RUNTIMES) -> Any:
     """A BuildContext for ``model_dir`` holding the four artifacts of a kept build folder (``--keep-build``),
-    ready for the validate and package stages without converting again."""
+    ready for the validate and package stages without converting again; validated on ``runtimes``."""
     from edgeq.context import Artifact
     from edgeq.stages.convert import io_mapping
 
-    ctx = make_context(model_dir, work)
+    ctx = make_context(model_dir, work, runtimes=runtimes)
     outputs = [OUTPUT]
     ctx.add(Artifact("onnx_float", keep / "model.float.onnx", "onnx", "float32", {"outputs": outputs}))
     ctx.add(Artifact("onnx_int8", keep / "model.int8.onnx", "onnx", "int8", {"outputs": outputs}))
@@ -547,15 +610,18 @@ def translation_build(tmp_path_factory: pytest.TempPathFactory) -> TranslationBu
     Two graphs, so two converter runs."""
     from tiny_translator import make_translation_dir
 
-    root = tmp_path_factory.mktemp("translation_build")
-    model_dir = make_translation_dir(root, data={"calibration_samples": TRANSLATION_CALIBRATION_SAMPLES})
-    out = root / "dist" / "translator-android"
-    keep = root / "keep"
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgeq", "build", str(model_dir), "--out", str(out), "--keep-build", str(keep), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        timeout=600,
-    )
-    return TranslationBuild(model_dir, out, keep, proc.returncode, proc.stdout, proc.stderr)
+    def make(root: Path) -> TranslationBuild:
+        model_dir = make_translation_dir(root, data={"calibration_samples": TRANSLATION_CALIBRATION_SAMPLES})
+        out = root / "dist" / "translator-android"
+        keep = root / "keep"
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgeq", "build", str(model_dir), "--out", str(out), "--keep-build", str(keep),
+             "--json"],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=600,
+        )
+        return TranslationBuild(model_dir, out, keep, proc.returncode, proc.stdout, proc.stderr)
+
+    return shared(tmp_path_factory, "translation_build", make)

@@ -1,4 +1,12 @@
-"""End to end: `edgeq build sample_models/translator --target android`, then the bundle on its own."""
+"""End to end: `edgeq build sample_models/translator --target android` on the host runtimes, then the
+bundle on its own.
+
+The build validates on host LiteRT and its reference kernels (`-r litert -r litert-ref`), not on the
+target's two emulated arm64 cores: decoding the 300 sentences there takes about 4.5 minutes of this
+suite's time and checks no code that the tiny translator's build (tests/test_translation_build.py:
+every eval sentence decoded inside qemu on both profiles, the BLEU gate between runtimes) does not.
+The sample's numbers on the emulated cores are measured by `make bench` (bench/RESULTS.md) and
+`make demo-translator`."""
 
 from __future__ import annotations
 
@@ -13,12 +21,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "translator"
 EDGEQ = [sys.executable, "-m", "edgeq"]
+HOST_RUNTIMES = ["-r", "litert", "-r", "litert-ref"]
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("translator") / "bundle"
-    proc = subprocess.run([*EDGEQ, "build", str(SAMPLE), "--target", "android", "--out", str(out)],
+    proc = subprocess.run([*EDGEQ, "build", str(SAMPLE), "--target", "android", "--out", str(out), *HOST_RUNTIMES],
                           capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return out
@@ -66,12 +75,10 @@ def test_the_bundle_alone_decodes_the_test_set(bundle: Path) -> None:
     assert bleu == pytest.approx(report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]["bleu"])
 
 
-def test_decoded_on_two_emulated_arm64_cores(bundle: Path) -> None:
+def test_validated_on_host_litert_and_its_reference_kernels(bundle: Path) -> None:
     report = json.loads((bundle / "report.json").read_text())
-    md = (bundle / "report.md").read_text()
-    for profile in ("cortex-a53", "cortex-a76"):
-        rt = f"litert-arm64:{profile}"
-        gate = next(g for g in report["gates"] if g["name"] == "runtime_bleu_diff" and g["runtime"] == rt)
-        assert gate["passed"] and gate["value"] <= 0.5
-        assert report["artifacts"]["tflite_int8"]["runtimes"][rt]["task"]["sentences"] == 300
-        assert f"| {rt} | qemu-user -cpu {profile}," in md
+    runtimes = report["artifacts"]["tflite_int8"]["runtimes"]
+    assert sorted(runtimes) == ["litert", "litert-ref"]
+    assert runtimes["litert-ref"]["task"]["sentences"] == 300
+    gate = next(g for g in report["gates"] if g["name"] == "runtime_bleu_diff" and g["runtime"] == "litert-ref")
+    assert gate["passed"] and gate["value"] <= 0.5

@@ -4,8 +4,11 @@ labels are its own top-1, so the android gates pass."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -51,13 +54,34 @@ _SCRIPT = textwrap.dedent('''
 ''') % {"n_cal": N_CALIBRATION, "n_eval": N_EVAL}
 
 
-def make_tf_dir(tmp_path: Path, kind: str = "keras", canary: Path | None = None, dirname: str = "tfmodel") -> Path:
-    """kind: "keras", "lambda" (a Lambda layer that writes ``canary`` when it runs) or "saved_model"."""
-    root = tmp_path / dirname
+_BUILT: dict[str, Path] = {}  # kind -> a folder built once per test session, copied for each test
+
+
+def _built(kind: str) -> Path:
+    """The "keras" and "saved_model" folders, made by TensorFlow once per session (about 8 s each)."""
+    if kind not in _BUILT:
+        cache = Path(tempfile.mkdtemp(prefix="edgeq-tf-models-"))
+        atexit.register(shutil.rmtree, cache, True)
+        _run_script(cache / kind, kind, cache / "canary")
+        _BUILT[kind] = cache / kind
+    return _BUILT[kind]
+
+
+def _run_script(root: Path, kind: str, canary: Path) -> None:
     root.mkdir(parents=True)
-    canary = canary or tmp_path / "canary"
     subprocess.run([sys.executable, "-c", _SCRIPT, str(root), kind, str(canary)], check=True, capture_output=True,
                    timeout=300)
+
+
+def make_tf_dir(tmp_path: Path, kind: str = "keras", canary: Path | None = None, dirname: str = "tfmodel") -> Path:
+    """kind: "keras", "lambda" (a Lambda layer that writes ``canary`` when it runs) or "saved_model".
+    The Lambda model is made for each call (its canary is its own); the others are copies."""
+    root = tmp_path / dirname
+    if kind == "lambda":
+        _run_script(root, kind, canary or tmp_path / "canary")
+    else:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(_built(kind), root)
     (root / "labels.txt").write_text("\n".join(CLASS_NAMES) + "\n", encoding="utf-8")
     fmt = "saved_model" if kind == "saved_model" else "keras"
     write_config(root, {
