@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError, DataError, ModelError
+from edgeq.gates import GATES, GateLimit
 from edgeq.inputs.files import inside, load_toml
 from edgeq.inputs.shown import shown
 
 __all__ = [
     "CONFIG_FILE",
-    "GATE_DEFINITIONS",
     "DataSpec",
     "FrozenInput",
-    "GateLimit",
     "GraphSpec",
     "InputSpec",
     "ModelSpec",
@@ -54,42 +53,10 @@ _DEFAULT_LAYOUTS = {0: "", 1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 MAX_FROZEN_ELEMENTS = 1 << 16
 MAX_VALUE_TEXT = 1 << 20  # characters of one --input-value
 
-# Every gate edgeq knows: name -> (comparison, unit, what it measures). A gate passes when
-# ``value <= limit`` for "max" gates and ``value >= limit`` for "min" gates.
-GATE_DEFINITIONS: dict[str, tuple[str, str, str]] = {
-    "accuracy_drop": ("max", "points", "top-1 accuracy of the float reference minus the artifact's, in percentage points"),
-    "bleu_drop": ("max", "BLEU", "corpus BLEU of the float reference's translations minus the artifact's, vs the references"),
-    "top1_agreement": ("min", "fraction", "share of eval samples whose top-1 class matches the float reference"),
-    "runtime_top1_agreement": (
-        "min", "fraction", "share of eval samples whose top-1 class is the same on another runtime as on the target's first",
-    ),
-    "runtime_bleu_diff": ("max", "BLEU", "BLEU difference between the target's first runtime and another one (translation)"),
-    "output_cosine": (
-        "min", "cosine",
-        "lowest cosine similarity, over the model's outputs, between the artifact's outputs and the float reference's",
-    ),
-    "int8_compute_ops": (
-        "min", "fraction", "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in int8",
-    ),
-    "model_bytes": ("max", "bytes", "size of the shipped model file"),
-}
-
-
-@dataclass(frozen=True)
-class GateLimit:
-    name: str
-    limit: float
-    source: str  # "target", "edgeq.toml" or "command line"
-
-    @property
-    def comparison(self) -> str:
-        return GATE_DEFINITIONS[self.name][0]
-
-
 def _check_gate(name: str, value: Any, where: str) -> float:
-    if name not in GATE_DEFINITIONS:
+    if name not in GATES:
         raise ConfigError(
-            f"{where}: unknown gate '{shown(name)}'; known gates: {', '.join(GATE_DEFINITIONS)}"
+            f"{where}: unknown gate '{shown(name)}'; known gates: {', '.join(GATES)}"
         )
     # abs(...) <= float max: not NaN or inf, nor an integer too large for a float (10**400)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= sys.float_info.max:
@@ -800,7 +767,7 @@ class TargetSpec:
         for source, overrides in (("edgeq.toml", model_gates), ("command line", cli_gates)):
             for k, v in overrides.items():
                 limits[k] = GateLimit(k, v, source)
-        return [limits[k] for k in GATE_DEFINITIONS if k in limits]
+        return [limits[k] for k in GATES if k in limits]
 
 
 def check_runtimes(runtimes: tuple[str, ...], fmt: str, where: str) -> tuple[str, ...]:

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq.config import SINGLE_GRAPH, GateLimit, ModelSpec, TargetSpec
+from edgeq.config import SINGLE_GRAPH, ModelSpec, TargetSpec
 from edgeq.data import ArrayDataset
+from edgeq.gates import GateLimit
 
 __all__ = ["Artifact", "BuildContext"]
 

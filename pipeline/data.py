@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeq.config import InputSpec
 from edgeq.errors import DataError
+from edgeq.hashing import update_from_file
 from edgeq.inputs.files import regular_file
 
 __all__ = ["ArrayDataset", "LABELS_FILE"]
@@ -203,9 +204,7 @@ class ArrayDataset:
         for name in names:
             path = self.folder / f"{name}.npy"
             h.update(name.encode() + b"\0")
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+            update_from_file(h, path)
         return h.hexdigest()
 
 

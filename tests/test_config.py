@@ -10,14 +10,13 @@ from bad_inputs import CONFIG_CASES, Mutation, edit
 from conftest import DELETE, INPUT, SHAPE, make_model_dir
 
 from edgeq.config import (
-    GATE_DEFINITIONS,
-    GateLimit,
     available_targets,
     load_model_spec,
     load_target,
     parse_gate_override,
 )
 from edgeq.errors import ConfigError, DataError, EdgeqError, ModelError
+from edgeq.gates import GATES, GateLimit
 
 
 @pytest.mark.parametrize(("mutate", "error", "fragment"), CONFIG_CASES)
@@ -152,7 +151,7 @@ def test_android_target() -> None:
     assert t.io_dtypes == ("float32", "int8")
     assert t.runtimes == ("litert", "litert-ref", "litert-arm64:cortex-a53", "litert-arm64:cortex-a76")
     assert t.emulators == [("litert-arm64:cortex-a53", "arm64"), ("litert-arm64:cortex-a76", "arm64")]
-    assert set(t.gates) <= set(GATE_DEFINITIONS)
+    assert set(t.gates) <= set(GATES)
     core = {"accuracy_drop": 1.0, "top1_agreement": 0.98, "int8_compute_ops": 1.0, "model_bytes": 1e8}
     assert {k: t.gates[k] for k in core} == core
     assert [x.name for x in available_targets()] == ["android"]
@@ -273,7 +272,7 @@ def test_parse_gate_override_refuses(text: str, fragment: str) -> None:
 def test_gate_limits_precedence_target_then_toml_then_command_line() -> None:
     target = load_target("android")
     limits = target.gate_limits({"accuracy_drop": 2.0, "model_bytes": 5e6}, {"model_bytes": 1e6})
-    assert [g.name for g in limits] == [n for n in GATE_DEFINITIONS if n in target.gates]  # the table's order
+    assert [g.name for g in limits] == [n for n in GATES if n in target.gates]  # the table's order
     by_name = {g.name: g for g in limits}
     assert by_name["accuracy_drop"] == GateLimit("accuracy_drop", 2.0, "edgeq.toml")
     assert by_name["model_bytes"] == GateLimit("model_bytes", 1e6, "command line")

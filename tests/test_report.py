@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from edgeq.gates import evaluate_gate
 from edgeq.report import format_gate, render_markdown
-from edgeq.stages.validate import evaluate_gate
 
 
 @pytest.mark.parametrize(

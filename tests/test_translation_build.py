@@ -15,9 +15,10 @@ import pytest
 from conftest import TRANSLATION_CALIBRATION_SAMPLES, TranslationBuild, invoke_cli, staging_leftovers
 from tiny_translator import BOS, D_MODEL, EOS, LENGTH, N_EVAL, PAD, translator_assets
 
-from edgeq.config import GATE_DEFINITIONS, load_model_spec, load_target
+from edgeq.config import load_model_spec, load_target
 from edgeq.context import Artifact
 from edgeq.decode import DecodeSpec, greedy_decode
+from edgeq.gates import GATES
 from edgeq.runtimes import create_runtime
 from edgeq.stages.calibrate import prefix_lengths
 from edgeq.text import ParallelText, Tokenizer
@@ -219,7 +220,7 @@ def test_gates_of_a_translation_model(report: dict[str, Any]) -> None:
     target_gates = load_target("android").gates
     # the classification gates do not apply; bleu_drop and runtime_bleu_diff do
     classification = ("accuracy_drop", "top1_agreement", "runtime_top1_agreement")
-    assert list(gates) == [n for n in GATE_DEFINITIONS if n in target_gates and n not in classification]
+    assert list(gates) == [n for n in GATES if n in target_gates and n not in classification]
     assert gates["runtime_bleu_diff"]["runtime"] == "litert-ref"
     assert all(g["passed"] and g["artifact"] == "tflite_int8" for g in gates.values())
     shipped = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]

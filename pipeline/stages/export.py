@@ -17,7 +17,6 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from edgeq.config import GraphSpec
 from edgeq.context import Artifact, BuildContext
 from edgeq.errors import ModelError
+from edgeq.hashing import sha256_files
 from edgeq.onnx_files import check_weights_fit, load_onnx_checked
 from edgeq.stages import StageResult
 
@@ -48,7 +48,7 @@ class ExportStage:
             if spec.format in ("keras", "saved_model"):
                 confinement = _export_tf(ctx, graph, ctx.build_dir / f"{graph.name}.exported.onnx")
             graphs[graph.name] = self._graph(ctx, graph)
-        ctx.results["export"] = {"source_sha256": _sha256_files(spec.source_files), "graphs": graphs}
+        ctx.results["export"] = {"source_sha256": sha256_files(spec.source_files), "graphs": graphs}
         if confinement is not None:
             ctx.results["export"]["confinement"] = confinement
         return StageResult(("onnx_float",), ctx.results["export"])
@@ -299,13 +299,4 @@ def _simplify(model: Any) -> tuple[Any, str | None]:
     except Exception as e:  # onnxslim is an optimisation; the unsimplified graph is still correct
         return model, f"{type(e).__name__}: {e}"
     return (slim, None) if slim is not None else (model, "it returned no model")
-
-
-def _sha256_files(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 

@@ -31,28 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.config import GATE_DEFINITIONS
 from edgeq.context import BuildContext
+from edgeq.gates import evaluate
 from edgeq.runtimes import EMULATED, FORMATS, create_runtime, split_name
 from edgeq.stages import StageResult
 from edgeq.tasks import ClassificationMetrics, ParityMetrics, TensorMetrics
 from edgeq.tflite_inspect import inspect_tflite
 
-__all__ = ["STAGE", "SHIPPED", "VARIANTS", "ValidateStage", "evaluate_gate"]
+__all__ = ["STAGE", "SHIPPED", "VARIANTS", "ValidateStage"]
 
 SHIPPED = "tflite_int8"
-
-
-def evaluate_gate(name: str, value: float | None, limit: float) -> dict[str, Any]:
-    """One gate result; ``margin`` is how far inside (>= 0) or outside (< 0) the limit the value is."""
-    comparison, unit, _ = GATE_DEFINITIONS[name]
-    if value is None:
-        return {"name": name, "value": None, "limit": limit, "comparison": comparison, "unit": unit,
-                "passed": False, "margin": None}
-    passed = value <= limit if comparison == "max" else value >= limit
-    margin = (limit - value) if comparison == "max" else (value - limit)
-    return {"name": name, "value": value, "limit": limit, "comparison": comparison, "unit": unit,
-            "passed": bool(passed), "margin": margin}
 
 
 VARIANTS = ("onnx_int8", "tflite_float32", SHIPPED)
@@ -119,54 +107,11 @@ class ValidateStage:
         if parity:
             artifacts[SHIPPED]["parity"] = parity
 
-        gates = self._gates(ctx, reference, artifacts)
+        gates = evaluate(ctx.gates, ctx.spec.task.kind, reference["metrics"], artifacts[SHIPPED], SHIPPED)
         validation = {"reference": reference, "artifacts": artifacts, "gates": gates,
                       "passed": all(g["passed"] for g in gates)}
         ctx.results["validation"] = validation
         return StageResult((), {"passed": validation["passed"]})
-
-    def _gates(self, ctx: BuildContext, reference: dict[str, Any], artifacts: dict[str, Any]) -> list[dict[str, Any]]:
-        shipped = artifacts[SHIPPED]
-        metrics = reference["metrics"]
-        results = []
-
-        def add(name: str, value: float | None, limit: float, runtime: str | None, source: str) -> None:
-            results.append({**evaluate_gate(name, value, limit), "artifact": SHIPPED, "runtime": runtime, "source": source})
-
-        for g in ctx.gates:
-            if g.name in ("accuracy_drop", "top1_agreement"):
-                if ctx.spec.task.kind != "classification":
-                    continue  # classification gates do not apply to this task
-                for rt_name, entry in shipped["runtimes"].items():
-                    task = entry["task"]
-                    value = ((metrics["top1_accuracy"] - task["top1_accuracy"]) * 100.0 if g.name == "accuracy_drop"
-                             else task["top1_agreement"])
-                    add(g.name, value, g.limit, rt_name, g.source)
-            elif g.name == "bleu_drop":
-                if ctx.spec.task.kind != "translation":
-                    continue
-                for rt_name, entry in shipped["runtimes"].items():
-                    add(g.name, metrics["bleu"] - entry["task"]["bleu"], g.limit, rt_name, g.source)
-            elif g.name == "runtime_top1_agreement":
-                for rt_name, entry in shipped.get("parity", {}).items():
-                    if "top1_agreement" in entry:
-                        add(g.name, entry["top1_agreement"], g.limit, rt_name, g.source)
-            elif g.name == "runtime_bleu_diff":
-                for rt_name, entry in shipped.get("parity", {}).items():
-                    if "bleu_diff" in entry:
-                        add(g.name, entry["bleu_diff"], g.limit, rt_name, g.source)
-            elif g.name == "output_cosine":
-                for rt_name, entry in shipped["runtimes"].items():
-                    value = min(o["cosine"] for outs in entry["outputs"].values() for o in outs.values())
-                    add(g.name, value, g.limit, rt_name, g.source)
-            elif g.name == "int8_compute_ops":
-                insp = shipped["inspection"].values()
-                total = sum(i["compute_ops"] for i in insp)
-                value = sum(i["int8_compute_ops"] for i in insp) / total if total else 1.0
-                add(g.name, value, g.limit, None, g.source)
-            elif g.name == "model_bytes":
-                add(g.name, float(shipped["bytes"]), g.limit, None, g.source)
-        return results
 
 
 STAGE = ValidateStage()

@@ -11,8 +11,9 @@ import pytest
 from bad_inputs import remove
 from conftest import DELETE, N_EVAL, NUM_CLASSES, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir
 
-from edgeq.config import GATE_DEFINITIONS, GateLimit, load_target
-from edgeq.stages.validate import STAGE, evaluate_gate
+from edgeq.config import load_target
+from edgeq.gates import GATES, GateLimit, evaluate_gate
+from edgeq.stages.validate import STAGE
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,7 @@ def test_target_gates_all_pass_on_the_shipped_artifact(tiny_report: dict[str, An
     # bleu_drop and runtime_bleu_diff are translation gates: the target names them, a classifier skips them
     assert "bleu_drop" in load_target("android").gates
     skipped = ("bleu_drop", "runtime_bleu_diff")
-    assert list(gates) == [n for n in GATE_DEFINITIONS if n in load_target("android").gates and n not in skipped]
+    assert list(gates) == [n for n in GATES if n in load_target("android").gates and n not in skipped]
     assert gates["runtime_top1_agreement"]["runtime"] == "litert-ref"
     assert all(
         g["passed"] and g["source"] == "target" and g["artifact"] == "tflite_int8" for g in gates.values()
@@ -142,7 +143,7 @@ def test_generic_task_skips_the_classification_gates(onnx_int8_build: ApiBuild, 
     ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
     STAGE.run(ctx)
     v = ctx.results["validation"]
-    in_force = [n for n in GATE_DEFINITIONS if n in load_target("android").gates]
+    in_force = [n for n in GATES if n in load_target("android").gates]
     names = list(dict.fromkeys(g["name"] for g in v["gates"]))
     assert names == [
         n for n in in_force
