@@ -3,8 +3,9 @@
 Unlike the host runtimes, it does not run one sample per call. The validate stage records every
 feed to files first; one emulator process per artifact and profile then runs them all (and, for
 translation, decodes every eval sentence with the shared loop) and writes the outputs to files
-(see ``edgeq.emulator.worker`` for the protocol). Start-up - about 5 s for qemu, Python, numpy
-and LiteRT - is paid once per artifact, not per sample.
+(see ``edgeq.emulator.worker`` for the protocol). Start-up - about 3.5 s of host wall time for
+qemu, Python, numpy and LiteRT, whose bytecode `edgeq emulator setup` compiled into the root - is
+paid once per artifact, not per sample.
 
 ``replay(graph)`` then gives a Runtime whose ``run`` returns the recorded outputs of each sample
 in turn, checking that it is fed exactly what was recorded, so the validate stage scores the

@@ -16,7 +16,7 @@ from conftest import INPUT, SHAPE, CliBuild
 
 from edgeq.bundle import Bundle
 from edgeq.decode import greedy_decode
-from edgeq.emulator import ARM64, require
+from edgeq.emulator import ARM64, GUEST_IMPORTS, SMOKE, require
 from edgeq.runtimes import create_runtime
 from edgeq.runtimes.arm64 import LIB, WORKER, EmulatorRunError, FeedRecorder, LiteRTArm64
 
@@ -54,6 +54,22 @@ def test_the_worker_imports_only_numpy_the_runtime_and_the_standard_library() ->
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_the_set_up_compiles_every_module_the_worker_imports() -> None:
+    """emulator setup's smoke test imports GUEST_IMPORTS with bytecode writing on; a module the worker
+    imports that is not among them would be compiled under qemu at every worker start."""
+    for path in (WORKER, *LIB.values()):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name in GUEST_IMPORTS, f"{path.name} imports {name}"
+    assert all(m in SMOKE for m in GUEST_IMPORTS)
 
 
 def test_feed_recorder_streams_and_counts(tmp_path: Path) -> None:
