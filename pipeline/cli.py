@@ -65,7 +65,7 @@ def _internal(e: Exception, debug: bool) -> None:
 def build(
     model_dir: Annotated[Path, typer.Argument(help="Folder holding edgeq.toml, the model and its data.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Edge target (see `edgeq targets`).")] = "android",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle folder [default: dist/<model>-<target>].")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle folder \\[default: dist/<model>-<target>].")] = None,
     gate: Annotated[
         list[str] | None, typer.Option("--gate", help="Override a gate limit, NAME=VALUE (repeatable).")
     ] = None,
@@ -89,7 +89,7 @@ def build(
     ] = None,
     input_value: Annotated[
         list[str] | None,
-        typer.Option("--input-value", help="Freeze an input to a value, NAME=VALUE (a number or [list]; repeatable): "
+        typer.Option("--input-value", help="Freeze an input to a value, NAME=VALUE (a number or \\[list]; repeatable): "
                      "it becomes a constant of the model, e.g. sr=16000."),
     ] = None,
     trust_model: Annotated[
@@ -263,7 +263,9 @@ def _mb(n: int) -> str:
 @emulator_app.command("setup")
 def emulator_setup(
     name: Annotated[str, typer.Argument(help="The emulator: arm64.")] = "arm64",
-    mirror: Annotated[str | None, typer.Option("--mirror", help="Debian mirror [default: http://deb.debian.org/debian].")] = None,
+    mirror: Annotated[
+        str | None, typer.Option("--mirror", help="Debian mirror \\[default: http://deb.debian.org/debian].")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch and unpack again even if it is set up.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
