@@ -58,6 +58,7 @@ def _context(model_dir: Path, work: Path) -> Any:
     from edgeq.config import load_model_spec, load_target
     from edgeq.context import BuildContext
     from edgeq.data import ArrayDataset
+    from edgeq.tasks import make_task
 
     spec = load_model_spec(model_dir)
     calibration = ArrayDataset.open(spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples)
@@ -66,7 +67,8 @@ def _context(model_dir: Path, work: Path) -> Any:
     (work / "build").mkdir(parents=True)
     (work / "bundle").mkdir(parents=True)
     return BuildContext(spec=spec, target=target, build_dir=work / "build", bundle_dir=work / "bundle",
-                        gates=target.gate_limits(spec.gates, {}), calibration=calibration, eval=evaluation)
+                        gates=target.gate_limits(spec.gates, {}), task=make_task(spec), calibration=calibration,
+                        eval=evaluation)
 
 
 def _model_dir(work: Path, samples: int) -> Path:
@@ -108,7 +110,8 @@ def job(path: str, method: str, samples: int, work: Path, float_onnx: Path) -> d
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgeq.context import Artifact
+    from edgeq.artifacts import Artifact
+    from edgeq.results import CalibrationResult
     from edgeq.stages.quantize import STAGE as QUANTIZE
     from edgeq.stages.quantize import _reader
 
@@ -120,7 +123,7 @@ def job(path: str, method: str, samples: int, work: Path, float_onnx: Path) -> d
     t0 = time.perf_counter()
     if path == "edgeq":
         ctx.add(Artifact("onnx_float", float_onnx, "onnx", "float32", {"outputs": ["logits"]}))
-        ctx.graph_calibration["model"] = ctx.calibration
+        ctx.put(CalibrationResult({"model": ctx.calibration}))
         QUANTIZE.run(ctx)
     else:
         pre = ctx.build_dir / "model.preprocessed.onnx"

@@ -46,8 +46,8 @@ def job_translator_dynamic(work: Path, peak_rss: Any) -> dict[str, Any]:
     """onnxruntime dynamic INT8 on the same float graphs, decoded with edgeq's loop on onnxruntime."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edgeq.artifacts import Artifact
     from edgeq.config import load_model_spec
-    from edgeq.context import Artifact
     from edgeq.decode import greedy_decode
     from edgeq.runtimes import create_runtime
     from edgeq.tasks.translation import TranslationMetrics

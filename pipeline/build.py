@@ -26,10 +26,11 @@ from typing import Any
 
 from edgeq.config import ModelSpec, TargetSpec, load_model_spec, load_target
 from edgeq.context import BuildContext
-from edgeq.data import ArrayDataset
-from edgeq.errors import ConfigError, DataError, OutputDirError
-from edgeq.inputs.files import read_labels
+from edgeq.errors import ConfigError, OutputDirError
+from edgeq.results import PackageResult
 from edgeq.runner import EventHook, run_stages
+from edgeq.runtimes import emulators, with_runtimes
+from edgeq.tasks import make_task
 
 __all__ = ["BuildOptions", "BuildOutcome", "build", "check_keep_dir", "check_out_dir", "is_edgeq_bundle"]
 
@@ -108,7 +109,7 @@ def check_keep_dir(keep: Path, out: Path) -> None:
 
 
 def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
-    target = load_target(opts.target).with_runtimes(opts.runtimes)
+    target = with_runtimes(load_target(opts.target), opts.runtimes)
     io_dtype = opts.io_dtype or model_io
     if io_dtype is not None and io_dtype not in target.io_dtypes:
         raise ConfigError(
@@ -157,7 +158,7 @@ def check_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:
     from edgeq.emulator import EMULATORS, EmulatorMissing, require
     from edgeq.emulator import setup as run_setup
 
-    for runtime, name in target.emulators:
+    for runtime, name in emulators(target):
         spec = EMULATORS[name]
         try:
             require(spec, runtime)
@@ -165,74 +166,6 @@ def check_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:
             if not setup:
                 raise
             run_setup(spec, log=log or (lambda line: None))
-
-
-def open_data(spec: ModelSpec) -> tuple[Any, Any]:
-    """The calibration and eval sets, checked against the model before any work starts."""
-    if spec.task.kind == "translation":
-        from edgeq.text import ParallelText, Tokenizer
-
-        t = spec.task
-        tok = Tokenizer(t.tokenizer)
-        src_len = spec.graph(t.encoder).input(t.source_ids).shape[1]
-        tgt_len = spec.graph(t.decoder).input(t.target_ids).shape[1]
-        calibration = ParallelText.open(spec.data.calibration, "calibration", need_targets=True)
-        evaluation = ParallelText.open(spec.data.eval, "eval", need_targets=True)
-        for ds in (calibration, evaluation):
-            ds.check_lengths(tok, src_len, tgt_len)
-        return calibration, evaluation
-    from edgeq.images import open_source
-
-    classify = spec.task.kind == "classification"
-    names = None
-    if classify and spec.task.labels is not None:
-        names = read_labels(spec.task.labels)
-    d = spec.data
-    bounds = {"max_bytes": d.max_unpacked_bytes, "max_ratio": d.max_unpack_ratio}
-    sources = {
-        "calibration": open_source(d.calibration, spec.inputs, "calibration", class_names=None,
-                                   limit=d.calibration_samples, seed=d.subset_seed, **bounds),
-        "eval": open_source(d.eval, spec.inputs, "eval", class_names=names if classify else None, limit=None, seed=None,
-                            **bounds),
-    }
-    if sources["eval"] is not None and classify and names is None:
-        raise ConfigError("eval images of a classifier need [task].labels (class names = the image folders' names)")
-    calibration = sources["calibration"] or ArrayDataset.open(d.calibration, spec.inputs, "calibration",
-                                                              limit=d.calibration_samples)
-    evaluation = sources["eval"] or ArrayDataset.open(d.eval, spec.inputs, "eval", want_labels=classify)
-    if isinstance(evaluation, ArrayDataset):
-        _check_labels(spec, evaluation)
-    return calibration, evaluation
-
-
-def materialize_data(spec: ModelSpec, data: Any, role: str, folder: Path) -> Any:
-    """Image folders and .npz archives become arrays in the build folder (streamed, one image at a
-    time), then are read like any array data; array folders are used in place."""
-    if isinstance(data, ArrayDataset) or not hasattr(data, "materialize"):
-        return data
-    where = data.materialize(folder / role)
-    if role == "calibration":
-        limit = spec.data.calibration_samples if spec.data.subset_seed is None else None
-        return ArrayDataset.open(where, spec.inputs, role, limit=limit)
-    ds = ArrayDataset.open(where, spec.inputs, role, want_labels=spec.task.kind == "classification")
-    _check_labels(spec, ds)
-    return ds
-
-
-def _check_labels(spec: ModelSpec, evaluation: ArrayDataset) -> None:
-    """Class ids in labels.npy must name a line of the labels file."""
-    if spec.task.kind != "classification" or spec.task.labels is None:
-        return
-    names = read_labels(spec.task.labels)
-    if not names:
-        raise DataError(f"labels file {spec.task.labels.name} is empty; write one class name per line")
-    ids = evaluation.sample_labels()
-    bad = ids[(ids < 0) | (ids >= len(names))]
-    if bad.size:
-        raise DataError(
-            f"eval data: labels.npy holds class id {int(bad[0])}, but {spec.task.labels.name} lists "
-            f"{len(names)} classes (ids 0..{len(names) - 1}); fix the labels or the labels file"
-        )
 
 
 def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
@@ -248,7 +181,8 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
     if opts.keep_build_dir is not None:
         check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), out)
     check_model_files(spec, opts.trust_model)
-    calibration, evaluation = open_data(spec)
+    task = make_task(spec)
+    calibration, evaluation = task.open_data()
     check_emulators(target, opts.setup_emulator, opts.log)
 
     created = _make_parents(out.parent)
@@ -260,10 +194,10 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         bundle_dir = staging / "bundle"
         build_dir.mkdir()
         bundle_dir.mkdir()
-        calibration = materialize_data(spec, calibration, "calibration", build_dir / "data")
-        evaluation = materialize_data(spec, evaluation, "eval", build_dir / "data")
+        calibration = task.materialize(calibration, "calibration", build_dir / "data")
+        evaluation = task.materialize(evaluation, "eval", build_dir / "data")
         ctx = BuildContext(
-            spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates,
+            spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates, task=task,
             calibration=calibration, eval=evaluation, trust_model=opts.trust_model,
         )
         try:
@@ -272,7 +206,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
             if opts.keep_build_dir is not None:
                 _keep(build_dir, Path(opts.keep_build_dir))
         _swap_into_place(bundle_dir, out)
-        report = ctx.results["report"]
+        report = dict(ctx.result(PackageResult).report)
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)

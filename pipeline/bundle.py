@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.context import Artifact
+from edgeq.artifacts import Artifact
 from edgeq.decode import DecodeSpec, greedy_decode
 from edgeq.errors import ConfigError
 from edgeq.inputs.files import inside, load_json, read_bytes

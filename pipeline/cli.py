@@ -158,13 +158,12 @@ def _min_sqnr(entry: dict[str, Any]) -> str:
 
 def _summary(report: dict[str, Any], out: Path) -> None:
     from edgeq.report import format_gate
+    from edgeq.tasks import task_class
 
-    translation = report["task"] == "translation"
-    cols = (("BLEU", "bleu", 1), ("chrF", "chrf", 1), ("tok/s host", "tokens_per_second_host", 0)) if translation else (
-        ("accuracy", "top1_accuracy", 4), ("agreement", "top1_agreement", 4))
+    cols = task_class(report["task"]).summary_columns
     console = Console(highlight=False)
     table = Table(title=f"{shown(report['model']['name'])} -> {shown(report['target']['name'])}")
-    for col in ("artifact", "bytes", "runtime", *(c[0] for c in cols), "SQNR dB"):
+    for col in ("artifact", "bytes", "runtime", *(c.title for c in cols), "SQNR dB"):
         left = col in ("artifact", "runtime")
         table.add_column(col, justify="left" if left else "right", overflow="fold" if col == "runtime" else "ellipsis")
 
@@ -173,12 +172,12 @@ def _summary(report: dict[str, Any], out: Path) -> None:
 
     ref = report["reference"]
     table.add_row("onnx_float (reference)", str(report["artifacts"]["onnx_float"]["bytes"]), ref["runtime"],
-                  *(fmt(ref["metrics"], k, d) if k != "top1_agreement" else "-" for _, k, d in cols), "-")
+                  *(fmt(ref["metrics"], c.key, c.digits) if c.reference else "-" for c in cols), "-")
     for key, art in report["artifacts"].items():
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
             rt_text = rt.replace(":", ":\n")  # litert-arm64: / cortex-a53 on two lines
-            table.add_row(key, str(art["bytes"]), rt_text, *(fmt(task, k, d) for _, k, d in cols), _min_sqnr(entry))
+            table.add_row(key, str(art["bytes"]), rt_text, *(fmt(task, c.key, c.digits) for c in cols), _min_sqnr(entry))
     console.print(table)
     for g in report["gates"]:
         style = "green" if g["passed"] else "red"
@@ -201,6 +200,7 @@ def translate(
     """Translate with a bundle's .tflite files on LiteRT, as an app would (one line out per line in)."""
     from edgeq.bundle import Bundle
     from edgeq.bundle import translate as run_translate
+    from edgeq.tasks.translation import Translation
     from edgeq.inputs.files import MAX_TEXT, read_text
 
     try:
@@ -212,7 +212,7 @@ def translate(
             lines += [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
             raise ConfigError("nothing to translate; pass sentences or --file")
-        for out in run_translate(Bundle.open(bundle, task="translation"), lines):
+        for out in run_translate(Bundle.open(bundle, task=Translation.kind), lines):
             typer.echo(printable(out))
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgeq.artifacts import SINGLE_GRAPH
 from edgeq.errors import ConfigError, DataError, ModelError
 from edgeq.gates import GATES, GateLimit
 from edgeq.inputs.files import inside, load_toml
@@ -44,7 +45,6 @@ CONFIG_FILE = "edgeq.toml"
 MODEL_FORMATS = ("pytorch", "onnx", "keras", "saved_model")
 INPUT_DTYPES = ("float32", "int32")
 TASK_KINDS = ("classification", "generic", "translation")
-SINGLE_GRAPH = "model"  # the name of the one graph of a model configured with top-level [[inputs]]
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("float32", "int8")
 # Channels-first, PyTorch's convention; a layout ending in C declares a channels-last input.
@@ -747,20 +747,6 @@ class TargetSpec:
     def with_io_dtype(self, io_dtype: str | None) -> TargetSpec:
         return self if io_dtype is None else replace(self, io_dtype=io_dtype)
 
-    def with_runtimes(self, runtimes: list[str] | tuple[str, ...] | None, where: str = "--runtime") -> TargetSpec:
-        """The target validating on ``runtimes`` instead of its own list (None: unchanged)."""
-        if not runtimes:
-            return self
-        return replace(self, runtimes=check_runtimes(tuple(runtimes), self.format, where))
-
-    @property
-    def emulators(self) -> list[tuple[str, str]]:
-        """(runtime, emulator) for every runtime that runs under an emulator."""
-        from edgeq.runtimes import EMULATED, split_name
-
-        return [(r, EMULATED[split_name(r)[0]]) for r in self.runtimes if split_name(r)[0] in EMULATED]
-
-
     def gate_limits(self, model_gates: dict[str, float], cli_gates: dict[str, float]) -> list[GateLimit]:
         """The gates in force: target defaults, then edgeq.toml, then the command line."""
         limits = {k: GateLimit(k, v, "target") for k, v in self.gates.items()}
@@ -770,29 +756,11 @@ class TargetSpec:
         return [limits[k] for k in GATES if k in limits]
 
 
-def check_runtimes(runtimes: tuple[str, ...], fmt: str, where: str) -> tuple[str, ...]:
-    """Every name known (emulated ones with a CPU profile), none twice, the first a host runtime of
-    the target's format: it is the reference the others' parity is measured against."""
-    from edgeq.runtimes import EMULATED, FORMATS, check_name, split_name
-
-    if not runtimes:
-        raise ConfigError(f"{where}: no runtimes; name at least one, e.g. litert")
-    for r in runtimes:
-        try:
-            check_name(r)
-        except KeyError as e:
-            raise ConfigError(f"{where}: {e.args[0]}") from None
-        if FORMATS[split_name(r)[0]] != fmt:
-            raise ConfigError(f"{where}: runtime '{r}' does not run {fmt} files; choose a {fmt} runtime")
-    dup = next((r for k, r in enumerate(runtimes) if r in runtimes[:k]), None)
-    if dup is not None:
-        raise ConfigError(f"{where}: runtime '{dup}' is named twice; name each once")
-    if split_name(runtimes[0])[0] in EMULATED:
-        raise ConfigError(
-            f"{where}: the first runtime is the reference for parity and must run on the host, "
-            f"not '{runtimes[0]}'; put litert first"
-        )
-    return runtimes
+def _names(items: list[Any], where: str) -> tuple[str, ...]:
+    """A list of names (runtimes are checked against what edgeq knows by edgeq.runtimes.with_runtimes)."""
+    if not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{where}: every entry must be a string")
+    return tuple(items)
 
 
 def _target_files() -> dict[str, Any]:
@@ -825,7 +793,7 @@ def load_target(name: str) -> TargetSpec:
         precision=t.get("precision", str, choices=("int8",)),
         io_dtype=t.get("io_dtype", str, choices=IO_DTYPES),
         io_dtypes=tuple(t.get("io_dtypes", list)),
-        runtimes=check_runtimes(tuple(t.get("runtimes", list)), t.data.get("format", "tflite"), f"{where}: runtimes"),
+        runtimes=_names(t.get("runtimes", list), f"{where}: runtimes"),
         threads=t.get("threads", int, 1),
         gates=gates,
         model_file=b.get("model_file", str),

@@ -1,59 +1,119 @@
-"""What stages share: the build context and the artifacts they hand to each other."""
+"""What stages and tasks share: the build context, the Task contract, and what validation hands a task."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from edgeq.config import SINGLE_GRAPH, ModelSpec, TargetSpec
-from edgeq.data import ArrayDataset
+from edgeq.artifacts import Artifact
+from edgeq.config import ModelSpec, TargetSpec
+from edgeq.execution import DecodeJob, FeedSet, Runtime
 from edgeq.gates import GateLimit
 
-__all__ = ["Artifact", "BuildContext"]
+__all__ = ["BuildContext", "Column", "Evaluation", "Pair", "Task", "TaskValidation"]
+
+R = TypeVar("R")
+Pair = tuple[str, str]  # (artifact key, runtime name)
 
 
 @dataclass(frozen=True)
-class Artifact:
-    """A file a stage produced for one graph. ``meta`` carries what a runtime needs to feed it."""
+class Column:
+    """A task metric as a table column: title, key in the metrics, decimals, shown for the reference."""
 
-    key: str  # the kind: "onnx_float", "onnx_int8", "saved_model", "tflite_float32", "tflite_int8"
-    path: Path
-    format: str  # "onnx", "saved_model", "tflite"
-    precision: str  # "float32", "int8"
-    meta: dict[str, Any] = field(default_factory=dict)
-    graph: str = SINGLE_GRAPH
+    title: str
+    key: str
+    digits: int
+    reference: bool = True
 
-    @property
-    def bytes(self) -> int:
-        if self.path.is_dir():
-            return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-        return self.path.stat().st_size
+
+@dataclass(frozen=True)
+class TaskValidation:
+    """What a task's evaluation found."""
+
+    reference: dict[str, Any]  # the float reference's task metrics
+    task: dict[Pair, dict[str, Any]]  # task metrics per artifact and runtime
+    tensors: dict[Pair, dict[str, dict[str, Any]]]  # per artifact and runtime: graph -> output -> tensor metrics
+    parity: dict[str, Any]  # the shipped artifact: runtime -> its distance to the target's first runtime
+
+
+@dataclass
+class Evaluation:
+    """What the validate stage hands a task: the float reference and every (artifact, runtime) pair,
+    loaded. ``start(feeds, decode)`` announces the whole work to all of them before the first run."""
+
+    ctx: BuildContext
+    reference: Runtime  # the float ONNX model on onnxruntime
+    runners: dict[Pair, Runtime]
+    start: Callable[[dict[str, FeedSet], DecodeJob | None], None]
+    shipped: str = "tflite_int8"
+
+
+class Task(Protocol):
+    """What a model is for, and how edgeq measures it. One module per task in edgeq.tasks, one line in
+    its registry; a task is made per build from the model spec (``make_task``).
+
+    Class attributes are data the report and the command line read from the task kind alone.
+    """
+
+    kind: str
+    columns: tuple[Column, ...]  # task metrics in report.md's artifact table
+    summary_columns: tuple[Column, ...]  # task metrics in the terminal summary
+    parity_columns: tuple[Column, ...]  # (metric, agreement with float, difference vs the first runtime)
+
+    def open_data(self) -> tuple[Any, Any]:
+        """The calibration and eval sets, checked against the model spec before any work starts."""
+        ...
+
+    def materialize(self, data: Any, role: str, folder: Path) -> Any:
+        """The data as the stages read it, written under ``folder`` if it must be converted first."""
+        ...
+
+    def calibration_sets(self, ctx: BuildContext, reference: Callable[[], Runtime]) -> dict[str, Any]:
+        """The calibration set of every graph (ArrayDataset); ``reference()`` loads the float model."""
+        ...
+
+    def evaluate(self, ev: Evaluation) -> TaskValidation:
+        """Run the eval set through the reference and every pair; task, tensor and parity metrics."""
+        ...
+
+    def bundle_files(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        """Write the task's files into the bundle folder ``out``; model.json's ``task`` entry."""
+        ...
 
 
 @dataclass
 class BuildContext:
     """The state of one build. ``artifacts[kind][graph]`` is the artifact of that kind for a graph;
-    ``graph_calibration[graph]`` is the calibration set of a graph (the ``calibrate`` stage fills it)."""
+    ``results`` holds each stage's result by its type (read with ``result``)."""
 
     spec: ModelSpec
     target: TargetSpec
     build_dir: Path  # intermediate files
     bundle_dir: Path  # the bundle being staged; renamed to --out at the end
     gates: list[GateLimit]
+    task: Task
     calibration: Any  # the user's calibration data: ArrayDataset, or ParallelText for translation
     eval: Any  # the user's eval data: ArrayDataset, or ParallelText for translation
     artifacts: dict[str, dict[str, Artifact]] = field(default_factory=dict)
-    graph_calibration: dict[str, ArrayDataset] = field(default_factory=dict)
-    # Results a stage publishes for later ones (validation metrics, export facts, ...).
-    results: dict[str, Any] = field(default_factory=dict)
+    results: dict[type, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     trust_model: bool = False  # --trust-model: Keras Lambda layers and custom objects may load
 
     def add(self, artifact: Artifact) -> Artifact:
+        """Record an artifact a stage produced."""
         self.artifacts.setdefault(artifact.key, {})[artifact.graph] = artifact
         return artifact
 
     def artifact(self, kind: str, graph: str | None = None) -> Artifact:
         """The artifact of ``kind`` for ``graph`` (default: the model's only graph)."""
         return self.artifacts[kind][graph if graph is not None else self.spec.single.name]
+
+    def result(self, kind: type[R]) -> R:
+        """The result of the stage that returns ``kind`` (KeyError if it has not run)."""
+        return self.results[kind]  # type: ignore[no-any-return]
+
+    def put(self, result: Any) -> None:
+        """Keep a stage's result (the runner does, for every stage)."""
+        self.results[type(result)] = result

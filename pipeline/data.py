@@ -26,7 +26,7 @@ from edgeq.errors import DataError
 from edgeq.hashing import update_from_file
 from edgeq.inputs.files import regular_file
 
-__all__ = ["ArrayDataset", "LABELS_FILE"]
+__all__ = ["LABELS_FILE", "ArrayDataset", "check_token_ids"]
 
 LABELS_FILE = "labels.npy"
 _SCAN_ROWS = 256  # rows per chunk when scanning for NaN/inf
@@ -219,3 +219,18 @@ def _load(path: Path, role: str) -> np.ndarray:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{role} data: {path.name} is not a readable .npy file ({e}); re-save it with np.save") from e
+
+
+def check_token_ids(ds: ArrayDataset, rows: dict[str, int]) -> None:
+    """Token ids must index a row of their embedding table (an out-of-range Gather is undefined)."""
+    for name, n in rows.items():
+        arr = ds._rows(name)
+        for start in range(0, arr.shape[0], 1024):
+            chunk = np.asarray(arr[start : start + 1024])
+            bad = (chunk < 0) | (chunk >= n)
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise DataError(
+                    f"{ds.role} data: {name}.npy holds token id {int(chunk[where])} at row {start + where[0]}, "
+                    f"outside the model's vocabulary (ids 0..{n - 1}); fix the data or the tokenizer"
+                )

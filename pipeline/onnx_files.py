@@ -22,6 +22,7 @@ from typing import Any
 from edgeq.errors import ModelError
 
 __all__ = ["MAX_FLATBUFFER", "MAX_PROTOBUF", "check_onnx_file", "check_size", "check_weights_fit", "describe_nodes",
+           "embedding_rows",
            "external_tensors", "load_onnx_checked"]
 
 MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message
@@ -194,3 +195,38 @@ def describe_nodes(onnx_path: Path, op: str, count: int | None = None) -> str:
     if count is not None and count < len(nodes):
         return f"{count} of the {len(nodes)} ONNX {nodes[0].op_type} nodes {listed}"
     return f"ONNX node{'s' if len(nodes) != 1 else ''} {listed}"
+
+
+_PASS_THROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten"}
+
+
+def embedding_rows(onnx_path: Path, inputs: Any) -> dict[str, int]:
+    """For each integer input that indexes an embedding table (a Gather on a constant, maybe after
+    a Cast or Reshape), the number of rows of that table: the ids it accepts are 0 .. rows - 1."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    consts = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            consts[node.output[0]] = node.attribute[0].t
+    users: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    rows = {}
+    for spec in inputs:
+        if not spec.dtype.startswith("int"):
+            continue
+        frontier, seen = [spec.name], set()
+        while frontier:
+            name = frontier.pop()
+            seen.add(name)
+            for node in users.get(name, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name and node.input[0] in consts:
+                    table = numpy_helper.to_array(consts[node.input[0]])
+                    rows[spec.name] = min(rows.get(spec.name, table.shape[0]), int(table.shape[0]))
+                elif node.op_type in _PASS_THROUGH:
+                    frontier += [o for o in node.output if o not in seen]
+    return rows

@@ -6,8 +6,10 @@ import re
 from typing import Any
 
 from edgeq import __version__
-from edgeq.context import BuildContext
+from edgeq.config import ModelSpec, TargetSpec
 from edgeq.inputs.shown import shown
+from edgeq.results import ConvertResult, ExportResult, QuantizeResult, ValidationResult
+from edgeq.tasks import task_class
 
 __all__ = ["build_report", "render_markdown", "format_gate"]
 
@@ -19,20 +21,21 @@ _ARTIFACT_TITLES = {
 }
 
 
-def build_report(ctx: BuildContext) -> dict[str, Any]:
-    v = ctx.results["validation"]
-    arts = v["artifacts"]
+def build_report(spec: ModelSpec, target: TargetSpec, export: ExportResult, quantize: QuantizeResult,
+                 convert: ConvertResult, validation: ValidationResult, timings: dict[str, float]) -> dict[str, Any]:
+    """report.json: the stages' results and the gates, for a model built for a target."""
+    arts = dict(validation.artifacts)
     f32 = arts["tflite_float32"]["bytes"]
     i8 = arts["tflite_int8"]["bytes"]
     return {
         "edgeq_version": __version__,
-        "passed": v["passed"],
-        "model": {"name": ctx.spec.name, "format": ctx.spec.format, "source_sha256": ctx.results["export"]["source_sha256"]},
-        "target": {"name": ctx.target.name, "io_dtype": ctx.target.io_dtype, "runtimes": list(ctx.target.runtimes),
-                   "threads": ctx.target.threads},
-        "task": ctx.spec.task.kind,
-        "gates": v["gates"],
-        "reference": v["reference"],
+        "passed": validation.passed,
+        "model": {"name": spec.name, "format": spec.format, "source_sha256": export.source_sha256},
+        "target": {"name": target.name, "io_dtype": target.io_dtype, "runtimes": list(target.runtimes),
+                   "threads": target.threads},
+        "task": spec.task.kind,
+        "gates": [dict(g) for g in validation.gates],
+        "reference": dict(validation.reference),
         "artifacts": arts,
         "size": {
             "float32_tflite_bytes": f32,
@@ -40,11 +43,11 @@ def build_report(ctx: BuildContext) -> dict[str, Any]:
             "int8_to_float32_ratio": i8 / f32 if f32 else None,
             "int8_tflite_breakdown": _merged_breakdown(arts["tflite_int8"]["inspection"]),
         },
-        "export": ctx.results.get("export", {}),
-        "quantization": ctx.results.get("quantize", {}),
-        "conversion": ctx.results.get("convert", {}),
+        "export": export.facts(),
+        "quantization": quantize.facts(),
+        "conversion": convert.facts(),
         # Host wall time of each stage: the only field that differs between two identical builds.
-        "stage_seconds": {k: round(s, 3) for k, s in ctx.timings.items()},
+        "stage_seconds": {k: round(s, 3) for k, s in timings.items()},
     }
 
 
@@ -110,28 +113,23 @@ def _parity_section(report: dict[str, Any]) -> list[str]:
     parity = art.get("parity", {})
     if not parity:
         return []
-    translation = report["task"] == "translation"
+    metric, agree, diff = task_class(report["task"]).parity_columns
     first = next(iter(parity.values()))["vs"]
-    if translation:
-        metric, agree = ("BLEU", "bleu", "BLEU diff", "bleu_diff"), ("BLEU vs float", "bleu_vs_float")
-    else:
-        metric = ("top-1", "top1_accuracy", "top-1 agreement", "top1_agreement")
-        agree = ("agreement with float", "top1_agreement")
     outputs = [(g, o) for g, outs in next(iter(parity.values()))["outputs"].items() for o in outs]
-    head = ["runtime", metric[0], agree[0], f"{metric[2]} vs {first}"] + [f"{g}/{o}: max steps (> 1 step)" for g, o in outputs]
+    head = ["runtime", metric.title, agree.title, f"{diff.title} vs {first}"]
+    head += [f"{g}/{o}: max steps (> 1 step)" for g, o in outputs]
     lines = ["", "## Parity of the shipped model across runtimes", "",
              f"Differences from {first} in quantization steps of each output (the int8 scale behind it); "
              "kernels that compute the same int8 arithmetic differ by rounding, at most one step.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    digits = 2 if translation else 4
     for rt, entry in art["runtimes"].items():
         task = entry.get("task", {})
-        row = [rt, _num(task.get(metric[1]), digits), _num(task.get(agree[1]), digits)]
+        row = [rt, _num(task.get(metric.key), metric.digits), _num(task.get(agree.key), agree.digits)]
         p = parity.get(rt)
         if p is None:
             row += ["(reference)"] + ["-"] * len(outputs)
         else:
-            row.append(_num(p.get(metric[3]), digits))
+            row.append(_num(p.get(diff.key), diff.digits))
             for g, o in outputs:
                 m = p["outputs"][g][o]
                 row.append(f"{_num(m['max_steps'], 2)} ({_num(m['elements_over_one_step'])} of {m['elements']})")
@@ -209,22 +207,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "First translations of the eval set:", ""]
         for ex in examples:
             lines += [f"- source: {ex['source']}"] + [f"  - {k}: {v}" for k, v in ex.items() if k != "source"]
-    translation = report["task"] == "translation"
-    task_cols = ("BLEU", "chrF", "exact", "BLEU vs float", "tokens/s (host)") if translation else ("top-1", "agreement")
-    task_keys = ("bleu", "chrf", "exact_match", "bleu_vs_float", "tokens_per_second_host") if translation else (
-        "top1_accuracy", "top1_agreement")
+    columns = task_class(report["task"]).columns
     lines += ["", "## Artifacts", "",
-              "| artifact | bytes | runtime | " + " | ".join(task_cols) + " |",
-              "|---|---|---|" + "---|" * len(task_cols)]
+              "| artifact | bytes | runtime | " + " | ".join(c.title for c in columns) + " |",
+              "|---|---|---|" + "---|" * len(columns)]
     for key, art in report["artifacts"].items():
         if not art["runtimes"]:
-            lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | - |" + " - |" * len(task_cols))
+            lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | - |" + " - |" * len(columns))
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
             d = entry["describe"]
             how = d.get("kernels", d.get("provider", "")) + (f", emulated {d['profile']}" if d.get("emulated") else "")
-            values = " | ".join(_num(task.get(k), 1 if k in ("bleu", "chrf", "bleu_vs_float", "tokens_per_second_host") else 4)
-                                for k in task_keys)
+            values = " | ".join(_num(task.get(c.key), c.digits) for c in columns)
             lines.append(f"| {_ARTIFACT_TITLES.get(key, key)} | {art['bytes']} | {rt} ({how}) | {values} |")
     lines += ["", "## Outputs vs the float reference", "",
               "| artifact | runtime | graph | output | cosine | SQNR dB | max abs err |", "|---|---|---|---|---|---|---|"]

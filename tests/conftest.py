@@ -331,20 +331,15 @@ def make_context(model_dir: Path, work: Path, *, io_dtype: str | None = None,
                  runtimes: tuple[str, ...] | None = None) -> Any:
     """A BuildContext for ``model_dir`` as edgeq.build makes it, without running any stage; ``runtimes``
     as `--runtime` gives them (None: the android target's own)."""
-    from edgeq.build import _check_labels
     from edgeq.config import load_model_spec, load_target
     from edgeq.context import BuildContext
-    from edgeq.data import ArrayDataset
+    from edgeq.runtimes import with_runtimes
+    from edgeq.tasks import make_task
 
     spec = load_model_spec(model_dir, input_shapes, input_values)
-    target = load_target("android").with_io_dtype(io_dtype or spec.io_dtype).with_runtimes(runtimes)
-    calibration = ArrayDataset.open(
-        spec.data.calibration, spec.inputs, "calibration", limit=spec.data.calibration_samples
-    )
-    evaluation = ArrayDataset.open(
-        spec.data.eval, spec.inputs, "eval", want_labels=spec.task.kind == "classification"
-    )
-    _check_labels(spec, evaluation)
+    target = with_runtimes(load_target("android").with_io_dtype(io_dtype or spec.io_dtype), runtimes)
+    task = make_task(spec)
+    calibration, evaluation = task.open_data()
     build_dir = work / "build"
     bundle_dir = work / "bundle"
     build_dir.mkdir(parents=True)
@@ -355,6 +350,7 @@ def make_context(model_dir: Path, work: Path, *, io_dtype: str | None = None,
         build_dir=build_dir,
         bundle_dir=bundle_dir,
         gates=target.gate_limits(spec.gates, {}),
+        task=task,
         calibration=calibration,
         eval=evaluation,
     )
@@ -554,7 +550,9 @@ class StubStages:
         report = {"passed": self.passed, "stub": True}
         (ctx.bundle_dir / "report.json").write_text(json.dumps(report), encoding="utf-8")
         (ctx.bundle_dir / "manifest.json").write_text(json.dumps({"generator": "edgeq"}), encoding="utf-8")
-        ctx.results["report"] = report
+        from edgeq.results import PackageResult
+
+        ctx.put(PackageResult(report))
         return {}
 
 
@@ -573,7 +571,8 @@ HOST_RUNTIMES = ("litert", "litert-ref")
 def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tuple[str, ...] = HOST_RUNTIMES) -> Any:
     """A BuildContext for ``model_dir`` holding the four artifacts of a kept build folder (``--keep-build``),
     ready for the validate and package stages without converting again; validated on ``runtimes``."""
-    from edgeq.context import Artifact
+    from edgeq.artifacts import Artifact
+    from edgeq.results import ConvertResult, ExportResult, QuantizeResult
     from edgeq.stages.convert import io_mapping
 
     ctx = make_context(model_dir, work, runtimes=runtimes)
@@ -586,7 +585,11 @@ def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tu
     ):
         meta = io_mapping(keep / name, ctx.spec.inputs, outputs, {OUTPUT: [1, NUM_CLASSES]})
         ctx.add(Artifact(key, keep / name, "tflite", precision, meta))
-    ctx.results["export"] = {"source_sha256": "0" * 64, "graphs": {"model": {"rewrites": [], "frozen_inputs": []}}}
+    # What the export, quantize and convert stages would have returned for these files.
+    ctx.put(ExportResult("0" * 64, {"model": {"rewrites": [], "frozen_inputs": []}}))
+    ctx.put(QuantizeResult({"format": "QDQ"}))
+    ctx.put(ConvertResult("onnx2tf", "TFLITE_BUILTINS_INT8", ctx.target.io_dtype, "convert.log",
+                          {"model": {"float_fallback": None, "strategies": []}}, "not confined: kept build"))
     return ctx
 
 
@@ -625,3 +628,10 @@ def translation_build(tmp_path_factory: pytest.TempPathFactory) -> TranslationBu
         return TranslationBuild(model_dir, out, keep, proc.returncode, proc.stdout, proc.stderr)
 
     return shared(tmp_path_factory, "translation_build", make)
+
+
+def run_stage(stage: Any, ctx: Any) -> Any:
+    """Run one stage as the runner does: its result kept in the context by type."""
+    result = stage.run(ctx)
+    ctx.put(result)
+    return result

@@ -17,6 +17,7 @@ from edgeq.config import (
 )
 from edgeq.errors import ConfigError, DataError, EdgeqError, ModelError
 from edgeq.gates import GATES, GateLimit
+from edgeq.runtimes import emulators
 
 
 @pytest.mark.parametrize(("mutate", "error", "fragment"), CONFIG_CASES)
@@ -150,7 +151,7 @@ def test_android_target() -> None:
     )
     assert t.io_dtypes == ("float32", "int8")
     assert t.runtimes == ("litert", "litert-ref", "litert-arm64:cortex-a53", "litert-arm64:cortex-a76")
-    assert t.emulators == [("litert-arm64:cortex-a53", "arm64"), ("litert-arm64:cortex-a76", "arm64")]
+    assert emulators(t) == [("litert-arm64:cortex-a53", "arm64"), ("litert-arm64:cortex-a76", "arm64")]
     assert set(t.gates) <= set(GATES)
     core = {"accuracy_drop": 1.0, "top1_agreement": 0.98, "int8_compute_ops": 1.0, "model_bytes": 1e8}
     assert {k: t.gates[k] for k in core} == core

@@ -11,12 +11,13 @@ import onnx
 import onnx_models as om
 import onnxruntime as ort
 import pytest
-from conftest import make_context
+from conftest import make_context, run_stage
 from onnx import TensorProto, helper
 
 from edgeq.config import GraphSpec, InputSpec, OutputSpec, load_model_spec, parse_input_value
 from edgeq.errors import ConfigError, ModelError
 from edgeq.onnx_repair import check_same_function, fix_inputs, tf_node_names
+from edgeq.results import ExportResult
 from edgeq.stages.export import STAGE as EXPORT
 
 
@@ -24,7 +25,7 @@ def export_case(case: om.Case, tmp_path: Path, **kw: Any) -> Any:
     root = tmp_path / "model"
     om.write_model_dir(case, root, n_cal=8, n_eval=4)
     ctx = make_context(root, tmp_path / "work", input_shapes=case.input_shapes or None, **kw)
-    EXPORT.run(ctx)
+    run_stage(EXPORT, ctx)
     return ctx
 
 
@@ -33,7 +34,7 @@ def _float_onnx(ctx: Any) -> onnx.ModelProto:
 
 
 def _rewrites(ctx: Any) -> list[str]:
-    return ctx.results["export"]["graphs"]["model"]["rewrites"]
+    return ctx.result(ExportResult).facts()["graphs"]["model"]["rewrites"]
 
 
 def _run(model: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -110,7 +111,7 @@ def test_unnamed_dimension_and_computed_reshape_export(tmp_path: Path) -> None:
     assert "input 'x' [batch, 3, ?, 32] -> [1, 3, 16, 32]" in _rewrites(ctx)
     x = ctx.eval.sample(0)["x"]
     np.testing.assert_allclose(_run(model, {"x": x})[0], _run(case.model, {"x": x})[0], rtol=1e-4, atol=1e-5)
-    assert ctx.results["export"]["graphs"]["model"]["rewrite_max_rel_diff"] < 1e-4
+    assert ctx.result(ExportResult).facts()["graphs"]["model"]["rewrite_max_rel_diff"] < 1e-4
 
 
 def test_minus_one_and_zero_dimensions_export_with_input_shape(tmp_path: Path) -> None:
@@ -129,7 +130,7 @@ def test_frozen_scalar_input_folds_every_if_away(tmp_path: Path) -> None:
     rewrites = _rewrites(ctx)
     assert "input 'sr' frozen to 16000 (int64): a constant of the graph, not an input" in rewrites
     assert any(r.startswith("If x2: each condition became a constant") for r in rewrites)
-    assert ctx.results["export"]["graphs"]["model"]["frozen_inputs"] == [
+    assert ctx.result(ExportResult).facts()["graphs"]["model"]["frozen_inputs"] == [
         {"name": "sr", "dtype": "int64", "shape": [], "value": 16000}]
     feeds = ctx.eval.sample(0)
     want = _run(case.model, {**feeds, "sr": np.array(16000, np.int64)})

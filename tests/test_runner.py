@@ -9,24 +9,43 @@ from typing import Any
 import pytest
 from conftest import make_context, make_model_dir
 
-from edgeq.context import Artifact
+from edgeq.artifacts import Artifact
 from edgeq.errors import ModelError, StageError
+from edgeq.results import (
+    CalibrationResult,
+    ConvertResult,
+    ExportResult,
+    PackageResult,
+    QuantizeResult,
+    ValidationResult,
+)
 from edgeq.runner import run_stages
-from edgeq.stages import STAGES, StageResult, load_stage
+from edgeq.stages import STAGES, load_stage
 
 NAMES = [name for name, _ in STAGES]
+
+# A stand-in result of each type a stage returns.
+FAKE_RESULTS: dict[type, Any] = {
+    ExportResult: ExportResult("0" * 64, {}),
+    CalibrationResult: CalibrationResult({}),
+    QuantizeResult: QuantizeResult({"stage": "quantize"}),
+    ConvertResult: ConvertResult("c", "o", "float32", "convert.log", {}, "none"),
+    ValidationResult: ValidationResult({}, {}, (), True),
+    PackageResult: PackageResult({}),
+}
 
 
 def test_stage_table_order_and_contracts() -> None:
     assert NAMES == ["export", "calibrate", "quantize", "convert", "validate", "package"]
-    produced: set[str] = set()
+    produced: set[str | type] = set()
     for name, module in STAGES:
         stage = load_stage(name)
         assert stage is importlib.import_module(module).STAGE
         assert stage.name == name
         assert isinstance(stage.requires, tuple) and isinstance(stage.produces, tuple)
-        # every artifact a stage needs comes from a stage before it
+        # every artifact and result a stage needs comes from a stage before it; each returns one result
         assert set(stage.requires) <= produced, (name, stage.requires, produced)
+        assert len([p for p in stage.produces if isinstance(p, type)]) == 1, name
         produced |= set(stage.produces)
 
 
@@ -41,12 +60,13 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     stages = {name: load_stage(name) for name in NAMES}
     for stage in stages.values():
 
-        def run(ctx: Any, stage: Any = stage) -> StageResult:
+        def run(ctx: Any, stage: Any = stage) -> Any:
             for key in stage.produces:
-                path = ctx.build_dir / key
-                path.write_bytes(b"x")
-                ctx.add(Artifact(key, path, "onnx", "float32"))
-            return StageResult(stage.produces, {"stage": stage.name})
+                if isinstance(key, str):
+                    path = ctx.build_dir / key
+                    path.write_bytes(b"x")
+                    ctx.add(Artifact(key, path, "onnx", "float32"))
+            return next(FAKE_RESULTS[p] for p in stage.produces if isinstance(p, type))
 
         monkeypatch.setattr(stage, "run", run)
     return stages
@@ -56,7 +76,9 @@ def test_all_stages_run_in_order_with_events_and_timings(ctx: Any, fake_stages: 
     events: list[tuple[str, int, int, str]] = []
     results = run_stages(ctx, lambda n, k, total, status, s: events.append((n, k, total, status)))
     assert list(results) == NAMES
-    assert results["quantize"].info == {"stage": "quantize"}
+    assert results["quantize"] is FAKE_RESULTS[QuantizeResult]
+    assert ctx.result(QuantizeResult) is FAKE_RESULTS[QuantizeResult]  # kept by type for later stages
+    assert set(ctx.results) == set(FAKE_RESULTS)
     assert events == [e for k, n in enumerate(NAMES, 1) for e in ((n, k, 6, "start"), (n, k, 6, "done"))]
     assert list(ctx.timings) == NAMES and all(t >= 0 for t in ctx.timings.values())
     assert set(ctx.artifacts) == {"onnx_float", "onnx_int8", "saved_model", "tflite_float32", "tflite_int8"}
@@ -113,7 +135,7 @@ def test_stage_error_from_a_stage_passes_through(
 def test_stage_that_does_not_produce_its_artifacts(
     ctx: Any, fake_stages: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fake_stages["quantize"], "run", lambda ctx: StageResult(()))
+    monkeypatch.setattr(fake_stages["quantize"], "run", lambda ctx: FAKE_RESULTS[QuantizeResult])
     with pytest.raises(
         StageError,
         match=r"stage 'quantize' failed \(after: export, calibrate\): did not produce \['onnx_int8'\]",
@@ -121,11 +143,31 @@ def test_stage_that_does_not_produce_its_artifacts(
         run_stages(ctx)
 
 
+def test_stage_that_does_not_return_its_result(
+    ctx: Any, fake_stages: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_result(ctx: Any) -> None:
+        path = ctx.build_dir / "onnx_float"
+        path.write_bytes(b"x")
+        ctx.add(Artifact("onnx_float", path, "onnx", "float32"))
+
+    monkeypatch.setattr(fake_stages["export"], "run", no_result)
+    with pytest.raises(StageError, match=r"stage 'export' failed \(after: none\): did not produce \['ExportResult'\]"):
+        run_stages(ctx)
+
+
 def test_stage_whose_inputs_are_missing(ctx: Any, fake_stages: dict[str, Any]) -> None:
     with pytest.raises(
-        StageError, match=r"stage 'quantize' failed \(after: none\): needs artifacts \['onnx_float'\]"
+        StageError, match=r"stage 'quantize' failed \(after: none\): needs \['onnx_float', 'CalibrationResult'\]"
     ):
         run_stages(ctx, names=["quantize"])
+
+
+def test_stage_whose_results_are_missing(ctx: Any, fake_stages: dict[str, Any]) -> None:
+    """An artifact alone is not enough: package reads the validation (and export ...) results too."""
+    run_stages(ctx, names=["export", "calibrate", "quantize", "convert"])
+    with pytest.raises(StageError, match=r"needs \['ValidationResult'\] that no earlier stage produced"):
+        run_stages(ctx, names=["package"])
 
 
 def test_stage_error_message_shape() -> None:

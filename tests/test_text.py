@@ -31,10 +31,15 @@ from tiny_translator import (
     write_lines,
 )
 
-from edgeq.build import open_data
 from edgeq.config import load_model_spec
 from edgeq.errors import ConfigError, DataError
+from edgeq.tasks import make_task
 from edgeq.text import ParallelText, Tokenizer
+
+
+def open_data(spec: Any) -> Any:
+    """The calibration and eval sets as a build opens them (the translation task's open_data)."""
+    return make_task(spec).open_data()
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -15,12 +15,12 @@ import pytest
 from conftest import TRANSLATION_CALIBRATION_SAMPLES, TranslationBuild, invoke_cli, staging_leftovers
 from tiny_translator import BOS, D_MODEL, EOS, LENGTH, N_EVAL, PAD, translator_assets
 
+from edgeq.artifacts import Artifact
 from edgeq.config import load_model_spec, load_target
-from edgeq.context import Artifact
 from edgeq.decode import DecodeSpec, greedy_decode
 from edgeq.gates import GATES
 from edgeq.runtimes import create_runtime
-from edgeq.stages.calibrate import prefix_lengths
+from edgeq.tasks.translation import prefix_lengths
 from edgeq.text import ParallelText, Tokenizer
 from edgeq.tflite_inspect import inspect_tflite
 

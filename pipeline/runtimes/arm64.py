@@ -1,15 +1,16 @@
 """``litert-arm64:<profile>``: the aarch64 LiteRT, run under qemu-user on an emulated phone CPU.
 
-Unlike the host runtimes, it does not run one sample per call. The validate stage records every
-feed to files first; one emulator process per artifact and profile then runs them all (and, for
-translation, decodes every eval sentence with the shared loop) and writes the outputs to files
-(see ``edgeq.emulator.worker`` for the protocol). Start-up - about 3.5 s of host wall time for
+It implements the Runtime protocol (edgeq.execution) as a batch: ``start(work)`` records every
+announced feed to files (once, shared by every emulated runtime of a validation) and starts one
+emulator process per artifact and profile, which runs them all (and, for translation, decodes
+every eval sentence with the shared loop) and writes the outputs to files (see
+``edgeq.emulator.worker`` for the file protocol). Start-up - about 3.5 s of host wall time for
 qemu, Python, numpy and LiteRT, whose bytecode `edgeq emulator setup` compiled into the root - is
 paid once per artifact, not per sample.
 
-``replay(graph)`` then gives a Runtime whose ``run`` returns the recorded outputs of each sample
-in turn, checking that it is fed exactly what was recorded, so the validate stage scores the
-emulated runtime with the same code as every other.
+``run(graph, feeds)`` then waits for the process (on its first call) and replays the recorded
+outputs of each sample in turn, checking that it is fed exactly what was recorded, so validation
+scores the emulated runtime with the same code as every other.
 
 Wall time under emulation is not device latency: it is reported only as the cost of validation.
 """
@@ -23,19 +24,21 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeq._proc import die_with_parent
-from edgeq.context import Artifact
+from edgeq.artifacts import Artifact
 from edgeq.emulator import ARM64, find_qemu, guest_command, guest_env, profile_root, require
 from edgeq.emulator.profiles import PROFILES, CpuProfile
 from edgeq.errors import EdgeqError
+from edgeq.execution import Decoded, FeedRecorder, Feeds, Work
 from edgeq.tflite_io import from_tflite
 
-__all__ = ["EmulatorRunError", "FeedRecorder", "LiteRTArm64"]
+__all__ = ["EmulatorRunError", "FeedRecorder", "LiteRTArm64"]  # FeedRecorder: edgeq.execution's
 
 PROTOCOL = 1
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -47,46 +50,14 @@ class EmulatorRunError(EdgeqError):
     """The emulated runtime crashed or failed on an artifact."""
 
 
-class FeedRecorder:
-    """Every sample's feeds of one graph, stacked per input into .npy files (streamed, not held)."""
-
-    def __init__(self, folder: Path, samples: int) -> None:
-        self.folder = folder
-        self.samples = samples
-        self.files: dict[str, Path] = {}
-        self._arrays: dict[str, np.memmap] = {}
-        self.count = 0
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def add(self, feeds: dict[str, np.ndarray]) -> None:
-        if self.count >= self.samples:
-            raise IndexError(f"more than the {self.samples} samples announced")
-        if not self._arrays:
-            for k, (name, value) in enumerate(sorted(feeds.items())):
-                value = np.asarray(value)
-                path = self.folder / f"{k}.npy"
-                self.files[name] = path
-                self._arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=value.dtype,
-                                                               shape=(self.samples, *value.shape))
-        for name, arr in self._arrays.items():
-            arr[self.count] = feeds[name]
-        self.count += 1
-
-    def close(self) -> None:
-        if self.count != self.samples:
-            raise ValueError(f"recorded {self.count} samples, {self.samples} announced")
-        for arr in self._arrays.values():
-            arr.flush()
-        self._arrays = {}
-
-
 class LiteRTArm64:
     """One artifact (every graph of it) on one emulated CPU profile."""
 
     emulated = True
+    background = True  # one qemu process per artifact and profile, running while the host works
     base = "litert-arm64"
 
-    def __init__(self, profile: str | None = None, threads: int = 1) -> None:
+    def __init__(self, profile: str | None = None, threads: int = 1, workdir: Path | None = None) -> None:
         if profile is None or profile not in PROFILES:
             raise KeyError(f"{self.base} needs a CPU profile: {', '.join(f'{self.base}:{p}' for p in PROFILES)}")
         self.profile: CpuProfile = PROFILES[profile]
@@ -101,19 +72,54 @@ class LiteRTArm64:
         self._job: Path | None = None
         self._t0 = 0.0
         self._timer: threading.Thread | None = None
+        self.workdir = workdir  # the job folder of ``start(work)``
+        self._replays: dict[str, _Replay] | None = None
 
     def load(self, artifact: Artifact) -> None:
         self.graphs[artifact.graph] = artifact
 
-    def add_run(self, graph: str, recorder: FeedRecorder) -> None:
-        self.runs.append({"graph": graph, "samples": recorder.samples, "feeds": dict(recorder.files)})
+    # -- the Runtime protocol (edgeq.execution) -------------------------------------------------
+
+    def start(self, work: Work) -> None:
+        """Record the work's feeds (once, shared by every emulated runtime of the validation) and
+        start the emulator process on all of it."""
+        assert self.workdir is not None, "open_runtime gives the job folder"
+        for graph in work.feeds:
+            if graph in self.graphs:
+                self.add_run(graph, work.feeds[graph].samples, work.record(graph))
+        if work.decode is not None:
+            job = work.decode
+            sources = job.sources.record(work.folder / job.sources.graph)[job.spec.source_ids]
+            self.add_decode(job.encoder, job.decoder, asdict(job.spec), sources)
+        self.launch(self.workdir)
+
+    def run(self, graph: str, feeds: Feeds) -> Feeds:
+        """The next recorded sample's outputs of ``graph`` (the process is waited for on the first call)."""
+        if self._replays is None:
+            self.wait()
+            self._replays = {r["graph"]: self.replay(r["graph"]) for r in self.runs}
+        return self._replays[graph].run(feeds)
+
+    def decoded(self) -> Decoded:
+        """The token rows the worker decoded (no speed: an emulator's says nothing about a device)."""
+        if not self.result:
+            self.wait()
+        tokens, _ = self.decoded_arrays()
+        return Decoded([[int(i) for i in row if i >= 0] for row in tokens], None)
+
+    # -- the job --------------------------------------------------------------------------------
+
+    def add_run(self, graph: str, samples: int, feeds: dict[str, Path]) -> None:
+        """Run ``samples`` recorded samples of ``graph`` (``feeds``: input name -> stacked .npy)."""
+        self.runs.append({"graph": graph, "samples": samples, "feeds": dict(feeds)})
 
     def add_decode(self, encoder: str, decoder: str, spec: dict[str, Any], sources: Path) -> None:
+        """Decode every source row of ``sources`` ([N, 1, S] int32) with the encoder and decoder graphs."""
         self.decode = {"encoder": encoder, "decoder": decoder, "spec": spec, "sources": sources}
 
     # -- the emulator process -------------------------------------------------------------------
 
-    def start(self, job: Path, launcher: Callable[[Path], list[str]] | None = None) -> None:
+    def launch(self, job: Path, launcher: Callable[[Path], list[str]] | None = None) -> None:
         """Write the job folder and start the emulator (returns at once; ``wait`` collects).
 
         ``launcher`` (tests) gives the command that runs worker.py in ``job`` instead of qemu.
@@ -162,7 +168,7 @@ class LiteRTArm64:
         self.wall_seconds = time.monotonic() - self._t0
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
-        assert self._proc is not None and self._job is not None, "start() first"
+        assert self._proc is not None and self._job is not None, "launch() first"
         try:
             code = self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -191,7 +197,7 @@ class LiteRTArm64:
         run = next(r for r in self.runs if r["graph"] == graph)
         return _Replay(self, graph, run, self._job / "out" / graph)
 
-    def decoded(self) -> tuple[np.ndarray, np.ndarray]:
+    def decoded_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Token ids [N, T] (-1 padded) and decoder steps [N] of every decoded sentence."""
         assert self._job is not None and self.result, "wait() first"
         return np.load(self._job / "out" / "tokens.npy"), np.load(self._job / "out" / "steps.npy")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeq._fds import redirect_output
-from edgeq.context import Artifact
+from edgeq.artifacts import Artifact
 from edgeq.tflite_io import from_tflite, to_tflite
 
 __all__ = ["LiteRT", "LiteRTReference"]

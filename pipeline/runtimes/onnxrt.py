@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.context import Artifact
+from edgeq.artifacts import Artifact
 
 __all__ = ["OnnxRuntime"]
 

@@ -8,36 +8,31 @@ never imports tensorflow, torch or onnx2tf.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgeq.context import BuildContext
 
-__all__ = ["STAGES", "Stage", "StageResult", "load_stage"]
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """What a stage reports back: artifact keys it produced and facts for the report."""
-
-    produced: tuple[str, ...]
-    info: dict[str, Any] = field(default_factory=dict)
+__all__ = ["STAGES", "Stage", "load_stage"]
 
 
 class Stage(Protocol):
     """One step of a build.
 
-    Rules a stage keeps: it reads only the artifacts named in ``requires`` (from ``ctx.artifacts``),
-    writes files only under ``ctx.build_dir`` (or ``ctx.bundle_dir`` for the package stage), adds
-    every artifact named in ``produces`` to the context, and raises ``EdgeqError`` subclasses for
-    failures a user can act on.
+    ``requires`` and ``produces`` name artifact keys (str) and result types (edgeq.results). Rules a
+    stage keeps: it reads only the artifacts and results named in ``requires`` (``ctx.artifacts``,
+    ``ctx.result(Type)``), writes files only under ``ctx.build_dir`` (or ``ctx.bundle_dir`` for the
+    package stage), adds every artifact named in ``produces`` to the context and returns the result
+    type it names, and raises ``EdgeqError`` subclasses for failures a user can act on. The runner
+    checks ``requires`` before and ``produces`` after.
     """
 
     name: str
-    requires: tuple[str, ...]
-    produces: tuple[str, ...]
+    requires: tuple[str | type, ...]
+    produces: tuple[str | type, ...]
 
-    def run(self, ctx: BuildContext) -> StageResult: ...
+    def run(self, ctx: BuildContext) -> Any:
+        """Do the work; return this stage's result (an edgeq.results type)."""
+        ...
 
 
 STAGES: tuple[tuple[str, str], ...] = (
@@ -51,5 +46,6 @@ STAGES: tuple[tuple[str, str], ...] = (
 
 
 def load_stage(name: str) -> Stage:
+    """The ``STAGE`` of the module that ``STAGES`` names for ``name`` (imported now)."""
     module = dict(STAGES)[name]
-    return importlib.import_module(module).STAGE
+    return importlib.import_module(module).STAGE  # type: ignore[no-any-return]

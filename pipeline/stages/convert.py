@@ -30,10 +30,11 @@ import numpy as np
 
 from edgeq._fds import redirect_output
 from edgeq._proc import exit_text, run_job
-from edgeq.context import Artifact, BuildContext
+from edgeq.artifacts import Artifact
+from edgeq.context import BuildContext
 from edgeq.errors import ModelError
 from edgeq.layout import channels_last_perm, input_perm, match_name
-from edgeq.stages import StageResult
+from edgeq.results import CalibrationResult, ConvertResult
 
 __all__ = ["STAGE", "ConvertStage", "check_float_ops", "io_mapping", "run_child"]
 
@@ -42,10 +43,10 @@ SIGNATURE = "serving_default"
 
 class ConvertStage:
     name = "convert"
-    requires = ("onnx_float",)
-    produces = ("saved_model", "tflite_float32", "tflite_int8")
+    requires: tuple[str | type, ...] = ("onnx_float", CalibrationResult)
+    produces: tuple[str | type, ...] = ("saved_model", "tflite_float32", "tflite_int8", ConvertResult)
 
-    def run(self, ctx: BuildContext) -> StageResult:
+    def run(self, ctx: BuildContext) -> ConvertResult:
         log_path = ctx.build_dir / "convert.log"
         io_dtype = ctx.target.io_dtype
         graphs = {}
@@ -55,7 +56,7 @@ class ConvertStage:
             saved = ctx.build_dir / f"{graph.name}.saved_model"
             f32_path = ctx.build_dir / f"{graph.name}.float32.tflite"
             int8_path = ctx.build_dir / f"{graph.name}.int8.tflite"
-            calibration = ctx.graph_calibration[graph.name]
+            calibration = ctx.result(CalibrationResult).sets[graph.name]
             job = {
                 "onnx": str(onnx_art.path), "saved_model": str(saved), "workdir": str(ctx.build_dir),
                 "tflite_float32": str(f32_path), "tflite_int8": str(int8_path), "io_dtype": io_dtype,
@@ -75,16 +76,14 @@ class ConvertStage:
                 meta = io_mapping(path, graph.inputs, onnx_outputs, out_shapes)
                 ctx.add(Artifact(key, path, "tflite", precision, meta, graph=graph.name))
             graphs[graph.name] = {"float_fallback": result.get("float_fallback"), "strategies": result.get("strategies", [])}
-        info = {
-            "converter": "onnx2tf -> SavedModel -> tf.lite.TFLiteConverter (child process)",
-            "int8_ops_set": "TFLITE_BUILTINS_INT8",
-            "io_dtype": io_dtype,
-            "log": log_path.name,
-            "graphs": graphs,
-            "confinement": "; ".join(confinement),
-        }
-        ctx.results["convert"] = info
-        return StageResult(self.produces, info)
+        return ConvertResult(
+            converter="onnx2tf -> SavedModel -> tf.lite.TFLiteConverter (child process)",
+            int8_ops_set="TFLITE_BUILTINS_INT8",
+            io_dtype=io_dtype,
+            log=log_path.name,
+            graphs=graphs,
+            confinement="; ".join(confinement),
+        )
 
 
 STAGE = ConvertStage()

@@ -21,12 +21,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from edgeq.artifacts import Artifact
 from edgeq.config import GraphSpec
-from edgeq.context import Artifact, BuildContext
+from edgeq.context import BuildContext
 from edgeq.errors import ModelError
 from edgeq.hashing import sha256_files
 from edgeq.onnx_files import check_weights_fit, load_onnx_checked
-from edgeq.stages import StageResult
+from edgeq.results import ExportResult
 
 __all__ = ["STAGE", "ExportStage", "OPSET"]
 
@@ -35,10 +36,10 @@ OPSET = 17
 
 class ExportStage:
     name = "export"
-    requires: tuple[str, ...] = ()
-    produces = ("onnx_float",)
+    requires: tuple[str | type, ...] = ()
+    produces = ("onnx_float", ExportResult)
 
-    def run(self, ctx: BuildContext) -> StageResult:
+    def run(self, ctx: BuildContext) -> ExportResult:
         spec = ctx.spec
         confinement = None  # the export child's write confinement (ONNX models need no child)
         if spec.format == "pytorch":
@@ -48,10 +49,7 @@ class ExportStage:
             if spec.format in ("keras", "saved_model"):
                 confinement = _export_tf(ctx, graph, ctx.build_dir / f"{graph.name}.exported.onnx")
             graphs[graph.name] = self._graph(ctx, graph)
-        ctx.results["export"] = {"source_sha256": sha256_files(spec.source_files), "graphs": graphs}
-        if confinement is not None:
-            ctx.results["export"]["confinement"] = confinement
-        return StageResult(("onnx_float",), ctx.results["export"])
+        return ExportResult(sha256_files(spec.source_files), graphs, confinement)
 
     def _graph(self, ctx: BuildContext, graph: GraphSpec) -> dict[str, Any]:
         import onnx
@@ -110,7 +108,7 @@ class ExportStage:
         onnx.save_model(model, str(out))
         outputs = [o.name for o in model.graph.output]
         task_out = ctx.spec.task.output
-        if task_out is not None and ctx.spec.task.kind != "translation" and task_out not in outputs:
+        if task_out is not None and len(ctx.spec.graphs) == 1 and task_out not in outputs:
             raise ModelError(f"[task].output '{task_out}' is not an output of {source.name}; its outputs: {', '.join(outputs)}")
         ctx.add(Artifact("onnx_float", out, "onnx", "float32", {"outputs": outputs}, graph=graph.name))
         return {"opset": opset(model), "outputs": outputs, "nodes": len(model.graph.node), "rewrites": rewrites,

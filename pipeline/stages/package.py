@@ -17,9 +17,8 @@ from typing import Any
 from edgeq import __version__
 from edgeq.context import BuildContext
 from edgeq.hashing import sha256_file
-from edgeq.inputs.files import read_labels
 from edgeq.report import build_report, render_markdown
-from edgeq.stages import StageResult
+from edgeq.results import ConvertResult, ExportResult, PackageResult, QuantizeResult, ValidationResult
 
 __all__ = ["STAGE", "PackageStage", "TOOLS", "file_entry", "write_json"]
 
@@ -66,36 +65,6 @@ def _graph_json(graph: Any, art: Any, file_name: str) -> dict[str, Any]:
     return {"file": file_name, "signature": art.meta["signature"], "inputs": inputs, "outputs": outputs}
 
 
-TOKENIZER_FILE = "tokenizer.model"
-
-
-def _decode_json(ctx: BuildContext, out: Path) -> dict[str, Any]:
-    """The decode loop an app runs (edgeq.decode.greedy_decode, the loop edgeq validated)."""
-    from edgeq.tasks.translation import decode_spec, source_len, tokenizer_for
-
-    tok = tokenizer_for(ctx)
-    shutil.copyfile(tok.path, out / TOKENIZER_FILE)
-    ds = decode_spec(ctx, tok)
-    t = ctx.spec.task
-    return {
-        "tokenizer": TOKENIZER_FILE,
-        "tokenizer_type": "sentencepiece",
-        "bos_id": ds.bos_id, "eos_id": ds.eos_id, "pad_id": ds.pad_id,
-        "source_length": source_len(ctx), "target_length": ds.target_len,
-        "encoder": {"graph": t.encoder, "input": t.source_ids, "output": t.memory},
-        "decoder": {"graph": t.decoder, "target_input": t.target_ids, "memory_input": t.memory,
-                    "source_input": t.source_ids if ds.decoder_takes_source else None, "output": t.logits},
-        "loop": [
-            "source row = tokenizer pieces of the text, then eos_id, padded with pad_id to source_length",
-            "memory = encoder(source row)",
-            "target row = [bos_id] padded with pad_id to target_length",
-            "for t in 0 .. target_length - 2: logits = decoder(target row, memory[, source row]); "
-            "next = argmax(logits[0, t]); stop if next == eos_id; target row[t + 1] = next",
-            "translation = tokenizer.decode(target row[1 : t + 1])",
-        ],
-    }
-
-
 def _used(available: int, spec: Any) -> int:
     """How many calibration samples (or sentences) the build used: [data].calibration_samples caps it."""
     limit = spec.data.calibration_samples
@@ -103,13 +72,17 @@ def _used(available: int, spec: Any) -> int:
 
 
 class PackageStage:
-    name = "package"
-    requires = ("tflite_int8",)
-    produces: tuple[str, ...] = ()
+    """The bundle: model files, model.json, the task's files, report.json/.md, manifest.json."""
 
-    def run(self, ctx: BuildContext) -> StageResult:
+    name = "package"
+    requires: tuple[str | type, ...] = ("tflite_int8", ExportResult, QuantizeResult, ConvertResult, ValidationResult)
+    produces: tuple[str | type, ...] = (PackageResult,)
+
+    def run(self, ctx: BuildContext) -> PackageResult:
+        """Write every file of the bundle into ``ctx.bundle_dir``."""
         out = ctx.bundle_dir
         spec, target = ctx.spec, ctx.target
+        export = ctx.result(ExportResult)
         single = len(spec.graphs) == 1
         graphs = {}
         for graph in spec.graphs:
@@ -118,13 +91,7 @@ class PackageStage:
             shutil.copyfile(art.path, out / name)
             graphs[graph.name] = _graph_json(graph, art, name)
             # Inputs export froze into the graph: the values the model was built for (the app feeds none).
-            graphs[graph.name]["frozen_inputs"] = ctx.results["export"]["graphs"][graph.name].get("frozen_inputs", [])
-
-        labels_name = None
-        if spec.task.labels is not None:
-            labels_name = "labels.txt"
-            lines = read_labels(spec.task.labels)
-            (out / labels_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            graphs[graph.name]["frozen_inputs"] = export.graphs[graph.name].get("frozen_inputs", [])
 
         model_json: dict[str, Any] = {
             "name": spec.name,
@@ -136,9 +103,7 @@ class PackageStage:
             model_json.update(next(iter(graphs.values())))
         else:
             model_json["graphs"] = graphs
-        model_json["task"] = {"kind": spec.task.kind, "output": spec.task.output, "labels": labels_name}
-        if spec.task.kind == "translation":
-            model_json["task"] = {"kind": "translation", **_decode_json(ctx, out)}
+        model_json["task"] = ctx.task.bundle_files(ctx, out)
         model_json["runtime"] = {
             "name": "LiteRT (TFLite runtime)", "threads": target.threads,
             "note": "dequantize int8 outputs with (q - zero_point) * scale; quantize int8 inputs with "
@@ -146,7 +111,8 @@ class PackageStage:
         }
         write_json(out / "model.json", model_json)
 
-        report = build_report(ctx)
+        report = build_report(spec, target, export, ctx.result(QuantizeResult), ctx.result(ConvertResult),
+                              ctx.result(ValidationResult), ctx.timings)
         write_json(out / "report.json", report)
         (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
 
@@ -167,8 +133,7 @@ class PackageStage:
             "tools": _tool_versions(),
         }
         write_json(out / "manifest.json", manifest)
-        ctx.results["report"] = report
-        return StageResult((), {"files": [f["path"] for f in files]})
+        return PackageResult(report, tuple(f["path"] for f in files))
 
 
 STAGE = PackageStage()

@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.context import Artifact, BuildContext
+from edgeq.artifacts import Artifact
+from edgeq.context import BuildContext
 from edgeq.data import ArrayDataset
-from edgeq.stages import StageResult
+from edgeq.results import CalibrationResult, QuantizeResult
 
 __all__ = ["STAGE", "QuantizeStage", "StreamingReader", "calibrate"]
 
@@ -152,15 +153,16 @@ def _seed_histograms(calibrator: Any, dataset: ArrayDataset) -> None:
 
 class QuantizeStage:
     name = "quantize"
-    requires = ("onnx_float",)
-    produces = ("onnx_int8",)
+    requires: tuple[str | type, ...] = ("onnx_float", CalibrationResult)
+    produces: tuple[str | type, ...] = ("onnx_int8", QuantizeResult)
 
-    def run(self, ctx: BuildContext) -> StageResult:
+    def run(self, ctx: BuildContext) -> QuantizeResult:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.calibrate import save_tensors_data
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         q = ctx.spec.quantization
+        sets = ctx.result(CalibrationResult)
         logging.getLogger("root").setLevel(logging.ERROR)
         method = {
             "minmax": CalibrationMethod.MinMax,
@@ -179,7 +181,7 @@ class QuantizeStage:
             out = ctx.build_dir / f"{graph.name}.int8.onnx"
             cache = ctx.build_dir / f"{graph.name}.calibration.json"
             quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
-            ranges, chunks[graph.name] = calibrate(pre, ctx.graph_calibration[graph.name], method, calib_options,
+            ranges, chunks[graph.name] = calibrate(pre, sets.sets[graph.name], method, calib_options,
                                                    ctx.build_dir)
             save_tensors_data(ranges, cache)  # replaces any older file: quantize_static must read these ranges
             del ranges
@@ -199,12 +201,11 @@ class QuantizeStage:
             "weights": "int8 symmetric " + ("per-channel" if q.per_channel else "per-tensor"),
             "activations": "int8 asymmetric per-tensor",
             "calibration_method": q.method,
-            "calibration_samples": {g: len(ds) for g, ds in ctx.graph_calibration.items()},
+            "calibration_samples": sets.samples,
             "calibration_chunks": chunks,
             **({"percentile": q.percentile} if q.method == "percentile" else {}),
         }
-        ctx.results["quantize"] = recipe
-        return StageResult(("onnx_int8",), recipe)
+        return QuantizeResult(recipe)
 
 
 STAGE = QuantizeStage()

@@ -1,98 +1,154 @@
-"""Tensor-level agreement between an artifact's outputs and the float reference's.
+"""generic: a one-graph model fed arrays (or images); measured by its outputs against the float reference.
 
-All metrics are over every element of every eval sample, accumulated in one pass:
-
-* cosine: sum(r*a) / sqrt(sum(r^2) * sum(a^2))
-* sqnr_db: 10 * log10(sum(r^2) / sum((r - a)^2)) - signal-to-quantization-noise ratio
-  (None when it is infinite or undefined)
-* max_abs_error: max |r - a|
-* mean_abs_error: mean |r - a|
+Every output of the model is compared with the float reference's (edgeq.tasks.metrics); the task
+metrics of a subclass (classification) are accumulated in the same pass. The eval set streams
+sample by sample through every runtime in lockstep: memory does not grow with the eval set.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from edgeq.config import ModelSpec
+from edgeq.context import BuildContext, Column, Evaluation, TaskValidation
+from edgeq.data import ArrayDataset, check_token_ids
+from edgeq.execution import Feeds, FeedSet, Runtime
+from edgeq.inputs.files import read_labels
+from edgeq.onnx_files import embedding_rows
+from edgeq.tasks.metrics import Parity, TensorMetrics
 
-__all__ = ["ParityMetrics", "TensorMetrics"]
+__all__ = ["LABELS_TXT", "Generic"]
+
+LABELS_TXT = "labels.txt"  # the class names in a bundle
 
 
-class TensorMetrics:
-    def __init__(self) -> None:
-        self.dot = 0.0
-        self.ref_sq = 0.0
-        self.art_sq = 0.0
-        self.err_sq = 0.0
-        self.abs_sum = 0.0
-        self.max_abs = 0.0
-        self.n = 0
+class Generic:
+    """Arrays in, tensors out: no task metric, every output gated by its tensor metrics."""
 
-    def update(self, ref: np.ndarray, art: np.ndarray) -> None:
-        r = np.asarray(ref, dtype=np.float64).ravel()
-        a = np.asarray(art, dtype=np.float64).ravel()
-        if r.shape != a.shape:
-            raise ValueError(f"output shapes differ: reference {ref.shape}, artifact {art.shape}")
-        d = r - a
-        self.dot += float(r @ a)
-        self.ref_sq += float(r @ r)
-        self.art_sq += float(a @ a)
-        self.err_sq += float(d @ d)
-        self.abs_sum += float(np.abs(d).sum())
-        self.max_abs = max(self.max_abs, float(np.abs(d).max(initial=0.0)))
-        self.n += r.size
+    kind = "generic"
+    columns: tuple[Column, ...] = (Column("top-1", "top1_accuracy", 4), Column("agreement", "top1_agreement", 4))
+    summary_columns: tuple[Column, ...] = (Column("accuracy", "top1_accuracy", 4),
+                                           Column("agreement", "top1_agreement", 4, reference=False))
+    parity_columns: tuple[Column, ...] = (Column("top-1", "top1_accuracy", 4),
+                                          Column("agreement with float", "top1_agreement", 4),
+                                          Column("top-1 agreement", "top1_agreement", 4))
 
-    def result(self) -> dict[str, Any]:
-        denom = math.sqrt(self.ref_sq * self.art_sq)
-        cosine = self.dot / denom if denom > 0 else (1.0 if self.err_sq == 0 else 0.0)
-        # JSON has no infinity: SQNR is None for identical outputs (infinite) and for an all-zero
-        # reference (undefined); ``identical`` tells the two apart.
-        sqnr = None if self.err_sq == 0 or self.ref_sq == 0 else 10.0 * math.log10(self.ref_sq / self.err_sq)
-        return {
-            "cosine": cosine,
-            "sqnr_db": sqnr,
-            "max_abs_error": self.max_abs,
-            "mean_abs_error": self.abs_sum / self.n if self.n else 0.0,
-            "identical": self.err_sq == 0,
-            "elements": self.n,
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._labels: list[str] | None = None
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def labels(self) -> list[str] | None:
+        """The class names of [task].labels (read once), or None without a labels file."""
+        if self.spec.task.labels is None:
+            return None
+        if self._labels is None:
+            self._labels = read_labels(self.spec.task.labels)
+        return self._labels
+
+    def class_names(self) -> list[str] | None:
+        """The class names eval images are sorted by (None: the eval data carries no labels)."""
+        return None
+
+    def open_data(self) -> tuple[Any, Any]:
+        """Arrays, .npz archives or image folders; checked against the model's inputs."""
+        from edgeq.images import open_source
+
+        spec, d = self.spec, self.spec.data
+        names = self.class_names()
+        bounds = {"max_bytes": d.max_unpacked_bytes, "max_ratio": d.max_unpack_ratio}
+        sources = {
+            "calibration": open_source(d.calibration, spec.inputs, "calibration", class_names=None,
+                                       limit=d.calibration_samples, seed=d.subset_seed, **bounds),
+            "eval": open_source(d.eval, spec.inputs, "eval", class_names=names, limit=None, seed=None, **bounds),
         }
+        if sources["eval"] is not None:
+            self._check_image_eval(names)
+        calibration = sources["calibration"] or ArrayDataset.open(d.calibration, spec.inputs, "calibration",
+                                                                  limit=d.calibration_samples)
+        evaluation = sources["eval"] or ArrayDataset.open(d.eval, spec.inputs, "eval", want_labels=self.wants_labels)
+        if isinstance(evaluation, ArrayDataset):
+            self.check_labels(evaluation)
+        return calibration, evaluation
 
+    wants_labels = False  # the eval arrays must hold labels.npy
 
-class ParityMetrics:
-    """How far one runtime's outputs are from another's on the same artifact, in quantization steps.
+    def _check_image_eval(self, names: list[str] | None) -> None:
+        """Eval images of this task need nothing more."""
 
-    ``step`` is one quantization step of the output (its int8 scale, in output units). Differences
-    larger than one step are divergences: kernels that implement the same int8 arithmetic should
-    differ by rounding only. The first ``keep`` divergences are listed (sample, flat element index).
-    """
+    def check_labels(self, evaluation: ArrayDataset) -> None:
+        """The eval set's labels against the task (nothing to check without labels)."""
 
-    def __init__(self, step: float | None, keep: int = 10) -> None:
-        self.step = step
-        self.keep = keep
-        self.max_abs = 0.0
-        self.over = 0
-        self.n = 0
-        self.samples = 0
-        self.divergences: list[dict[str, Any]] = []
+    def materialize(self, data: Any, role: str, folder: Path) -> Any:
+        """Image folders and .npz archives become arrays in the build folder (streamed, one image at
+        a time), then are read like any array data; array folders are used in place."""
+        if isinstance(data, ArrayDataset) or not hasattr(data, "materialize"):
+            return data
+        where = data.materialize(folder / role)
+        if role == "calibration":
+            limit = self.spec.data.calibration_samples if self.spec.data.subset_seed is None else None
+            return ArrayDataset.open(where, self.spec.inputs, role, limit=limit)
+        ds = ArrayDataset.open(where, self.spec.inputs, role, want_labels=self.wants_labels)
+        self.check_labels(ds)
+        return ds
 
-    def update(self, primary: np.ndarray, other: np.ndarray) -> None:
-        d = np.abs(np.asarray(primary, dtype=np.float64).ravel() - np.asarray(other, dtype=np.float64).ravel())
-        self.max_abs = max(self.max_abs, float(d.max(initial=0.0)))
-        if self.step:
-            over = np.flatnonzero(d > self.step * 1.001)  # dequantized values carry float rounding
-            self.over += int(over.size)
-            for i in over[: max(0, self.keep - len(self.divergences))]:
-                self.divergences.append({"sample": self.samples, "element": int(i), "steps": float(d[i] / self.step)})
-        self.n += d.size
-        self.samples += 1
+    def calibration_sets(self, ctx: BuildContext, reference: Callable[[], Runtime]) -> dict[str, Any]:
+        """The user's arrays as they are (nothing is copied), token ids checked against the vocabulary."""
+        graph = self.spec.single
+        rows = embedding_rows(ctx.artifact("onnx_float").path, graph.inputs)
+        for ds in (ctx.calibration, ctx.eval):
+            check_token_ids(ds, rows)
+        return {graph.name: ctx.calibration}
 
-    def result(self) -> dict[str, Any]:
-        return {
-            "max_abs_diff": self.max_abs,
-            "step": self.step,
-            "max_steps": self.max_abs / self.step if self.step else None,
-            "elements_over_one_step": self.over if self.step else None,
-            "elements": self.n,
-            "divergences": self.divergences,
-        }
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def task_metrics(self) -> Any:
+        """An accumulator of this task's metrics (``update(ref, out, labels)``, ``result()``), or None."""
+        return None
+
+    def evaluate(self, ev: Evaluation) -> TaskValidation:
+        """One pass over the eval arrays, every runtime in lockstep."""
+        ctx = ev.ctx
+        g = self.spec.single.name
+        batch = self.spec.inputs[0].shape[0] if self.spec.inputs[0].shape else 1
+
+        def samples() -> Iterator[Feeds]:
+            return iter(ctx.eval)
+
+        ev.start({g: FeedSet(g, len(ctx.eval), samples)}, None)
+        task_out = self.spec.task.output
+        ref_task = self.task_metrics()
+        labels = ctx.eval.sample_labels() if ref_task is not None else None
+        task_acc = {p: self.task_metrics() for p in ev.runners} if ref_task is not None else {}
+        outputs = ctx.artifact("onnx_float").meta["outputs"]
+        tensor_acc = {p: {o: TensorMetrics() for o in outputs} for p in ev.runners}
+        parity = Parity(ctx.target.runtimes, ctx.artifacts[ev.shipped], ev.runners)
+        for k, feeds in enumerate(samples()):
+            ref_out = ev.reference.run(g, feeds)
+            y = labels[k * batch : (k + 1) * batch] if labels is not None else None
+            if ref_task is not None:
+                ref_task.update(ref_out[task_out], ref_out[task_out], y)
+            outs = {}
+            for p, rt in ev.runners.items():
+                outs[p] = out = rt.run(g, feeds)
+                for o in outputs:
+                    tensor_acc[p][o].update(ref_out[o], out[o])
+                if ref_task is not None:
+                    task_acc[p].update(ref_out[task_out], out[task_out], y)
+            parity.update(g, outs, classify_output=task_out if ref_task is not None else None)
+        tensors = {p: {g: {o: m.result() for o, m in accs.items()}} for p, accs in tensor_acc.items()}
+        tasks = {p: m.result() for p, m in task_acc.items()}
+        return TaskValidation(ref_task.result() if ref_task is not None else {}, tasks, tensors, parity.result())
+
+    # -- the bundle -----------------------------------------------------------------------------
+
+    def bundle_files(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        """labels.txt (the class names, one per line) when [task].labels names a file; model.json's
+        task entry names the task, its output and the labels file."""
+        names = self.labels()
+        if names is not None:
+            (out / LABELS_TXT).write_text("\n".join(names) + "\n", encoding="utf-8")
+        return {"kind": self.kind, "output": self.spec.task.output, "labels": LABELS_TXT if names is not None else None}

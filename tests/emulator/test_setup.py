@@ -14,6 +14,7 @@ from edgeq.build import check_emulators
 from edgeq.config import load_target
 from edgeq.emulator import ARM64, EmulatorMissing, QemuMissing, installed, require, setup, status
 from edgeq.emulator.profiles import PROFILES, cpuinfo_text
+from edgeq.runtimes import emulators, with_runtimes
 
 
 @pytest.fixture
@@ -104,14 +105,14 @@ def test_check_emulators_sets_up_only_when_asked(empty_cache: Path, monkeypatch:
     calls = []
     monkeypatch.setattr("edgeq.emulator.setup", lambda spec, log: calls.append(spec.name))
     target = load_target("android")
-    assert [e for _, e in target.emulators] == ["arm64", "arm64"]
+    assert [e for _, e in emulators(target)] == ["arm64", "arm64"]
     with pytest.raises(EmulatorMissing):
         check_emulators(target, setup=False)
     assert calls == []
     check_emulators(target, setup=True)
     assert calls and set(calls) == {"arm64"}
-    host_only = target.with_runtimes(["litert", "litert-ref"])
-    assert host_only.emulators == []
+    host_only = with_runtimes(target, ["litert", "litert-ref"])
+    assert emulators(host_only) == []
     check_emulators(host_only, setup=False)  # nothing to check
 
 

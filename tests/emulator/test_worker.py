@@ -17,8 +17,9 @@ from conftest import INPUT, SHAPE, CliBuild
 from edgeq.bundle import Bundle
 from edgeq.decode import greedy_decode
 from edgeq.emulator import ARM64, GUEST_IMPORTS, SMOKE, require
+from edgeq.execution import FeedRecorder
 from edgeq.runtimes import create_runtime
-from edgeq.runtimes.arm64 import LIB, WORKER, EmulatorRunError, FeedRecorder, LiteRTArm64
+from edgeq.runtimes.arm64 import LIB, WORKER, EmulatorRunError, LiteRTArm64
 
 HOST_PYTHON = [sys.executable, "worker.py"]  # the worker on the host: the protocol without the emulator
 
@@ -41,7 +42,7 @@ def _session(bundle: Path, tmp: Path, profile: str, samples: list[dict[str, np.n
     rec.close()
     session = create_runtime(f"litert-arm64:{profile}")
     session.load(Bundle.open(bundle).artifact("model"))
-    session.add_run("model", rec)
+    session.add_run("model", rec.samples, rec.files)
     return session
 
 
@@ -90,7 +91,7 @@ def test_protocol_round_trip_on_the_host(tiny_build: CliBuild, tmp_path: Path) -
     (same LiteRT as the host runtime) gives exactly the host runtime's outputs."""
     samples = _feeds(5)
     session = _session(tiny_build.out, tmp_path, "cortex-a53", samples)
-    session.start(tmp_path / "job", launcher=_host)
+    session.launch(tmp_path / "job", launcher=_host)
     result = session.wait(timeout=120)
     assert result["ok"] and result["protocol"] == 1 and result["guest"]["litert"]
     job = json.loads((tmp_path / "job" / "job.json").read_text())
@@ -111,7 +112,7 @@ def test_protocol_round_trip_on_the_host(tiny_build: CliBuild, tmp_path: Path) -
 
 def test_replay_refuses_feeds_other_than_recorded(tiny_build: CliBuild, tmp_path: Path) -> None:
     session = _session(tiny_build.out, tmp_path, "cortex-a76", _feeds(2))
-    session.start(tmp_path / "job", launcher=_host)
+    session.launch(tmp_path / "job", launcher=_host)
     session.wait(timeout=120)
     with pytest.raises(RuntimeError, match="sample 0 is fed 'image' differently from what was recorded"):
         session.replay("model").run(_feeds(1, seed=9)[0])
@@ -126,7 +127,7 @@ def test_a_worker_error_is_reported(tiny_build: CliBuild, tmp_path: Path) -> Non
         (job / "job.json").write_text(json.dumps(spec))
         return HOST_PYTHON
 
-    session.start(tmp_path / "job", launcher=broken_job)
+    session.launch(tmp_path / "job", launcher=broken_job)
     with pytest.raises(EmulatorRunError, match=r"cortex-a53 failed on model.tflite: ValueError: job protocol 99 is not 1"):
         session.wait(timeout=120)
 
@@ -142,7 +143,7 @@ def test_a_worker_error_is_reported(tiny_build: CliBuild, tmp_path: Path) -> Non
 )
 def test_a_crash_without_a_result_is_reported(tiny_build: CliBuild, tmp_path: Path, code: str, message: str) -> None:
     session = _session(tiny_build.out, tmp_path, "cortex-a53", _feeds(1))
-    session.start(tmp_path / "job", launcher=lambda job: [sys.executable, "-c", code])
+    session.launch(tmp_path / "job", launcher=lambda job: [sys.executable, "-c", code])
     with pytest.raises(EmulatorRunError) as e:
         session.wait(timeout=60)
     assert message in str(e.value)
@@ -150,7 +151,7 @@ def test_a_crash_without_a_result_is_reported(tiny_build: CliBuild, tmp_path: Pa
 
 def test_a_hung_emulator_is_stopped(tiny_build: CliBuild, tmp_path: Path) -> None:
     session = _session(tiny_build.out, tmp_path, "cortex-a53", _feeds(1))
-    session.start(tmp_path / "job", launcher=lambda job: [sys.executable, "-c", "import time; time.sleep(60)"])
+    session.launch(tmp_path / "job", launcher=lambda job: [sys.executable, "-c", "import time; time.sleep(60)"])
     with pytest.raises(EmulatorRunError, match="did not finish within 1 s"):
         session.wait(timeout=1)
 
@@ -179,10 +180,10 @@ def test_the_worker_decodes_with_the_shared_loop(translation_build: Any, tmp_pat
     session.load(bundle.artifact(enc_name))
     session.load(bundle.artifact(dec_name))
     session.add_decode(enc_name, dec_name, asdict(spec), rec.files[spec.source_ids])
-    session.start(tmp_path / "job", launcher=_host)
+    session.launch(tmp_path / "job", launcher=_host)
     session.wait(timeout=300)
     assert session.result["seconds"]["decode"] > 0
-    tokens, steps = session.decoded()
+    tokens, steps = session.decoded_arrays()
     enc, dec = bundle.runtime(enc_name), bundle.runtime(dec_name)
     for k, r in enumerate(rows):
         ids, n = greedy_decode(enc.run, dec.run, r, spec)
@@ -207,7 +208,7 @@ def test_the_worker_runs_in_qemu_on_each_profile(
 ) -> None:
     samples = _feeds(8)
     session = _session(tiny_build.out, tmp_path, profile, samples)
-    session.start(tmp_path / "job")
+    session.launch(tmp_path / "job")
     result = session.wait(timeout=300)
     guest = result["guest"]
     # The profile reached the guest: qemu's -cpu sets the feature bits, the profile root the core.

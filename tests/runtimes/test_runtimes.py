@@ -11,27 +11,28 @@ import pytest
 from conftest import INPUT, NUM_CLASSES, OUTPUT, ApiBuild, CliBuild, tiny_assets, tiny_logits
 from onnx import TensorProto, helper
 
+from edgeq.artifacts import Artifact
 from edgeq.config import load_model_spec, load_target
-from edgeq.context import Artifact
-from edgeq.runtimes import EMULATED, FORMATS, RUNTIMES, create_runtime, split_name
+from edgeq.runtimes import RUNTIMES, create_runtime, facts, split_name
 from edgeq.stages.convert import io_mapping
 from edgeq.tflite_io import dequantize, quantize
 
 
 @pytest.mark.parametrize("name", sorted(RUNTIMES))
 def test_every_registered_runtime_imports_and_builds(name: str) -> None:
-    module, cls = RUNTIMES[name].split(":")
+    module, cls = RUNTIMES[name].cls.split(":")
     assert hasattr(importlib.import_module(module), cls)
-    full = f"{name}:cortex-a53" if name in EMULATED else name
+    full = f"{name}:cortex-a53" if RUNTIMES[name].emulator else name
     rt = create_runtime(full, threads=2)
     assert rt.name == full and rt.threads == 2
-    assert FORMATS[name] in ("onnx", "tflite")
+    assert RUNTIMES[name].format in ("onnx", "tflite")
+    assert facts(full) is RUNTIMES[name]
 
 
 def test_runtime_table_and_target_agree() -> None:
-    assert set(FORMATS) == set(RUNTIMES)
-    assert set(EMULATED) <= set(RUNTIMES)
     assert {split_name(r)[0] for r in load_target("android").runtimes} <= set(RUNTIMES)
+    # emulated runtimes run whole artifacts in their own process; host ones are engines per file
+    assert all(f.whole_artifact == (f.emulator is not None) for f in RUNTIMES.values())
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from conftest import (
     invoke_cli,
     make_context,
     make_model_dir,
+    run_stage,
     snapshot,
     staging_leftovers,
     write_config,
@@ -35,25 +36,29 @@ from tiny_translator import (
 
 from edgeq.config import InputSpec, load_model_spec, load_target
 from edgeq.context import BuildContext
-from edgeq.data import ArrayDataset
+from edgeq.data import ArrayDataset, check_token_ids
 from edgeq.errors import ConfigError, DataError
-from edgeq.stages.calibrate import PREFIXES_PER_SENTENCE, STAGE, check_token_ids, embedding_rows, prefix_lengths
+from edgeq.onnx_files import embedding_rows
+from edgeq.results import CalibrationResult, ExportResult, QuantizeResult
+from edgeq.stages.calibrate import STAGE
 from edgeq.stages.export import STAGE as EXPORT
 from edgeq.stages.quantize import STAGE as QUANTIZE
+from edgeq.tasks.translation import PREFIXES_PER_SENTENCE, prefix_lengths
 from edgeq.text import Tokenizer
 
 
 def translation_context(model_dir: Path, work: Path) -> BuildContext:
     """A BuildContext for a translation folder as edgeq.build makes it, without running any stage."""
-    from edgeq.build import open_data
+    from edgeq.tasks import make_task
 
     spec = load_model_spec(model_dir)
     target = load_target("android")
-    calibration, evaluation = open_data(spec)
+    task = make_task(spec)
+    calibration, evaluation = task.open_data()
     (work / "build").mkdir(parents=True)
     (work / "bundle").mkdir(parents=True)
     return BuildContext(spec=spec, target=target, build_dir=work / "build", bundle_dir=work / "bundle",
-                        gates=target.gate_limits(spec.gates, {}), calibration=calibration, eval=evaluation)
+                        gates=target.gate_limits(spec.gates, {}), task=task, calibration=calibration, eval=evaluation)
 
 
 # --- prefix_lengths ----------------------------------------------------------------------------------
@@ -93,8 +98,8 @@ def test_prefix_lengths_are_distinct_in_range_and_include_both_ends(n: int) -> N
 def calibrated(tmp_path_factory: pytest.TempPathFactory) -> BuildContext:
     root = tmp_path_factory.mktemp("calibrate")
     ctx = translation_context(make_translation_dir(root), root / "work")
-    EXPORT.run(ctx)
-    ctx.results["calibrate"] = STAGE.run(ctx).info
+    run_stage(EXPORT, ctx)
+    run_stage(STAGE, ctx)
     return ctx
 
 
@@ -106,7 +111,7 @@ def test_export_writes_one_float_onnx_per_graph(calibrated: BuildContext) -> Non
         assert (art.path, art.graph, art.meta) == (ctx.build_dir / f"{graph}.float.onnx", graph, {"outputs": outputs})
         model = onnx.load(str(art.path))
         assert all(i.type.tensor_type.elem_type in (TensorProto.INT32, TensorProto.FLOAT) for i in model.graph.input)
-    info = ctx.results["export"]
+    info = ctx.result(ExportResult).facts()
     assert list(info["graphs"]) == ["encoder", "decoder"]
     assert info["graphs"]["encoder"]["outputs"] == ["memory"] and info["graphs"]["decoder"]["outputs"] == ["logits"]
     assert {g["opset"] for g in info["graphs"].values()} == {17}
@@ -139,7 +144,7 @@ def test_exported_graphs_compute_encode_and_decode(calibrated: BuildContext) -> 
 def test_encoder_set_is_the_tokenized_sources(calibrated: BuildContext) -> None:
     ctx = calibrated
     tok = Tokenizer(ctx.spec.task.tokenizer)
-    enc = ctx.graph_calibration["encoder"]
+    enc = ctx.result(CalibrationResult).sets["encoder"]
     assert isinstance(enc, ArrayDataset) and enc.folder == ctx.build_dir / "calibration" / "encoder"
     assert len(enc) == len(ctx.calibration) == len(translator_assets().calibration)
     for k, source in enumerate(ctx.calibration.sources):
@@ -155,7 +160,7 @@ def test_decoder_set_is_teacher_forced_prefixes_with_the_float_memory(calibrated
     ctx = calibrated
     tok = Tokenizer(ctx.spec.task.tokenizer)
     enc = ort.InferenceSession(str(ctx.artifact("onnx_float", "encoder").path), providers=["CPUExecutionProvider"])
-    dec = ctx.graph_calibration["decoder"]
+    dec = ctx.result(CalibrationResult).sets["decoder"]
     assert [i.name for i in dec.inputs] == ["tgt_ids", "memory", "src_ids"]
     expected = []
     for source, target in zip(ctx.calibration.sources, ctx.calibration.targets, strict=True):
@@ -167,7 +172,7 @@ def test_decoder_set_is_teacher_forced_prefixes_with_the_float_memory(calibrated
             row[0, :n] = fed[:n]
             expected.append((row, memory, src))
     assert len(dec) == len(expected)
-    assert ctx.results["calibrate"] == {"samples": {"encoder": len(ctx.calibration), "decoder": len(expected)}}
+    assert ctx.result(CalibrationResult).samples == {"encoder": len(ctx.calibration), "decoder": len(expected)}
     for k, (row, memory, src) in enumerate(expected):
         sample = dec.sample(k)
         np.testing.assert_array_equal(sample["tgt_ids"], row)
@@ -178,29 +183,29 @@ def test_decoder_set_is_teacher_forced_prefixes_with_the_float_memory(calibrated
 
 def test_quantize_uses_each_graphs_own_set(calibrated: BuildContext, tmp_path: Path) -> None:
     ctx = calibrated
-    QUANTIZE.run(ctx)
+    run_stage(QUANTIZE, ctx)
     assert set(ctx.artifacts["onnx_int8"]) == {"encoder", "decoder"}
     for graph in ("encoder", "decoder"):
         art = ctx.artifact("onnx_int8", graph)
         assert art.path == ctx.build_dir / f"{graph}.int8.onnx"
         ops = [n.op_type for n in onnx.load(str(art.path)).graph.node]
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    samples = ctx.results["quantize"]["calibration_samples"]
-    assert samples == {"encoder": len(ctx.calibration), "decoder": len(ctx.graph_calibration["decoder"])}
+    samples = ctx.result(QuantizeResult).recipe["calibration_samples"]
+    assert samples == {"encoder": len(ctx.calibration), "decoder": len(ctx.result(CalibrationResult).sets["decoder"])}
 
 
 def test_calibration_sample_limit_counts_sentences(tmp_path: Path) -> None:
     root = make_translation_dir(tmp_path, data={"calibration_samples": 3})
     ctx = translation_context(root, tmp_path / "work")
-    EXPORT.run(ctx)
-    info = STAGE.run(ctx).info
+    run_stage(EXPORT, ctx)
+    result = run_stage(STAGE, ctx)
     tok = Tokenizer(root / "tokenizer.model")
     first3 = ctx.calibration.targets[:3]
-    assert info["samples"] == {
+    assert result.samples == {
         "encoder": 3,
         "decoder": sum(len(prefix_lengths(len(tok.target_ids(t)) - 1)) for t in first3),
     }
-    assert len(ctx.graph_calibration["encoder"]) == 3
+    assert len(ctx.result(CalibrationResult).sets["encoder"]) == 3
 
 
 def test_decoder_without_source_ids_gets_no_source_set(tmp_path: Path) -> None:
@@ -219,20 +224,20 @@ def test_decoder_without_source_ids_gets_no_source_set(tmp_path: Path) -> None:
             "TinyTranslator.decode_no_source = _decode_no_source\n"
         )
     ctx = translation_context(root, tmp_path / "work")
-    EXPORT.run(ctx)
-    STAGE.run(ctx)
-    dec = ctx.graph_calibration["decoder"]
+    run_stage(EXPORT, ctx)
+    run_stage(STAGE, ctx)
+    dec = ctx.result(CalibrationResult).sets["decoder"]
     assert list(dec.sample(0)) == ["tgt_ids", "memory"]
     assert sorted(p.name for p in (ctx.build_dir / "calibration" / "decoder").iterdir()) == ["memory.npy", "tgt_ids.npy"]
 
 
 def test_one_graph_model_is_calibrated_on_the_users_arrays(tmp_path: Path) -> None:
     ctx = make_context(make_model_dir(tmp_path), tmp_path / "work")
-    EXPORT.run(ctx)
-    result = STAGE.run(ctx)
-    assert ctx.graph_calibration == {"model": ctx.calibration}
-    assert ctx.graph_calibration["model"] is ctx.calibration  # nothing copied
-    assert result.produced == () and result.info == {"samples": {"model": len(ctx.calibration)}}
+    run_stage(EXPORT, ctx)
+    result = run_stage(STAGE, ctx)
+    assert ctx.result(CalibrationResult).sets == {"model": ctx.calibration}
+    assert ctx.result(CalibrationResult).sets["model"] is ctx.calibration  # nothing copied
+    assert result.samples == {"model": len(ctx.calibration)}
     assert not (ctx.build_dir / "calibration").exists()
 
 
@@ -293,10 +298,10 @@ def _with(value: int, row: int, col: int = 2, n: int = 12) -> np.ndarray:
 
 def test_embedding_rows_of_an_exported_model(tmp_path: Path) -> None:
     ctx = make_context(make_embed_dir(tmp_path), tmp_path / "work")
-    EXPORT.run(ctx)
+    run_stage(EXPORT, ctx)
     assert embedding_rows(ctx.artifact("onnx_float").path, ctx.spec.inputs) == {"ids": VOCAB}
-    STAGE.run(ctx)  # ids 0..VOCAB-1 pass
-    assert ctx.graph_calibration["model"] is ctx.calibration
+    run_stage(STAGE, ctx)  # ids 0..VOCAB-1 pass
+    assert ctx.result(CalibrationResult).sets["model"] is ctx.calibration
 
 
 def _gather_model(*, via: list[str], const_table: bool = True, rows: int = 7, second_rows: int | None = None) -> bytes:
@@ -416,7 +421,7 @@ def test_build_with_token_ids_outside_the_vocabulary_exits_2(tmp_path: Path, rol
 
 def test_token_id_check_does_not_apply_to_float_models(tmp_path: Path) -> None:
     ctx = make_context(make_model_dir(tmp_path, task={"kind": "generic", "labels": DELETE}), tmp_path / "work")
-    EXPORT.run(ctx)
+    run_stage(EXPORT, ctx)
     assert embedding_rows(ctx.artifact("onnx_float").path, ctx.spec.inputs) == {}
 
 

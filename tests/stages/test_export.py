@@ -21,17 +21,19 @@ from conftest import (
     SHAPE,
     make_context,
     make_model_dir,
+    run_stage,
     tiny_logits,
 )
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.errors import ModelError
+from edgeq.results import ExportResult
 from edgeq.stages.export import OPSET, STAGE
 
 
 def export(root: Path, work: Path) -> Any:
     ctx = make_context(root, work)
-    STAGE.run(ctx)
+    run_stage(STAGE, ctx)
     return ctx
 
 
@@ -65,7 +67,7 @@ def test_pytorch_export_matches_the_torch_model(tmp_path: Path) -> None:
     assert _dims(model.graph.input[0]) == list(SHAPE)
     assert [o.name for o in model.graph.output] == [OUTPUT]
     assert _dims(model.graph.output[0]) == [1, 4]
-    info = ctx.results["export"]
+    info = ctx.result(ExportResult).facts()
     assert set(info) == {"source_sha256", "graphs", "confinement"} and list(info["graphs"]) == ["model"]
     assert info["confinement"].startswith(("landlock ABI", "not confined: "))  # the export child's (edgeq.landlock)
     g = info["graphs"]["model"]
@@ -241,7 +243,7 @@ def test_onnx_dynamic_batch_is_fixed_to_the_configured_shape(tmp_path: Path) -> 
     assert _dims(model.graph.input[0]) == list(SHAPE)
     assert _dims(model.graph.output[0]) == [1, 4]
     assert (
-        ctx.results["export"]["source_sha256"]
+        ctx.result(ExportResult).facts()["source_sha256"]
         == hashlib.sha256((root / "model.onnx").read_bytes()).hexdigest()
     )
     x = ctx.eval.sample(2)[INPUT]
@@ -378,7 +380,7 @@ def test_old_opset_is_upgraded_for_per_channel_qdq(tmp_path: Path) -> None:
     root = make_model_dir(tmp_path, "onnx")
     (root / "model.onnx").write_bytes(tiny_onnx(opset=11))
     ctx = export(root, tmp_path / "work")
-    assert ctx.results["export"]["graphs"]["model"]["opset"] >= 13
+    assert ctx.result(ExportResult).facts()["graphs"]["model"]["opset"] >= 13
     x = ctx.eval.sample(0)[INPUT]
     assert _run_onnx(ctx.artifact("onnx_float").path, x).shape == (1, 4)
 

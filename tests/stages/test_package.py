@@ -23,12 +23,14 @@ from conftest import (
     CliBuild,
     context_with_artifacts,
     make_model_dir,
+    run_stage,
 )
 
 from edgeq import __version__
 from edgeq.config import load_model_spec
 from edgeq.data import ArrayDataset
 from edgeq.report import render_markdown
+from edgeq.results import PackageResult
 from edgeq.stages.package import STAGE, file_entry, write_json
 from edgeq.stages.validate import STAGE as VALIDATE
 
@@ -131,8 +133,8 @@ def test_file_entry(tmp_path: Path) -> None:
 
 def _package(model_dir: Path, build: ApiBuild, work: Path) -> Any:
     ctx = context_with_artifacts(model_dir, build.keep, work)
-    VALIDATE.run(ctx)
-    STAGE.run(ctx)
+    run_stage(VALIDATE, ctx)
+    run_stage(STAGE, ctx)
     return ctx
 
 
@@ -141,7 +143,7 @@ def test_labels_are_written_one_clean_name_per_line(onnx_int8_build: ApiBuild, t
     (model_dir / "labels.txt").write_text("  circle \n\nsquare\r\n stripe\n dot\n\n", encoding="utf-8")
     ctx = _package(model_dir, onnx_int8_build, tmp_path / "work")
     assert (ctx.bundle_dir / "labels.txt").read_text(encoding="utf-8") == "circle\nsquare\nstripe\ndot\n"
-    assert ctx.results["report"]["model"]["format"] == "onnx"
+    assert ctx.result(PackageResult).report["model"]["format"] == "onnx"
 
 
 def test_generic_model_bundle_has_no_labels(onnx_int8_build: ApiBuild, tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import INPUT, make_context, make_model_dir
+from conftest import INPUT, make_context, make_model_dir, run_stage
 from onnx import numpy_helper
 
+from edgeq.artifacts import Artifact
 from edgeq.config import QuantSpec
-from edgeq.context import Artifact
+from edgeq.results import CalibrationResult, QuantizeResult
 from edgeq.stages.export import STAGE as EXPORT
 from edgeq.stages.quantize import STAGE as QUANTIZE
 from edgeq.stages.quantize import StreamingReader
@@ -26,7 +27,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("quantize")
     model_dir = make_model_dir(root)
     ctx = make_context(model_dir, root / "work")
-    EXPORT.run(ctx)
+    run_stage(EXPORT, ctx)
     return model_dir, ctx.artifacts["onnx_float"]["model"].path
 
 
@@ -37,9 +38,9 @@ def quantize(exported: tuple[Path, Path], work: Path, **quant: Any) -> Any:
     src = ctx.build_dir / "model.float.onnx"
     shutil.copyfile(float_onnx, src)
     ctx.add(Artifact("onnx_float", src, "onnx", "float32", {"outputs": ["logits"]}))
-    ctx.graph_calibration["model"] = ctx.calibration  # what the calibrate stage does for one graph
-    result = QUANTIZE.run(ctx)
-    assert result.produced == ("onnx_int8",)
+    ctx.put(CalibrationResult({"model": ctx.calibration}))  # what the calibrate stage does for one graph
+    result = run_stage(QUANTIZE, ctx)
+    assert result is ctx.result(QuantizeResult) and "onnx_int8" in ctx.artifacts
     return ctx
 
 
@@ -71,7 +72,7 @@ def test_each_calibration_method_gives_a_qdq_model(
     model = onnx.load(str(art.path))
     int8_weights = [t for t in model.graph.initializer if numpy_helper.to_array(t).dtype == np.int8]
     assert len(int8_weights) >= 3  # both convs and the classifier
-    recipe = ctx.results["quantize"]
+    recipe = ctx.result(QuantizeResult).recipe
     assert recipe["calibration_method"] == method
     assert recipe["format"] == "QDQ"
     assert recipe["weights"] == "int8 symmetric per-channel"
@@ -85,7 +86,7 @@ def test_each_calibration_method_gives_a_qdq_model(
 
 def test_per_tensor_weights(exported: tuple[Path, Path], tmp_path: Path) -> None:
     ctx = quantize(exported, tmp_path, per_channel=False)
-    assert ctx.results["quantize"]["weights"] == "int8 symmetric per-tensor"
+    assert ctx.result(QuantizeResult).recipe["weights"] == "int8 symmetric per-tensor"
     model = onnx.load(str(ctx.artifacts["onnx_int8"]["model"].path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     weight_scales = [
@@ -103,10 +104,10 @@ def test_calibration_sample_limit_is_recorded(exported: tuple[Path, Path], tmp_p
     ctx = make_context(model_dir, tmp_path / "limited")
     ctx.calibration.count = 5
     ctx.add(Artifact("onnx_float", float_onnx, "onnx", "float32", {"outputs": ["logits"]}))
-    ctx.graph_calibration["model"] = ctx.calibration
-    QUANTIZE.run(ctx)
-    assert ctx.results["quantize"]["calibration_samples"] == {"model": 5}
-    assert "percentile" not in ctx.results["quantize"]
+    ctx.put(CalibrationResult({"model": ctx.calibration}))
+    run_stage(QUANTIZE, ctx)
+    assert ctx.result(QuantizeResult).recipe["calibration_samples"] == {"model": 5}
+    assert "percentile" not in ctx.result(QuantizeResult).recipe
 
 
 def test_streaming_reader_hands_out_one_sample_at_a_time(tmp_path: Path) -> None:

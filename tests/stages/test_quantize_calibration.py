@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import default_config, make_context, write_config
+from conftest import default_config, make_context, run_stage, write_config
 
+from edgeq.artifacts import Artifact
 from edgeq.config import QuantSpec
-from edgeq.context import Artifact, BuildContext
+from edgeq.context import BuildContext
+from edgeq.results import CalibrationResult, QuantizeResult
 from edgeq.stages.quantize import _CHUNK
 from edgeq.stages.quantize import STAGE as QUANTIZE
 
@@ -103,8 +105,8 @@ def _stage(model_dir: Path, float_onnx: Path, work: Path, n: int, method: str = 
     src = ctx.build_dir / "model.float.onnx"
     shutil.copyfile(float_onnx, src)
     ctx.add(Artifact("onnx_float", src, "onnx", "float32", {"outputs": ["logits"]}))
-    ctx.graph_calibration["model"] = ctx.calibration  # what the calibrate stage does for one graph
-    QUANTIZE.run(ctx)
+    ctx.put(CalibrationResult({"model": ctx.calibration}))  # what the calibrate stage does for one graph
+    run_stage(QUANTIZE, ctx)
     return ctx
 
 
@@ -169,7 +171,7 @@ def test_minmax_ranges_equal_one_pass_over_every_sample(tiny_dir: Path, tmp_path
     ctx = _stage(tiny_dir, tiny_dir / "model.onnx", tmp_path, n)
     got = ctx.artifacts["onnx_int8"]["model"].path
     assert _assert_identical(got, _one_shot(ctx)) >= 4  # image, both convs' outputs, the pooled features
-    recipe = ctx.results["quantize"]
+    recipe = ctx.result(QuantizeResult).recipe
     assert recipe["calibration_samples"] == {"model": n}
     assert recipe["calibration_chunks"] == {"model": math.ceil(n / _CHUNK)}
     # the calibrator's augmented model is removed; the ranges quantize_static read stay in the build folder
@@ -200,7 +202,7 @@ def test_histogram_methods_equal_one_pass_over_every_sample(tiny_dir: Path, tmp_
     shutil.copytree(tiny_dir, model_dir)
     np.save(model_dir / "data" / "calibration" / "image.npy", _samples(N_SAMPLES, growing=True))
     ctx = _stage(model_dir, model_dir / "model.onnx", tmp_path / "work", n, method)
-    assert ctx.results["quantize"]["calibration_chunks"] == {"model": math.ceil(n / _CHUNK)}
+    assert ctx.result(QuantizeResult).recipe["calibration_chunks"] == {"model": math.ceil(n / _CHUNK)}
     assert _assert_identical(ctx.artifacts["onnx_int8"]["model"].path, _one_shot(ctx, method)) >= 4
 
 
@@ -210,7 +212,7 @@ def digits_float(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgeq.stages.export import STAGE as EXPORT
 
     ctx = make_context(DIGITS, tmp_path_factory.mktemp("digits_export"))
-    EXPORT.run(ctx)
+    run_stage(EXPORT, ctx)
     return ctx.artifacts["onnx_float"]["model"].path
 
 
@@ -218,4 +220,4 @@ def digits_float(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_digits_sample_ranges_equal_one_pass(digits_float: Path, tmp_path: Path, n: int) -> None:
     ctx = _stage(DIGITS, digits_float, tmp_path, n)
     assert _assert_identical(ctx.artifacts["onnx_int8"]["model"].path, _one_shot(ctx)) >= 10
-    assert ctx.results["quantize"]["calibration_chunks"] == {"model": math.ceil(n / _CHUNK)}
+    assert ctx.result(QuantizeResult).recipe["calibration_chunks"] == {"model": math.ceil(n / _CHUNK)}

@@ -7,12 +7,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from bad_inputs import remove
-from conftest import DELETE, N_EVAL, NUM_CLASSES, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir
+from conftest import DELETE, N_EVAL, NUM_CLASSES, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir, run_stage
 
 from edgeq.config import load_target
 from edgeq.gates import GATES, GateLimit, evaluate_gate
+from edgeq.results import ValidationResult
 from edgeq.stages.validate import STAGE
 
 
@@ -126,9 +128,9 @@ def test_gate_limits_in_force_decide_pass_and_margin(onnx_int8_build: ApiBuild, 
         GateLimit("accuracy_drop", -1.0, "edgeq.toml"),
         GateLimit("top1_agreement", 1.5, "command line"),
     ]
-    result = STAGE.run(ctx)
-    assert result.info == {"passed": False}
-    v = ctx.results["validation"]
+    result = run_stage(STAGE, ctx)
+    assert result is ctx.result(ValidationResult) and result.passed is False
+    v = result.facts()
     assert v["passed"] is False
     by_name = {g["name"]: g for g in v["gates"]}
     assert set(by_name) == {"accuracy_drop", "top1_agreement"}  # only the gates in force are evaluated
@@ -141,8 +143,8 @@ def test_generic_task_skips_the_classification_gates(onnx_int8_build: ApiBuild, 
     model_dir = make_model_dir(tmp_path, "onnx", task={"kind": "generic", "labels": DELETE})
     remove("data/eval/labels.npy")(model_dir)
     ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
-    STAGE.run(ctx)
-    v = ctx.results["validation"]
+    run_stage(STAGE, ctx)
+    v = ctx.result(ValidationResult).facts()
     in_force = [n for n in GATES if n in load_target("android").gates]
     names = list(dict.fromkeys(g["name"] for g in v["gates"]))
     assert names == [
@@ -158,10 +160,12 @@ def test_generic_task_skips_the_classification_gates(onnx_int8_build: ApiBuild, 
 
 def test_labels_file_with_fewer_classes_than_the_model(onnx_int8_build: ApiBuild, tmp_path: Path) -> None:
     model_dir = make_model_dir(tmp_path, "onnx")
-    ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
     (model_dir / "labels.txt").write_text("a\nb\nc\n")
+    labels = model_dir / "data" / "eval" / "labels.npy"
+    np.save(labels, np.zeros_like(np.load(labels)))  # every id names a class of the file
+    ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
     with pytest.raises(ValueError, match="the classifier output has 4 classes, labels.txt lists 3"):
-        STAGE.run(ctx)
+        run_stage(STAGE, ctx)
 
 
 def test_tensor_metrics_are_finite_numbers(onnx_int8_build: ApiBuild) -> None:

@@ -103,8 +103,19 @@ def test_classification_without_samples() -> None:
 
 
 def test_task_table() -> None:
-    assert TASKS == {"classification": ClassificationMetrics}
-    assert ClassificationMetrics.gates == ("accuracy_drop", "top1_agreement")
+    """One registry: every kind edgeq.toml accepts has a task class implementing the protocol, and
+    every gate that names tasks names registered ones."""
+    from edgeq.config import TASK_KINDS
+    from edgeq.context import Task
+    from edgeq.gates import GATES
+
+    assert set(TASKS) == set(TASK_KINDS)
+    for kind, cls in TASKS.items():
+        assert cls.kind == kind
+        for name in [m for m in dir(Task) if not m.startswith("_")]:
+            assert hasattr(cls, name), (kind, name)
+        assert len(cls.parity_columns) == 3 and cls.columns and cls.summary_columns
+    assert {k for g in GATES.values() if g.tasks for k in g.tasks} <= set(TASKS)
 
 
 def test_parity_counts_differences_in_quantization_steps() -> None:
