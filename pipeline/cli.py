@@ -198,10 +198,10 @@ def translate(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Translate with a bundle's .tflite files on LiteRT, as an app would (one line out per line in)."""
-    from edgeq.bundle import Bundle
-    from edgeq.bundle import translate as run_translate
-    from edgeq.tasks.translation import Translation
+    from edgeq.bundle.reader import Bundle
+    from edgeq.bundle.reader import translate as run_translate
     from edgeq.inputs.files import MAX_TEXT, read_text
+    from edgeq.tasks.translation import Translation
 
     try:
         lines = list(text or [])
@@ -226,7 +226,7 @@ def verify(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Check every file of a bundle against its manifest.json. Exit 0 intact, 1 changed/missing/extra files."""
-    from edgeq.verify import verify as run_verify
+    from edgeq.bundle.verify import verify as run_verify
 
     try:
         findings, checked = run_verify(bundle)

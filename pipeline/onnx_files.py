@@ -22,7 +22,7 @@ from typing import Any
 from edgeq.errors import ModelError
 
 __all__ = ["MAX_FLATBUFFER", "MAX_PROTOBUF", "check_onnx_file", "check_size", "check_weights_fit", "describe_nodes",
-           "embedding_rows",
+           "embedding_rows", "onnx_dim", "onnx_inputs",
            "external_tensors", "load_onnx_checked"]
 
 MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message
@@ -230,3 +230,37 @@ def embedding_rows(onnx_path: Path, inputs: Any) -> dict[str, int]:
                 elif node.op_type in _PASS_THROUGH:
                     frontier += [o for o in node.output if o not in seen]
     return rows
+
+
+_ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int32"}  # FLOAT, INT32, INT64 (token ids become int32)
+
+
+def onnx_dim(d: Any) -> int | str:
+    """One dimension of an ONNX shape: its size, or - when dynamic - what the model calls it: a name
+    or expression ('batch', '2*N'), '-1' or '0' as older exporters write a dynamic size, '?' for none."""
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return int(d.dim_value)
+    return d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
+
+
+def onnx_inputs(path: Path) -> dict[str, tuple[str | None, list[int | str] | None]]:
+    """The graph inputs of an ONNX file (initializers excluded): name -> (edgeq dtype or None, dims),
+    a dim being its size or, when dynamic, its ``onnx_dim`` text; dims None when the model does not
+    declare the input's shape at all (not even its rank)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    check_size(path)
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise ModelError(f"{path.name} is not a readable ONNX file ({type(e).__name__}); re-export the model") from e
+    inits = {t.name for t in model.graph.initializer}
+    out: dict[str, tuple[str | None, list[int | str] | None]] = {}
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        tt = i.type.tensor_type
+        dims = [onnx_dim(d) for d in tt.shape.dim] if tt.HasField("shape") else None
+        out[i.name] = (_ONNX_DTYPES.get(tt.elem_type), dims)
+    return out

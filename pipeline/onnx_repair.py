@@ -116,7 +116,7 @@ def upgrade(model: Any, rewrites: list[str]) -> Any:
 
 
 def _dims_text(dims: Any) -> str:
-    from edgeq.config import onnx_dim
+    from edgeq.onnx_files import onnx_dim
 
     return "[" + ", ".join(str(onnx_dim(d)) for d in dims) + "]"
 
@@ -559,7 +559,7 @@ def tidy_slices(model: Any, rewrites: list[str]) -> None:
 def declared_shapes(model: Any) -> dict[str, list[int | str] | None]:
     """The shapes the file declares for its intermediate tensors (value_info) and outputs: None for a
     declaration without a shape; a dynamic dimension as ``onnx_dim`` writes it."""
-    from edgeq.config import onnx_dim
+    from edgeq.onnx_files import onnx_dim
 
     out: dict[str, list[int | str] | None] = {}
     for v in (*model.graph.value_info, *model.graph.output):

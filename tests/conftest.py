@@ -57,7 +57,6 @@ NUM_CLASSES = 4
 CLASS_NAMES = ("circle", "square", "stripe", "dot")
 N_CALIBRATION = 24
 N_EVAL = 32
-STAGING_PREFIX = ".edgeq-staging-"
 
 MODEL_PY = '''\
 """TinyNet: the classifier the edgeq tests build their model folders around."""
@@ -312,6 +311,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def staging_leftovers(parent: Path) -> list[str]:
+    from edgeq.bundle.layout import STAGING_PREFIX
+
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(STAGING_PREFIX))
 
 

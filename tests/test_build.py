@@ -20,7 +20,9 @@ from conftest import (
     staging_leftovers,
 )
 
-from edgeq.build import KEEP_MARKER, BuildOptions, BuildOutcome, build, check_out_dir, is_edgeq_bundle
+from edgeq.build import BuildOptions, BuildOutcome, build
+from edgeq.bundle.layout import KEEP_MARKER
+from edgeq.bundle.staging import check_out_dir, is_edgeq_bundle
 from edgeq.errors import ConfigError, DataError, EdgeqError, ModelError, OutputDirError, StageError
 
 
@@ -100,7 +102,7 @@ def test_successful_build_swaps_the_bundle_in(
     tmp_path: Path, stub_stages: StubStages, monkeypatch: pytest.MonkeyPatch, existing: str, exchange: bool
 ) -> None:
     if not exchange:
-        monkeypatch.setattr("edgeq.build._rename_exchange", lambda a, b: False)
+        monkeypatch.setattr("edgeq.bundle.staging._rename_exchange", lambda a, b: False)
     out = tmp_path / "dist" / "out"
     out.parent.mkdir()
     if existing == "empty-folder":

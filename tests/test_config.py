@@ -211,7 +211,7 @@ model_file = "model.tflite"
 def test_bad_target_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, fragment: str) -> None:
     path = tmp_path / "phone.toml"
     path.write_text(text.replace("{name}", "phone"), encoding="utf-8")
-    monkeypatch.setattr("edgeq.config._target_files", lambda: {"phone": path})
+    monkeypatch.setattr("edgeq.config.target._target_files", lambda: {"phone": path})
     with pytest.raises(ConfigError) as info:
         load_target("phone")
     assert fragment in str(info.value)
@@ -221,7 +221,7 @@ def test_bad_target_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text:
 def test_a_good_custom_target_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "phone.toml"
     path.write_text(GOOD_TARGET.replace("{name}", "phone"), encoding="utf-8")
-    monkeypatch.setattr("edgeq.config._target_files", lambda: {"phone": path})
+    monkeypatch.setattr("edgeq.config.target._target_files", lambda: {"phone": path})
     assert load_target("phone").gates == {"accuracy_drop": 1.0}
 
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import DELETE, INPUT, OUTPUT, make_model_dir, write_config
 from tiny_translator import D_MODEL, LENGTH, make_translation_dir, translation_config
 
-from edgeq.config import SINGLE_GRAPH, GraphSpec, load_model_spec
+from edgeq.artifacts import SINGLE_GRAPH
+from edgeq.config import GraphSpec, load_model_spec
 from edgeq.errors import ConfigError, ModelError
 
 Config = dict[str, Any]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import CliBuild, invoke_cli, snapshot, staging_leftovers
 
-from edgeq.build import _remove_stale_staging
+from edgeq.bundle.staging import remove_stale_staging
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -67,7 +67,7 @@ def test_sigkill_leaves_the_previous_bundle_intact(tiny_build: CliBuild, tmp_pat
     leftovers = staging_leftovers(out.parent)
     for name in leftovers:
         assert _processes_mentioning(name) == [], f"a child of the killed build still runs in {name}"
-    _remove_stale_staging(out)  # what the next build does first
+    remove_stale_staging(out)  # what the next build does first
     assert staging_leftovers(out.parent) == []
     assert sorted(p.name for p in out.parent.iterdir()) == ["bundle"]
 
@@ -79,5 +79,5 @@ def test_a_running_builds_staging_is_not_removed(tmp_path: Path) -> None:
     other = tmp_path / ".edgeq-staging-other-999999999-abc"
     for d in (live, dead, other):
         d.mkdir()
-    _remove_stale_staging(out)
+    remove_stale_staging(out)
     assert live.exists() and not dead.exists() and other.exists()

@@ -719,7 +719,7 @@ def bundle_dir(outside: Path) -> Path:
 
 
 def open_and_translate(bundle_dir: Path, text: str) -> tuple[Any, EdgeqError | None]:
-    from edgeq.bundle import Bundle, translate
+    from edgeq.bundle.reader import Bundle, translate
 
     rewrite(bundle_dir / "model.json", text)
     bundle, error = refusal(lambda: Bundle.open(bundle_dir))
@@ -771,7 +771,7 @@ def test_random_model_json(bundle_dir: Path, doc: Any) -> None:
                                                  st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\x00", b"\xef\xbb\xbf",
                                                                   b"}", b"\\", b'"', b"NaN"])))
 def test_model_json_as_bytes(bundle_dir: Path, data: bytes) -> None:
-    from edgeq.bundle import Bundle, translate
+    from edgeq.bundle.reader import Bundle, translate
 
     rewrite(bundle_dir / "model.json", data)
     bundle, error = refusal(lambda: Bundle.open(bundle_dir))
@@ -832,7 +832,7 @@ def bundles(outside: Path) -> dict[str, Path]:
 
 
 def run_verify(root: Path, text: str) -> tuple[Any, EdgeqError | None]:
-    from edgeq.verify import verify
+    from edgeq.bundle.verify import verify
 
     rewrite(root / "manifest.json", text)
     return refusal(lambda: verify(root))
@@ -889,7 +889,7 @@ def test_random_manifest(bundles: dict[str, Path], doc: Any, which: str) -> None
 @_settings(50)
 @given(data=st.binary(max_size=200), which=WHICH)
 def test_manifest_as_bytes(bundles: dict[str, Path], data: bytes, which: str) -> None:
-    from edgeq.verify import verify
+    from edgeq.bundle.verify import verify
 
     rewrite(bundles[which] / "manifest.json", data)
     refusal(lambda: verify(bundles[which]))
@@ -926,9 +926,9 @@ _counter = itertools.count()
                                   "link-inside"])
 @pytest.mark.parametrize("reader", ["edgeq.toml", "model.json", "manifest.json"])
 def test_the_file_itself_is_not_a_regular_file(outside: Path, reader: str, kind: str) -> None:
-    from edgeq.bundle import Bundle
+    from edgeq.bundle.reader import Bundle
+    from edgeq.bundle.verify import verify
     from edgeq.config import load_model_spec
-    from edgeq.verify import verify
 
     root = outside / f"special-{next(_counter)}"
     root.mkdir()

@@ -38,6 +38,7 @@ __all__ = [
     "emulators",
     "facts",
     "open_runtime",
+    "require_emulators",
     "split_name",
     "start_all",
     "stop_all",
@@ -142,6 +143,21 @@ def with_runtimes(target: TargetSpec, runtimes: Iterable[str] | None = None, whe
 def emulators(target: TargetSpec) -> list[tuple[str, str]]:
     """(runtime, emulator) for every runtime of the target that runs under an emulator."""
     return [(r, e) for r in target.runtimes if (e := facts(r).emulator) is not None]
+
+
+def require_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:
+    """Every emulator the target's runtimes need: qemu installed, the root set up (or set up now)."""
+    from edgeq.emulator import EMULATORS, EmulatorMissing, require
+    from edgeq.emulator import setup as run_setup
+
+    for runtime, name in emulators(target):
+        spec = EMULATORS[name]
+        try:
+            require(spec, runtime)
+        except EmulatorMissing:
+            if not setup:
+                raise
+            run_setup(spec, log=log or (lambda line: None))
 
 
 def _class(name: str) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq import __version__
+from edgeq.bundle.layout import MANIFEST, MODEL_JSON, REPORT_JSON, REPORT_MD, graph_file
 from edgeq.context import BuildContext
 from edgeq.hashing import sha256_file
 from edgeq.report import build_report, render_markdown
@@ -87,7 +88,7 @@ class PackageStage:
         graphs = {}
         for graph in spec.graphs:
             art = ctx.artifact("tflite_int8", graph.name)
-            name = target.model_file if single else f"{graph.name}.tflite"
+            name = graph_file(graph.name, target.model_file, single)
             shutil.copyfile(art.path, out / name)
             graphs[graph.name] = _graph_json(graph, art, name)
             # Inputs export froze into the graph: the values the model was built for (the app feeds none).
@@ -109,12 +110,12 @@ class PackageStage:
             "note": "dequantize int8 outputs with (q - zero_point) * scale; quantize int8 inputs with "
                     "round(x / scale) + zero_point",
         }
-        write_json(out / "model.json", model_json)
+        write_json(out / MODEL_JSON, model_json)
 
         report = build_report(spec, target, export, ctx.result(QuantizeResult), ctx.result(ConvertResult),
                               ctx.result(ValidationResult), ctx.timings)
-        write_json(out / "report.json", report)
-        (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        write_json(out / REPORT_JSON, report)
+        (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
 
         files = [file_entry(out, p) for p in sorted(out.rglob("*")) if p.is_file()]
         source_files = spec.source_files
@@ -132,7 +133,7 @@ class PackageStage:
             "eval_data": {"sha256": ctx.eval.sha256(), "samples": len(ctx.eval)},
             "tools": _tool_versions(),
         }
-        write_json(out / "manifest.json", manifest)
+        write_json(out / MANIFEST, manifest)
         return PackageResult(report, tuple(f["path"] for f in files))
 
 

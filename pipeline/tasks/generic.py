@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from edgeq.bundle.layout import LABELS
 from edgeq.config import ModelSpec
 from edgeq.context import BuildContext, Column, Evaluation, TaskValidation
 from edgeq.data import ArrayDataset, check_token_ids
@@ -19,9 +20,7 @@ from edgeq.inputs.files import read_labels
 from edgeq.onnx_files import embedding_rows
 from edgeq.tasks.metrics import Parity, TensorMetrics
 
-__all__ = ["LABELS_TXT", "Generic"]
-
-LABELS_TXT = "labels.txt"  # the class names in a bundle
+__all__ = ["Generic"]
 
 
 class Generic:
@@ -150,5 +149,5 @@ class Generic:
         task entry names the task, its output and the labels file."""
         names = self.labels()
         if names is not None:
-            (out / LABELS_TXT).write_text("\n".join(names) + "\n", encoding="utf-8")
-        return {"kind": self.kind, "output": self.spec.task.output, "labels": LABELS_TXT if names is not None else None}
+            (out / LABELS).write_text("\n".join(names) + "\n", encoding="utf-8")
+        return {"kind": self.kind, "output": self.spec.task.output, "labels": LABELS if names is not None else None}

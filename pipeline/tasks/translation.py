@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.bundle.layout import TOKENIZER
 from edgeq.config import ModelSpec
 from edgeq.context import BuildContext, Column, Evaluation, TaskValidation
 from edgeq.data import ArrayDataset
@@ -33,10 +34,9 @@ from edgeq.onnx_files import embedding_rows
 from edgeq.tasks.metrics import Parity, TensorMetrics
 from edgeq.text import Tokenizer
 
-__all__ = ["PREFIXES_PER_SENTENCE", "TOKENIZER_FILE", "Translation", "TranslationMetrics", "prefix_lengths"]
+__all__ = ["PREFIXES_PER_SENTENCE", "Translation", "TranslationMetrics", "prefix_lengths"]
 
 EXAMPLES = 5  # translations shown in the report
-TOKENIZER_FILE = "tokenizer.model"  # in a bundle
 # Teacher-forced prefixes per calibration sentence: spread over the target so that calibration
 # sees short and long prefixes, as the decode loop does.
 PREFIXES_PER_SENTENCE = 4
@@ -262,11 +262,11 @@ class Translation:
     def bundle_files(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         """tokenizer.model, and the decode loop an app runs (edgeq.decode.greedy_decode, the loop edgeq validated)."""
         tok = self.tokenizer(ctx)
-        shutil.copyfile(tok.path, out / TOKENIZER_FILE)
+        shutil.copyfile(tok.path, out / TOKENIZER)
         ds, t = self.decode_spec(tok), self.t
         return {
             "kind": self.kind,
-            "tokenizer": TOKENIZER_FILE,
+            "tokenizer": TOKENIZER,
             "tokenizer_type": "sentencepiece",
             "bos_id": ds.bos_id, "eos_id": ds.eos_id, "pad_id": ds.pad_id,
             "source_length": self.source_len, "target_length": ds.target_len,

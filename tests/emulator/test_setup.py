@@ -10,11 +10,11 @@ import pytest
 from conftest import invoke_cli, make_fake_bundle, make_model_dir, snapshot, staging_leftovers
 
 from edgeq import emulator
-from edgeq.build import check_emulators
 from edgeq.config import load_target
 from edgeq.emulator import ARM64, EmulatorMissing, QemuMissing, installed, require, setup, status
 from edgeq.emulator.profiles import PROFILES, cpuinfo_text
 from edgeq.runtimes import emulators, with_runtimes
+from edgeq.runtimes import require_emulators as check_emulators
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import INPUT, SHAPE, CliBuild
 
-from edgeq.bundle import Bundle
+from edgeq.bundle.reader import Bundle
 from edgeq.decode import greedy_decode
 from edgeq.emulator import ARM64, GUEST_IMPORTS, SMOKE, require
 from edgeq.execution import FeedRecorder

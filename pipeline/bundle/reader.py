@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.artifacts import Artifact
+from edgeq.bundle.layout import MODEL_JSON
 from edgeq.decode import DecodeSpec, greedy_decode
 from edgeq.errors import ConfigError
 from edgeq.inputs.files import inside, load_json, read_bytes
@@ -75,10 +76,10 @@ class Bundle:
         path = Path(path)
         if not path.is_dir():
             raise ConfigError(f"{shown(str(path))!r} is not a folder; pass the folder `edgeq build` wrote")
-        if not os.path.lexists(path / "model.json"):
+        if not os.path.lexists(path / MODEL_JSON):
             raise ConfigError(f"{shown(str(path))!r} is not an edgeq bundle (no model.json); pass the folder `edgeq build` wrote")
         where = f"{shown(str(path))}/model.json"
-        model_json = inside(path, "model.json", "the bundle's model.json")
+        model_json = inside(path, MODEL_JSON, "the bundle's model.json")
         model = load_json(model_json, where)
         if not isinstance(model, dict):
             raise ConfigError(f"{where} is not a JSON object; the bundle is damaged, rebuild it")

@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgeq.bundle.layout import MANIFEST
 from edgeq.errors import ConfigError
 from edgeq.hashing import sha256_file
 from edgeq.inputs.files import inside, load_json
 from edgeq.inputs.shown import shown
 
 __all__ = ["Finding", "verify"]
-
-MANIFEST = "manifest.json"
-
 
 @dataclass(frozen=True)
 class Finding:

@@ -1,0 +1,102 @@
+"""The target spec: targets/*.toml (what a device runs, its I/O dtypes, runtimes and default gates).
+
+Plain data: the runtime names are checked against what edgeq knows by edgeq.runtimes.with_runtimes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+from edgeq.config.model import IO_DTYPES
+from edgeq.config.toml import Table, check_gate
+from edgeq.errors import ConfigError
+from edgeq.gates import GATES, GateLimit
+from edgeq.inputs.shown import shown
+
+__all__ = ["TargetSpec", "available_targets", "load_target"]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """An edge target (targets/<name>.toml): what to ship, how to validate it, which gates apply."""
+
+    name: str
+    description: str
+    format: str
+    precision: str
+    io_dtype: str
+    io_dtypes: tuple[str, ...]
+    runtimes: tuple[str, ...]
+    gates: dict[str, float]
+    model_file: str
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.io_dtype not in self.io_dtypes:
+            raise ConfigError(
+                f"target '{self.name}': io_dtype '{self.io_dtype}' is not supported; "
+                f"choose one of: {', '.join(self.io_dtypes)}"
+            )
+
+    def with_io_dtype(self, io_dtype: str | None) -> TargetSpec:
+        return self if io_dtype is None else replace(self, io_dtype=io_dtype)
+
+    def gate_limits(self, model_gates: dict[str, float], cli_gates: dict[str, float]) -> list[GateLimit]:
+        """The gates in force: target defaults, then edgeq.toml, then the command line."""
+        limits = {k: GateLimit(k, v, "target") for k, v in self.gates.items()}
+        for source, overrides in (("edgeq.toml", model_gates), ("command line", cli_gates)):
+            for k, v in overrides.items():
+                limits[k] = GateLimit(k, v, source)
+        return [limits[k] for k in GATES if k in limits]
+
+
+def _names(items: list[Any], where: str) -> tuple[str, ...]:
+    """A list of names (runtimes are checked against what edgeq knows by edgeq.runtimes.with_runtimes)."""
+    if not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{where}: every entry must be a string")
+    return tuple(items)
+
+
+def _target_files() -> dict[str, Any]:
+    pkg = resources.files("edgeq.targets")
+    return {p.name[: -len(".toml")]: p for p in pkg.iterdir() if p.name.endswith(".toml")}
+
+
+def available_targets() -> list[TargetSpec]:
+    return [load_target(n) for n in sorted(_target_files())]
+
+
+def load_target(name: str) -> TargetSpec:
+    files = _target_files()
+    if name not in files:
+        raise ConfigError(f"unknown target '{shown(name)}'; available targets: {', '.join(sorted(files))} (see `edgeq targets`)")
+    where = f"targets/{name}.toml"
+    try:
+        raw = tomllib.loads(files[name].read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from e
+    t = Table(raw, "", where)
+    g = t.table("gates", {})
+    gates = {k: check_gate(k, v, f"{where}: [gates]") for k, v in g.data.items()}
+    g.used.update(g.data)
+    b = t.table("bundle")
+    spec = TargetSpec(
+        name=t.get("name", str),
+        description=t.get("description", str),
+        format=t.get("format", str, choices=("tflite",)),
+        precision=t.get("precision", str, choices=("int8",)),
+        io_dtype=t.get("io_dtype", str, choices=IO_DTYPES),
+        io_dtypes=tuple(t.get("io_dtypes", list)),
+        runtimes=_names(t.get("runtimes", list), f"{where}: runtimes"),
+        threads=t.get("threads", int, 1),
+        gates=gates,
+        model_file=b.get("model_file", str),
+    )
+    b.finish()
+    t.finish()
+    if spec.name != name:
+        raise ConfigError(f"{where}: name = '{spec.name}' does not match the file name '{name}'")
+    return spec
