@@ -50,8 +50,12 @@ demo-translator: emulator
 test: emulator
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
+# ruff (style, bugs, docstrings of public names), mypy (types), import-linter (the layers in
+# pyproject.toml, no import cycles); tests/test_architecture.py keeps the line budget and the API.
 lint: install
 	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: emulator
 	$(BIN)/python bench/run.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -26,10 +27,8 @@ class PeakRSS:
         while not self._stop.is_set():
             rss = self.proc.memory_info().rss
             for child in self.proc.children(recursive=True):
-                try:
+                with contextlib.suppress(Exception):  # the child ended between listing and reading
                     rss += child.memory_info().rss
-                except Exception:  # the child ended between listing and reading
-                    pass
             self.peaks[self.current] = max(self.peaks.get(self.current, 0), rss)
             time.sleep(0.005)
 

@@ -208,8 +208,8 @@ def translate(
         if file is not None:
             if not file.exists():
                 raise ConfigError(f"--file {shown(str(file))!r} does not exist")
-            text = read_text(file.resolve(), MAX_TEXT, "--file")
-            lines += [ln for ln in text.splitlines() if ln.strip()]
+            content = read_text(file.resolve(), MAX_TEXT, "--file")
+            lines += [ln for ln in content.splitlines() if ln.strip()]
         if not lines:
             raise ConfigError("nothing to translate; pass sentences or --file")
         for out in run_translate(Bundle.open(bundle, task=Translation.kind), lines):
@@ -323,6 +323,7 @@ def targets() -> None:
 
 
 def main() -> None:
+    """Run the edgeq command line; exit with its code (EXIT_BAD_INPUT when the exit carries a message)."""
     try:
         app()
     except SystemExit as e:

@@ -34,6 +34,8 @@ _SCAN_ROWS = 256  # rows per chunk when scanning for NaN/inf
 
 @dataclass
 class ArrayDataset:
+    """A checked data set: one memory-mapped array per model input, and the labels if wanted."""
+
     role: str
     folder: Path
     inputs: tuple[InputSpec, ...]
@@ -193,6 +195,7 @@ class ArrayDataset:
         return out
 
     def sample_labels(self) -> np.ndarray:
+        """The labels of the samples in use (B per sample for a batch-B input); DataError with no labels.npy."""
         if self.labels is None:
             raise DataError(f"{self.role} data has no {LABELS_FILE}")
         return self.labels[: self.count * _batch(self.inputs[0])]

@@ -26,6 +26,8 @@ Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class DecodeSpec:
+    """What the greedy decode loop needs: the tensor names, the target length and the special token ids."""
+
     source_ids: str
     target_ids: str
     memory: str

@@ -15,15 +15,15 @@ how much, and the CLI exits 1.
 from __future__ import annotations
 
 __all__ = [
-    "EdgeqError",
+    "EXIT_BAD_INPUT",
+    "EXIT_GATE_FAILED",
+    "EXIT_OK",
     "ConfigError",
     "DataError",
+    "EdgeqError",
     "ModelError",
     "OutputDirError",
     "StageError",
-    "EXIT_OK",
-    "EXIT_GATE_FAILED",
-    "EXIT_BAD_INPUT",
 ]
 
 EXIT_OK = 0

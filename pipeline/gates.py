@@ -54,6 +54,7 @@ class GateLimit:
 
     @property
     def comparison(self) -> str:
+        """The gate's comparison: "max" or "min"."""
         return GATES[self.name].comparison
 
 

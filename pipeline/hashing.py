@@ -22,6 +22,7 @@ def update_from_file(h: Any, path: Path, follow: bool = True) -> None:
 
 
 def sha256_file(path: Path, follow: bool = True) -> str:
+    """The hex SHA-256 of the file's bytes (``follow`` as in update_from_file)."""
     h = hashlib.sha256()
     update_from_file(h, path, follow)
     return h.hexdigest()

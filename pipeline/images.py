@@ -126,8 +126,8 @@ class Preprocess:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(path) as im:
-                im = im.convert("L" if self.order == "L" else "RGB")
+            with Image.open(path) as opened:
+                im: Image.Image = opened.convert("L" if self.order == "L" else "RGB")
                 im = im.resize((self.resize[1], self.resize[0]), Image.Resampling.BILINEAR)
                 if self.crop:
                     top = (self.resize[0] - self.crop[0]) // 2
@@ -155,6 +155,7 @@ class ImageSource:
     pre: Preprocess
 
     def materialize(self, folder: Path) -> Path:
+        """Write the preprocessed images (and labels.npy) as arrays into a new ``folder``; returns it."""
         folder.mkdir(parents=True)
         out = np.lib.format.open_memmap(folder / f"{self.spec.name}.npy", mode="w+", dtype=np.float32,
                                         shape=(len(self.files), *self.spec.shape[1:]))
@@ -180,6 +181,7 @@ class NpzSource:
     @classmethod
     def open(cls, path: Path, inputs: tuple[InputSpec, ...], role: str, *, max_bytes: int = 8 << 30,
              max_ratio: int = 200) -> NpzSource:
+        """The .npz, checked: NAME.npy arrays for inputs or labels only, within the unpacked size and ratio limits."""
         import zipfile
 
         members = {}
@@ -230,6 +232,7 @@ class NpzSource:
         return cls(role, path, members, total)
 
     def materialize(self, folder: Path) -> Path:
+        """Copy each array out into a new ``folder`` as NAME.npy, once the disk has room; returns it."""
         import shutil
         import zipfile
 

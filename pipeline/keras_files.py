@@ -33,6 +33,7 @@ def _allowed_module(module: str) -> bool:
 
 
 def check_keras_file(path: Path, trust: bool) -> None:
+    """Check a .keras file by this module's rules before Keras opens it; ModelError for the first it breaks."""
     check_size(path, ".keras file", "an ONNX model and a .tflite file cannot hold it; quantize a smaller model")
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path.name} is not a .keras file (not a zip archive); save the model with model.save('model.keras')")

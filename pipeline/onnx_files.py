@@ -21,9 +21,20 @@ from typing import Any
 
 from edgeq.errors import ModelError
 
-__all__ = ["MAX_FLATBUFFER", "MAX_PROTOBUF", "check_onnx_file", "check_size", "check_weights_fit", "describe_nodes",
-           "embedding_rows", "onnx_dim", "onnx_inputs",
-           "external_tensors", "load_onnx_checked"]
+__all__ = [
+    "MAX_FLATBUFFER",
+    "MAX_PROTOBUF",
+    "check_onnx_file",
+    "check_size",
+    "check_weights_fit",
+    "describe_nodes",
+    "embedding_rows",
+    "external_tensors",
+    "inferred_shapes",
+    "load_onnx_checked",
+    "onnx_dim",
+    "onnx_inputs",
+]
 
 MAX_PROTOBUF = 2**31 - 1  # bytes: protobuf's limit on one message
 MAX_FLATBUFFER = 2**31 - 1  # bytes: a .tflite flatbuffer's limit (32-bit offsets)
@@ -58,6 +69,7 @@ def _all_tensors(graph: Any) -> list[Any]:
 
 
 def external_tensors(model: Any) -> list[tuple[Any, dict[str, str]]]:
+    """Every tensor of the model (subgraphs too) that keeps its data outside, with its external_data entries."""
     from onnx import TensorProto
 
     out = []
@@ -215,7 +227,7 @@ def embedding_rows(onnx_path: Path, inputs: Any) -> dict[str, int]:
     for node in model.graph.node:
         for name in node.input:
             users.setdefault(name, []).append(node)
-    rows = {}
+    rows: dict[str, int] = {}
     for spec in inputs:
         if not spec.dtype.startswith("int"):
             continue
@@ -225,8 +237,8 @@ def embedding_rows(onnx_path: Path, inputs: Any) -> dict[str, int]:
             seen.add(name)
             for node in users.get(name, []):
                 if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name and node.input[0] in consts:
-                    table = numpy_helper.to_array(consts[node.input[0]])
-                    rows[spec.name] = min(rows.get(spec.name, table.shape[0]), int(table.shape[0]))
+                    n = int(numpy_helper.to_array(consts[node.input[0]]).shape[0])
+                    rows[spec.name] = min(rows.get(spec.name, n), n)
                 elif node.op_type in _PASS_THROUGH:
                     frontier += [o for o in node.output if o not in seen]
     return rows
@@ -263,4 +275,20 @@ def onnx_inputs(path: Path) -> dict[str, tuple[str | None, list[int | str] | Non
         tt = i.type.tensor_type
         dims = [onnx_dim(d) for d in tt.shape.dim] if tt.HasField("shape") else None
         out[i.name] = (_ONNX_DTYPES.get(tt.elem_type), dims)
+    return out
+
+
+def inferred_shapes(model: Any) -> dict[str, list[int]]:
+    """Static shapes of the graph's tensors, as far as onnx's shape inference knows them."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # metadata only: a tensor without a known shape is simply left out
+        inferred = model
+    out = {}
+    for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        tt = v.type.tensor_type
+        if tt.HasField("shape") and all(d.HasField("dim_value") and d.dim_value > 0 for d in tt.shape.dim):
+            out[v.name] = [d.dim_value for d in tt.shape.dim]
     return out

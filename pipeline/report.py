@@ -11,7 +11,7 @@ from edgeq.inputs.shown import shown
 from edgeq.results import ConvertResult, ExportResult, QuantizeResult, ValidationResult
 from edgeq.tasks import task_class
 
-__all__ = ["build_report", "render_markdown", "format_gate"]
+__all__ = ["build_report", "format_gate", "render_markdown"]
 
 _ARTIFACT_TITLES = {
     "onnx_float": "float ONNX (reference)",
@@ -69,6 +69,7 @@ def _num(x: Any, digits: int = 4) -> str:
 
 
 def format_gate(g: dict[str, Any]) -> str:
+    """One gate as a line of text: PASS or FAIL, its value against its limit, and how far a failure misses."""
     op = "<=" if g["comparison"] == "max" else ">="
     where = f" on {g['runtime']}" if g.get("runtime") else ""
     value = _num(g["value"]) if g["unit"] != "bytes" else _num(int(g["value"]) if g["value"] is not None else None)
@@ -178,6 +179,7 @@ MAX_REPORT_TEXT = 2000  # characters of one string in report.md
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: the report as Markdown (gates, metrics, artifacts, runtimes, size, INT8 ops, stages)."""
     report = _as_text(report)
     lines = [
         f"# edgeq report: {report['model']['name']} for {report['target']['name']}",
@@ -274,7 +276,7 @@ def _confinement_lines(report: dict[str, Any]) -> list[str]:
         m = re.fullmatch(r"landlock ABI (\d+): writes confined to (.+)", status)
         lines.append(f"- {stage} ran with writes confined to {m[2]} (Landlock ABI {m[1]})." if m
                      else f"- {stage} ran with writes not confined: {status.removeprefix('not confined: ')}.")
-    return ["", "## Child processes", ""] + lines if lines else []
+    return ["", "## Child processes", "", *lines] if lines else []
 
 
 def _export_lines(graphs: dict[str, Any]) -> list[str]:

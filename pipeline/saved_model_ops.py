@@ -145,7 +145,7 @@ def _classes() -> dict[str, Any]:
     graph, signatures and collections are kept as raw bytes, searched for names."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    F = descriptor_pb2.FieldDescriptorProto
+    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806  (a class, named as one)
     f = descriptor_pb2.FileDescriptorProto(name="edgeq_saved_model_subset.proto", package="edgeq_tf", syntax="proto3")
 
     def message(name: str, *fields: tuple[str, int, int, int, str]) -> None:

@@ -18,7 +18,7 @@ from edgeq.errors import ConfigError, DataError
 from edgeq.inputs.files import MAX_TEXT, MAX_TOKENIZER, read_bytes, read_text
 from edgeq.inputs.shown import shown
 
-__all__ = ["ParallelText", "Tokenizer", "SOURCE_FILE", "TARGET_FILE"]
+__all__ = ["SOURCE_FILE", "TARGET_FILE", "ParallelText", "Tokenizer"]
 
 SOURCE_FILE = "source.txt"
 TARGET_FILE = "target.txt"
@@ -50,14 +50,16 @@ class Tokenizer:
             )
 
     def encode(self, text: str) -> list[int]:
+        """The text's SentencePiece piece ids."""
         return list(self.sp.encode(text))
 
     def decode(self, ids: list[int]) -> str:
+        """The text of the piece ids."""
         return str(self.sp.decode([int(i) for i in ids]))
 
     def source_row(self, text: str, length: int) -> np.ndarray:
         """[1, length] int32: pieces, EOS, PAD... (raises ValueError if it does not fit)."""
-        ids = self.encode(text) + [self.eos_id]
+        ids = [*self.encode(text), self.eos_id]
         if len(ids) > length:
             raise ValueError(f"{len(ids)} tokens")
         row = np.full((1, length), self.pad_id, dtype=np.int32)
@@ -71,6 +73,8 @@ class Tokenizer:
 
 @dataclass(frozen=True)
 class ParallelText:
+    """A checked translation data folder: its source sentences and, where present, their references."""
+
     role: str
     folder: Path
     sources: tuple[str, ...]
@@ -78,6 +82,7 @@ class ParallelText:
 
     @classmethod
     def open(cls, folder: Path, role: str, *, need_targets: bool) -> ParallelText:
+        """Read source.txt (and target.txt if needed or present) from ``folder``, checking they pair up."""
         folder = Path(folder)
         if folder.is_symlink() or not folder.is_dir():
             raise DataError(f"{role} data folder {str(folder)!r} does not exist; fix [data].{role} in edgeq.toml")
@@ -116,6 +121,7 @@ class ParallelText:
                 )
 
     def sha256(self) -> str:
+        """Hash of source.txt and target.txt (those present), with their names."""
         import hashlib
 
         h = hashlib.sha256()

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["COMPUTE_OPS", "DATA_MOVEMENT_OPS", "OPERAND_ROLES", "OperandRoles", "TYPE_CHANGE_OPS", "inspect_tflite"]
+__all__ = ["COMPUTE_OPS", "DATA_MOVEMENT_OPS", "OPERAND_ROLES", "TYPE_CHANGE_OPS", "OperandRoles", "inspect_tflite"]
 
 
 class OperandRoles(NamedTuple):

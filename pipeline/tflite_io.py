@@ -19,6 +19,7 @@ QUANTIZED = ("int8", "uint8", "int16")
 
 
 def quantize(x: np.ndarray, q: dict[str, Any], dtype: str) -> np.ndarray:
+    """``x`` quantized to ``dtype`` with the scale and zero-point of ``q``, rounded and clipped to its range."""
     info = np.iinfo(dtype)
     scale = np.asarray(q["scale"], dtype=np.float32)
     zp = np.asarray(q["zero_point"], dtype=np.float32)
@@ -26,6 +27,7 @@ def quantize(x: np.ndarray, q: dict[str, Any], dtype: str) -> np.ndarray:
 
 
 def dequantize(y: np.ndarray, q: dict[str, Any]) -> np.ndarray:
+    """``y`` as float32: (y - zero_point) * scale."""
     scale = np.asarray(q["scale"], dtype=np.float32)
     zp = np.asarray(q["zero_point"], dtype=np.float32)
     return ((y.astype(np.float32) - zp) * scale).astype(np.float32)

@@ -23,7 +23,7 @@ from conftest import (
 from edgeq.build import BuildOptions, BuildOutcome, build
 from edgeq.bundle.layout import KEEP_MARKER
 from edgeq.bundle.staging import check_out_dir, is_edgeq_bundle
-from edgeq.errors import ConfigError, DataError, EdgeqError, ModelError, OutputDirError, StageError
+from edgeq.errors import ConfigError, DataError, ModelError, OutputDirError, StageError
 
 
 def _opts(root: Path, out: Path, **kw: Any) -> BuildOptions:
@@ -175,10 +175,8 @@ def test_keep_build_never_deletes_a_folder_it_did_not_write(tmp_path: Path, stub
     keep = tmp_path / "my-project"
     keep.mkdir()
     (keep / "precious.txt").write_text("months of work")
-    try:
+    with pytest.raises(OutputDirError, match="was not written by edgeq"):
         build(_opts(make_model_dir(tmp_path), tmp_path / "out", keep_build_dir=keep))
-    except EdgeqError:
-        pass
     assert (keep / "precious.txt").read_text() == "months of work"
 
 

@@ -259,7 +259,7 @@ def test_limit_caps_samples_and_the_finite_check(tmp_path: Path) -> None:
 
 def test_sample_labels_without_labels_is_an_error(tmp_path: Path) -> None:
     ds = ArrayDataset.open(files(image=_images(2))(tmp_path), (IMAGE,), "calibration")
-    with pytest.raises(DataError, match="has no labels.npy"):
+    with pytest.raises(DataError, match=r"has no labels\.npy"):
         ds.sample_labels()
 
 

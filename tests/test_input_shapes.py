@@ -65,13 +65,13 @@ def test_input_shape_replaces_a_declared_shape(tmp_path: Path) -> None:
     d = make_model_dir(tmp_path)  # pytorch: shapes come from edgeq.toml or --input-shape only
     assert load_model_spec(d, {INPUT: (2, 3, 8, 8)}).inputs[0].shape == (2, 3, 8, 8)
     d2 = make_model_dir(tmp_path, dirname="m2", inputs=[{"name": INPUT}])
-    with pytest.raises(ConfigError, match="inputs\\[0\\] \\('image'\\) has no shape; give shape = \\[...\\] or --input-shape"):
+    with pytest.raises(ConfigError, match=r"inputs\[0\] \('image'\) has no shape; give shape = \[\.\.\.\] or --input-shape"):
         load_model_spec(d2)
 
 
 @pytest.mark.parametrize("text", ["image", "image=", "=1,3", "image=1,x,8", "image=1,0,8,8", "image=1,-3"])
 def test_bad_input_shape_text(text: str) -> None:
-    with pytest.raises(ConfigError, match="write NAME=D1,D2,... with positive sizes"):
+    with pytest.raises(ConfigError, match=r"write NAME=D1,D2,\.\.\. with positive sizes"):
         parse_input_shape(text)
 
 

@@ -277,7 +277,7 @@ def test_crafted_saved_models_are_refused(saved_models: Path, tmp_path: Path, ca
     check_saved_model(folder, False)  # unedited, after a parse and write: passes
     shutil.rmtree(folder)
     folder = _edited(saved_models / "normal", tmp_path, edit)
-    with pytest.raises(ModelError, match="saved/saved_model.pb: ") as err:
+    with pytest.raises(ModelError, match=r"saved/saved_model\.pb: ") as err:
         check_saved_model(folder, False)
     assert message in str(err.value)
 

@@ -137,7 +137,7 @@ def test_size_limits_are_checked_before_reading(tmp_path: Path, monkeypatch: pyt
     largest = max(int(next(e.value for e in t.external_data if e.key == "length")) for t in model.graph.initializer)
     assert (d / WEIGHTS).stat().st_size + size > max(size, largest) + 1
     monkeypatch.setattr("edgeq.onnx_files.MAX_PROTOBUF", max(size, largest) + 1)  # each part fits, not the sum
-    with pytest.raises(ModelError, match="with its external data is .* bytes, over the 2 GB protobuf limit"):
+    with pytest.raises(ModelError, match=r"with its external data is .* bytes, over the 2 GB protobuf limit"):
         check_onnx_file(d / "model.onnx")
     assert MAX_PROTOBUF == 2**31 - 1
 
@@ -154,7 +154,7 @@ def test_a_sparse_huge_file_is_refused_by_size_without_reading(tmp_path: Path) -
 def test_truncated_or_random_bytes_are_not_an_onnx_model(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(data)
-    with pytest.raises(ModelError, match="model.onnx (is not a readable ONNX file|has an empty graph)"):
+    with pytest.raises(ModelError, match=r"model\.onnx (is not a readable ONNX file|has an empty graph)"):
         check_onnx_file(path)
 
 

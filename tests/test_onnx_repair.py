@@ -16,7 +16,8 @@ from onnx import TensorProto, helper
 
 from edgeq.config import GraphSpec, InputSpec, OutputSpec, load_model_spec, parse_input_value
 from edgeq.errors import ConfigError, ModelError
-from edgeq.onnx_repair import check_same_function, fix_inputs, tf_node_names
+from edgeq.onnx_repair import check_same_function, fix_inputs
+from edgeq.onnx_rewrites import tf_node_names
 from edgeq.results import ExportResult
 from edgeq.stages.export import STAGE as EXPORT
 
@@ -75,7 +76,7 @@ def test_every_kind_of_dynamic_dimension_takes_the_configured_size(kind: str) ->
 def test_a_static_dimension_that_disagrees_is_refused() -> None:
     model = om.unnamed_dim().model
     spec = GraphSpec("model", (InputSpec("x", (1, 3, 16, 64), "float32", "NCHW"),), (OutputSpec("logits"),))
-    with pytest.raises(ModelError, match="input 'x' dimension 3 is 32 in the model but 64 in edgeq.toml"):
+    with pytest.raises(ModelError, match=r"input 'x' dimension 3 is 32 in the model but 64 in edgeq\.toml"):
         fix_inputs(model, spec, Path("model.onnx"), [])
 
 
@@ -303,7 +304,7 @@ def _lstm(direction: str, steps: int, with_state: bool) -> onnx.ModelProto:
     ("forward", 1, True), ("forward", 4, False), ("reverse", 3, True), ("bidirectional", 3, True),
 ])
 def test_an_lstm_written_out_step_by_step_computes_the_same(direction: str, steps: int, with_state: bool) -> None:
-    from edgeq.onnx_repair import unroll_lstms
+    from edgeq.onnx_rewrites import unroll_lstms
 
     model = _lstm(direction, steps, with_state)
     original = model.SerializeToString()
@@ -320,7 +321,7 @@ def test_an_lstm_written_out_step_by_step_computes_the_same(direction: str, step
 
 
 def test_an_lstm_with_peepholes_is_left_as_it_is() -> None:
-    from edgeq.onnx_repair import unroll_lstms
+    from edgeq.onnx_rewrites import unroll_lstms
 
     model = _lstm("forward", 2, False)
     model.graph.node[0].input.append("P")  # x, W, R, B, sequence_lens, initial_h, initial_c, P
@@ -331,7 +332,7 @@ def test_an_lstm_with_peepholes_is_left_as_it_is() -> None:
 
 
 def test_a_slice_naming_every_axis_keeps_only_the_axes_it_cuts() -> None:
-    from edgeq.onnx_repair import tidy_slices
+    from edgeq.onnx_rewrites import tidy_slices
 
     big = np.iinfo(np.int64).max
     consts = {"starts": [0, 0, 0], "ends": [big, 3, big], "axes": [0, 1, 2], "steps": [1, 1, 1],

@@ -36,7 +36,7 @@ def test_input_with_an_unnamed_dimension_builds(tmp_path: Path) -> None:
 
 
 def test_minus_one_dimensions_build_with_input_shape(tmp_path: Path) -> None:
-    out, report = _build(tmp_path, om.minus_one_dims(), "--input-shape", "x=1,3,16,16")
+    _out, report = _build(tmp_path, om.minus_one_dims(), "--input-shape", "x=1,3,16,16")
     assert "input 'x' [-1, 3, 0, -1] -> [1, 3, 16, 16]" in report["export"]["graphs"]["model"]["rewrites"]
 
 

@@ -402,7 +402,7 @@ TOML_VALUES = _scalars() | st.sampled_from([
 ])
 
 
-TOML_FORMAT = Format(TOML_VALUES, NUMBERS + [Raw("1" * 5000), Raw("1979-05-27"), Raw("07:32:00")], CONFIG_NAMES,
+TOML_FORMAT = Format(TOML_VALUES, [*NUMBERS, Raw("1" * 5000), Raw("1979-05-27"), Raw("07:32:00")], CONFIG_NAMES,
                      [65, 300, 5000])
 
 
@@ -688,8 +688,8 @@ QUANTIZED = ["int8", "uint8", "int16"]
 JSON_VALUES = _scalars() | st.none() | st.sampled_from([
     "\ud800", "\udcff", "a\ud800b", [], {}, [[]], [{}], [1, "a"], [0, 2**31], [-1, 8], [1, 8, 1, 1, 1], *QUANTIZATIONS,
 ]) | st.integers(-3, 70) | st.lists(st.integers(-2, 2**31), max_size=4)
-JSON_NUMBERS = NUMBERS + [None, "\ud800", *QUANTIZATIONS]
-MODEL_JSON_FORMAT = Format(JSON_VALUES, JSON_NUMBERS, MODEL_JSON_NAMES + ["\ud800", "a\udcffb"], [65, 1000, 100_000])
+JSON_NUMBERS = [*NUMBERS, None, "�", *QUANTIZATIONS]
+MODEL_JSON_FORMAT = Format(JSON_VALUES, JSON_NUMBERS, [*MODEL_JSON_NAMES, "�", "a�b"], [65, 1000, 100_000])
 
 
 def _json_text(doc: Any, deep: int | None = None, kind: str | None = None) -> str:
@@ -843,7 +843,7 @@ def test_the_clean_bundle_verifies(bundles: dict[str, Path]) -> None:
     assert error is None and result == ([], len(BUNDLE_CONTENT)), (error, result)
 
 
-MANIFEST_FORMAT = Format(JSON_VALUES, NUMBERS + [None, "\ud800"], MANIFEST_NAMES + ["\ud800", "a\udcffb", "nested/\ud800"],
+MANIFEST_FORMAT = Format(JSON_VALUES, [*NUMBERS, None, "�"], [*MANIFEST_NAMES, "�", "a�b", "nested/�"],
                          [65, 1000, 100_000])
 HOSTILE_ENTRY = st.fixed_dictionaries({
     "path": st.sampled_from(HOSTILE_NAMES + MANIFEST_NAMES + ["\ud800", "a\udcffb", "nested/\ud800"])
@@ -984,7 +984,7 @@ UNREAD = ("onnx_shape", "onnx_axes", "layout", "frozen_inputs", "loop", "tokeniz
 
 
 def test_every_value_of_model_json_made_extreme(bundle_dir: Path) -> None:
-    for doc in sweep(MODEL_JSON, SWEEP_NAMES + ["decoder_wide.tflite", "garbage.tflite", "empty.tflite", "\ud800"],
+    for doc in sweep(MODEL_JSON, [*SWEEP_NAMES, "decoder_wide.tflite", "garbage.tflite", "empty.tflite", "�"],
                      UNREAD):
         open_and_translate(bundle_dir, json.dumps(doc))
 
@@ -999,6 +999,6 @@ def test_every_tensor_quantized_oddly(bundle_dir: Path) -> None:
 
 
 def test_every_value_of_manifest_made_extreme(bundles: dict[str, Path]) -> None:
-    for doc in sweep(MANIFEST, SWEEP_NAMES + ["\ud800", ".", "./", "nested", "nested/", "link_dir/canary.txt"]):
+    for doc in sweep(MANIFEST, [*SWEEP_NAMES, "�", ".", "./", "nested", "nested/", "link_dir/canary.txt"]):
         for root in bundles.values():
             run_verify(root, json.dumps(doc))

@@ -158,13 +158,13 @@ def _ids(sp: Any, text: str) -> list[int]:
 
 def _rows(sp: Any, source: str, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     src = np.full(LENGTH, PAD, np.int64)
-    a = _ids(sp, source) + [EOS]
+    a = [*_ids(sp, source), EOS]
     src[: len(a)] = a
     tgt_in = np.full(LENGTH, PAD, np.int64)
     b = [BOS, *_ids(sp, target)]
     tgt_in[: len(b)] = b
     tgt_out = np.full(LENGTH, -100, np.int64)
-    c = _ids(sp, target) + [EOS]
+    c = [*_ids(sp, target), EOS]
     tgt_out[: len(c)] = c
     return src, tgt_in, tgt_out
 
@@ -174,7 +174,7 @@ def torch_greedy(net: Any, sp: Any, source: str) -> list[int]:
     import torch
 
     src = np.full((1, LENGTH), PAD, np.int32)
-    a = _ids(sp, source) + [EOS]
+    a = [*_ids(sp, source), EOS]
     src[0, : len(a)] = a
     src_t = torch.from_numpy(src)
     row = torch.full((1, LENGTH), PAD, dtype=torch.int32)

@@ -8,3 +8,4 @@
 This module imports none of them: ``layout`` is read by the tasks that write files, the others
 by the build and the command line.
 """
+__all__: list[str] = []

@@ -35,7 +35,7 @@ class _Shape:
         if not isinstance(obj, dict) or key not in obj:
             raise ConfigError(f"{self.where}: {path}{key} is missing; the bundle is incomplete, rebuild it")
         value = obj[key]
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
             raise ConfigError(f"{self.where}: {path}{key} has the wrong type; the bundle is damaged, rebuild it")
         return value
 
@@ -66,6 +66,8 @@ def _numbers(value: Any, positive: bool = False) -> bool:
 
 @dataclass(frozen=True)
 class Bundle:
+    """A finished bundle: its folder and its model.json, decoded."""
+
     path: Path
     model: dict[str, Any]
 
@@ -97,6 +99,7 @@ class Bundle:
         return bundle
 
     def graphs(self) -> dict[str, dict[str, Any]]:
+        """The graphs model.json lists by name; a one-graph bundle's model.json is its only graph, "model"."""
         return self.model.get("graphs") or {"model": self.model}
 
     def file(self, rel: Any, key: str) -> Path:
@@ -177,6 +180,7 @@ def _check_kind(bundle: Bundle, kind: str) -> None:
 
 
 def translate(bundle: Bundle, texts: list[str], runtime: str = "litert") -> list[str]:
+    """The bundle's translations of ``texts``: its encoder and decoder on ``runtime``, decoded greedily."""
     from edgeq.text import Tokenizer
 
     _check_kind(bundle, "translation")

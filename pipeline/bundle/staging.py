@@ -26,6 +26,7 @@ __all__ = ["check_keep_dir", "check_out_dir", "is_edgeq_bundle", "keep_build", "
 
 
 def is_edgeq_bundle(path: Path) -> bool:
+    """Whether ``path`` holds a manifest.json written by edgeq."""
     manifest = path / MANIFEST
     if not manifest.is_file():
         return False
@@ -37,6 +38,7 @@ def is_edgeq_bundle(path: Path) -> bool:
 
 
 def check_out_dir(out: Path) -> None:
+    """OutputDirError unless --out is new, an empty folder or an edgeq bundle, inside a writable folder."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OutputDirError(f"--out {str(out)!r} exists and is not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not is_edgeq_bundle(out):
@@ -88,6 +90,7 @@ def make_parents(folder: Path) -> list[Path]:
 
 
 def keep_build(build_dir: Path, keep: Path) -> None:
+    """Copy the build folder to ``keep`` (replacing it), marked as a --keep-build folder."""
     if keep.exists():
         shutil.rmtree(keep)
     shutil.copytree(build_dir, keep, symlinks=True)

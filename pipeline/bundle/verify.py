@@ -23,6 +23,8 @@ __all__ = ["Finding", "verify"]
 
 @dataclass(frozen=True)
 class Finding:
+    """One problem with one file of a bundle: its path, what is wrong and any detail."""
+
     path: str
     problem: str  # "changed", "missing", "extra", "not a regular file"
     detail: str = ""

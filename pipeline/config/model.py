@@ -25,6 +25,8 @@ _DEFAULT_LAYOUTS = {0: "", 1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 
 @dataclass(frozen=True)
 class InputSpec:
+    """One model input: its name, shape, dtype, layout and preprocessing."""
+
     name: str
     shape: tuple[int, ...]
     dtype: str
@@ -51,6 +53,7 @@ class FrozenInput:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of the value."""
         import numpy as np
 
         return tuple(np.shape(self.value))
@@ -58,6 +61,8 @@ class FrozenInput:
 
 @dataclass(frozen=True)
 class OutputSpec:
+    """One model output, by name."""
+
     name: str
 
 
@@ -83,6 +88,7 @@ class GraphSpec:
             raise ConfigError(f"{CONFIG_FILE}: graph '{shown(self.name)}': input names must be unique, got {names}")
 
     def input(self, name: str) -> InputSpec:
+        """The graph's input of that name."""
         return next(i for i in self.inputs if i.name == name)
 
     def declared_inputs(self) -> list[dict[str, Any]]:
@@ -120,6 +126,8 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
+    """The calibration and eval data: paths, calibration sample count and seed, .npz unpacking limits."""
+
     calibration: Path
     eval: Path
     calibration_samples: int | None = None
@@ -131,6 +139,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class QuantSpec:
+    """How to quantize: calibration method and percentile, per-channel weights, float ops allowed."""
+
     method: str = "minmax"
     percentile: float = 99.999
     per_channel: bool = True
@@ -224,16 +234,20 @@ class ModelSpec:
 
     @property
     def inputs(self) -> tuple[InputSpec, ...]:
+        """The inputs of a one-graph model."""
         return self.single.inputs
 
     @property
     def outputs(self) -> tuple[OutputSpec, ...]:
+        """The outputs of a one-graph model."""
         return self.single.outputs
 
     def input(self, name: str) -> InputSpec:
+        """The input of that name of a one-graph model."""
         return self.single.input(name)
 
     def graph(self, name: str) -> GraphSpec:
+        """The graph of that name."""
         return next(g for g in self.graphs if g.name == name)
 
     @property

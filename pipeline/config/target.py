@@ -42,6 +42,7 @@ class TargetSpec:
             )
 
     def with_io_dtype(self, io_dtype: str | None) -> TargetSpec:
+        """The target with ``io_dtype`` as its I/O dtype (unchanged when None)."""
         return self if io_dtype is None else replace(self, io_dtype=io_dtype)
 
     def gate_limits(self, model_gates: dict[str, float], cli_gates: dict[str, float]) -> list[GateLimit]:
@@ -66,10 +67,12 @@ def _target_files() -> dict[str, Any]:
 
 
 def available_targets() -> list[TargetSpec]:
+    """Every target edgeq ships, by name."""
     return [load_target(n) for n in sorted(_target_files())]
 
 
 def load_target(name: str) -> TargetSpec:
+    """The target of that name, read from targets/<name>.toml and checked."""
     files = _target_files()
     if name not in files:
         raise ConfigError(f"unknown target '{shown(name)}'; available targets: {', '.join(sorted(files))} (see `edgeq targets`)")

@@ -24,6 +24,7 @@ MAX_VALUE_TEXT = 1 << 20  # characters of one --input-value
 
 
 def check_gate(name: str, value: Any, where: str) -> float:
+    """The gate's limit as a float; ConfigError for an unknown gate or a value that is not a finite number."""
     if name not in GATES:
         raise ConfigError(
             f"{where}: unknown gate '{shown(name)}'; known gates: {', '.join(GATES)}"
@@ -69,6 +70,7 @@ class Table:
         return f"{self.file}: {section}.{key}"
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, choices: tuple[str, ...] | None = None) -> Any:
+        """The value of ``key``, checked against ``kind`` (and ``choices``); ``default`` when missing, if given."""
         self.used.add(key)
         if key not in self.data:
             if default is ...:
@@ -89,11 +91,13 @@ class Table:
         return value
 
     def table(self, key: str, default: Any = ...) -> Table:
+        """The sub-table ``key`` as a Table (an empty one for a None default)."""
         sub = self.get(key, dict, default)
         where = f"{self.where}.{key}" if self.where else key
         return Table(sub if sub is not None else {}, where, self.file)
 
     def finish(self) -> None:
+        """ConfigError if the table holds a key that was never read."""
         extra = sorted(set(self.data) - self.used)
         if extra:
             section = f"[{self.where}]" if self.where else "the top level"
@@ -123,7 +127,7 @@ def check_value(name: str, value: Any, where: str) -> Any:
         arr = np.array(value)
     except ValueError:
         arr = np.array([], dtype=object)
-    if arr.dtype == object or arr.size == 0 and isinstance(value, list):
+    if arr.dtype == object or (arr.size == 0 and isinstance(value, list)):
         raise ConfigError(f"{where}: the value of input '{shown(name)}' must be a number or a rectangular list of numbers, "
                           f"got {value!r}")
     return value
@@ -149,9 +153,9 @@ def check_tflite_ops(names: list[Any], where: str) -> tuple[str, ...]:
     from ai_edge_litert import schema_py_generated as fb
 
     known = {k for k in vars(fb.BuiltinOperator) if not k.startswith("_")}
-    out = []
+    out: list[str] = []
     for name in names:
-        op = name.strip().upper() if isinstance(name, str) else None
+        op = name.strip().upper() if isinstance(name, str) else ""
         if op not in known:
             raise ConfigError(
                 f"{where}: {name!r} is not a TFLite builtin op name (e.g. SIN, CUMSUM, as the error listing them says)"

@@ -74,6 +74,8 @@ class Wheel:
 
 @dataclass(frozen=True)
 class EmulatorSpec:
+    """An emulator: the Debian root it needs (arch, suite, packages, wheels), its guest Python and qemu."""
+
     name: str                 # as in `edgeq emulator setup NAME`
     debian_arch: str
     suite: str
@@ -113,6 +115,7 @@ EMULATORS: dict[str, EmulatorSpec] = {ARM64.name: ARM64}
 
 
 def cache_dir() -> Path:
+    """edgeq's cache folder: $EDGEQ_CACHE_DIR, else edgeq under $XDG_CACHE_HOME or ~/.cache."""
     env = os.environ.get("EDGEQ_CACHE_DIR")
     if env:
         return Path(env)

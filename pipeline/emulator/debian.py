@@ -38,6 +38,8 @@ class DebianError(EdgeqError):
 
 @dataclass(frozen=True)
 class Package:
+    """One package of a Debian index: name, version, file, size, SHA256, dependencies and what it provides."""
+
     name: str
     version: str
     filename: str  # path under the mirror
@@ -142,7 +144,8 @@ def resolve(index: Iterable[Package], wanted: Iterable[str]) -> list[Package]:
     def real(name: str) -> str | None:
         if name in by_name:
             return name
-        return (providers.get(name) or [None])[0]
+        found = providers.get(name)
+        return found[0] if found else None
 
     chosen: dict[str, Package] = {}
     stack = list(wanted)

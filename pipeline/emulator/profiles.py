@@ -27,6 +27,8 @@ HWCAP_ASIMDDP = 1 << 20  # dot-product instructions (SDOT/UDOT), arch/arm64/incl
 
 @dataclass(frozen=True)
 class CpuProfile:
+    """A CPU profile: qemu's -cpu model and the core the guest's /proc/cpuinfo describes."""
+
     name: str          # as written after "litert-arm64:" in a target
     qemu_cpu: str      # qemu's -cpu model
     part: int          # MIDR part number (ARM Ltd. implementer 0x41)
@@ -37,6 +39,7 @@ class CpuProfile:
 
     @property
     def dot_product(self) -> bool:
+        """Whether the core has the dot-product instructions (asimddp)."""
         return "asimddp" in self.features.split()
 
 
@@ -57,6 +60,7 @@ PROFILES: dict[str, CpuProfile] = {
 
 
 def profile(name: str) -> CpuProfile:
+    """The CPU profile of that name; KeyError for an unknown one."""
     if name not in PROFILES:
         raise KeyError(name)
     return PROFILES[name]

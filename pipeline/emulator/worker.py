@@ -47,6 +47,7 @@ HWCAP_ASIMDDP = 1 << 20
 
 def _load(name, path):
     spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
@@ -56,7 +57,8 @@ def _load(name, path):
 def _hwcap():
     """AT_HWCAP from the auxiliary vector (qemu-user gives the emulated CPU's)."""
     try:
-        data = open("/proc/self/auxv", "rb").read()
+        with open("/proc/self/auxv", "rb") as f:
+            data = f.read()
     except OSError:
         return None
     for i in range(0, len(data) - 15, 16):
@@ -68,9 +70,10 @@ def _hwcap():
 
 def _cpu_part():
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("CPU part"):
-                return line.split(":")[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("CPU part"):
+                    return line.split(":")[1].strip()
     except OSError:
         pass
     return None
@@ -85,7 +88,9 @@ def _interpreter(path, threads):
 
 
 def main():
-    job = json.load(open("job.json"))
+    """Run job.json: each graph's samples on LiteRT, the decode loop if asked, then write result.json."""
+    with open("job.json") as f:
+        job = json.load(f)
     if job.get("protocol") != PROTOCOL:
         raise ValueError(f"job protocol {job.get('protocol')} is not {PROTOCOL}")
     io = _load("edgeq_tflite_io", job["lib"]["tflite_io"])
@@ -176,7 +181,7 @@ def _result(data):
 if __name__ == "__main__":
     try:
         main()
-    except BaseException as e:  # noqa: BLE001 - every failure is reported to the host
+    except BaseException as e:
         _result({"ok": False, "protocol": PROTOCOL, "error": f"{type(e).__name__}: {e}",
                  "traceback": traceback.format_exc()})
         sys.exit(1)

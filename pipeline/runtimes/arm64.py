@@ -76,6 +76,7 @@ class LiteRTArm64:
         self._replays: dict[str, _Replay] | None = None
 
     def load(self, artifact: Artifact) -> None:
+        """Add the artifact to the job as its graph (the emulator runs it later)."""
         self.graphs[artifact.graph] = artifact
 
     # -- the Runtime protocol (edgeq.execution) -------------------------------------------------
@@ -168,6 +169,7 @@ class LiteRTArm64:
         self.wall_seconds = time.monotonic() - self._t0
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """The worker's result.json once the process ends; EmulatorRunError if it failed or ran past ``timeout``."""
         assert self._proc is not None and self._job is not None, "launch() first"
         try:
             code = self._proc.wait(timeout=timeout)
@@ -186,6 +188,7 @@ class LiteRTArm64:
         return result
 
     def stop(self) -> None:
+        """Kill the emulator process if it is still running."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
@@ -193,6 +196,7 @@ class LiteRTArm64:
     # -- results --------------------------------------------------------------------------------
 
     def replay(self, graph: str) -> _Replay:
+        """A runtime that replays the outputs recorded for ``graph``, one sample per call."""
         assert self._job is not None and self.result, "wait() first"
         run = next(r for r in self.runs if r["graph"] == graph)
         return _Replay(self, graph, run, self._job / "out" / graph)
@@ -203,6 +207,7 @@ class LiteRTArm64:
         return np.load(self._job / "out" / "tokens.npy"), np.load(self._job / "out" / "steps.npy")
 
     def describe(self) -> dict[str, Any]:
+        """What the report shows of this runtime: CPU profile, LiteRT version, kernels, guest, validation time."""
         guest = self.result.get("guest", {})
         seconds = self.result.get("seconds", {})
         return {

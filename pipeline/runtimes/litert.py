@@ -18,6 +18,8 @@ __all__ = ["LiteRT", "LiteRTReference"]
 
 
 class LiteRT:
+    """LiteRT on the host CPU with its default XNNPACK kernels; feeds and outputs in ONNX terms."""
+
     name = "litert"
     kernels = "XNNPACK (default op resolver)"
 
@@ -32,6 +34,7 @@ class LiteRT:
         return OpResolverType.AUTO
 
     def load(self, artifact: Artifact) -> None:
+        """Load the artifact's .tflite in a LiteRT interpreter and take its signature's runner."""
         from ai_edge_litert.interpreter import Interpreter
 
         with redirect_output(stdout=False):  # LiteRT logs "INFO: Created ... delegate" on stderr
@@ -44,9 +47,11 @@ class LiteRT:
         self._meta = artifact.meta
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One sample's outputs: ONNX-named feeds in, ONNX-named float32 outputs back."""
         return from_tflite(self._runner(**to_tflite(feeds, self._meta)), self._meta)
 
     def describe(self) -> dict[str, Any]:
+        """The runtime's name, LiteRT version, kernels and threads, for the report."""
         from importlib.metadata import version
 
         return {"runtime": self.name, "version": version("ai-edge-litert"), "kernels": self.kernels,

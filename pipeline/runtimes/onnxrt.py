@@ -12,6 +12,8 @@ __all__ = ["OnnxRuntime"]
 
 
 class OnnxRuntime:
+    """onnxruntime on the host CPU (CPUExecutionProvider)."""
+
     name = "onnxruntime"
 
     def __init__(self, threads: int = 1) -> None:
@@ -20,6 +22,7 @@ class OnnxRuntime:
         self._outputs: list[str] = []
 
     def load(self, artifact: Artifact) -> None:
+        """Open the artifact's ONNX file in an onnxruntime session and note the outputs to fetch."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -30,10 +33,12 @@ class OnnxRuntime:
         self._outputs = list(artifact.meta.get("outputs") or [o.name for o in self._session.get_outputs()])
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One sample's outputs by name, as float32 arrays."""
         values = self._session.run(self._outputs, feeds)
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self._outputs, values, strict=False)}
 
     def describe(self) -> dict[str, Any]:
+        """The runtime's name, onnxruntime version, provider and threads, for the report."""
         import onnxruntime as ort
 
         return {"runtime": self.name, "version": ort.__version__, "provider": "CPUExecutionProvider",

@@ -164,7 +164,7 @@ def main(job_path: str) -> int:
     try:
         with _no_network():
             export_graphs(job)
-        result = {"ok": True}
+        result: dict[str, Any] = {"ok": True}
     except ModelError as e:
         traceback.print_exc()
         result = {"ok": False, "error": str(e)}

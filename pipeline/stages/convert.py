@@ -42,11 +42,14 @@ SIGNATURE = "serving_default"
 
 
 class ConvertStage:
+    """The convert stage: each graph's float ONNX to a SavedModel, a float32 .tflite and an INT8 .tflite."""
+
     name = "convert"
     requires: tuple[str | type, ...] = ("onnx_float", CalibrationResult)
     produces: tuple[str | type, ...] = ("saved_model", "tflite_float32", "tflite_int8", ConvertResult)
 
     def run(self, ctx: BuildContext) -> ConvertResult:
+        """Convert each graph in a child process, check its float ops, add the artifacts with their I/O mapping."""
         log_path = ctx.build_dir / "convert.log"
         io_dtype = ctx.target.io_dtype
         graphs = {}

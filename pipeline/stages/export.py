@@ -29,17 +29,20 @@ from edgeq.hashing import sha256_files
 from edgeq.onnx_files import check_weights_fit, load_onnx_checked
 from edgeq.results import ExportResult
 
-__all__ = ["STAGE", "ExportStage", "OPSET"]
+__all__ = ["OPSET", "STAGE", "ExportStage"]
 
 OPSET = 17
 
 
 class ExportStage:
+    """The export stage: the model to each graph's float ONNX, repaired, fixed-shape and simplified."""
+
     name = "export"
     requires: tuple[str | type, ...] = ()
     produces = ("onnx_float", ExportResult)
 
     def run(self, ctx: BuildContext) -> ExportResult:
+        """Export the model to ONNX (in a child process unless it is ONNX) and add each graph's float ONNX."""
         spec = ctx.spec
         confinement = None  # the export child's write confinement (ONNX models need no child)
         if spec.format == "pytorch":
@@ -59,17 +62,13 @@ class ExportStage:
             check_same_function,
             complete_output_shapes,
             count_ops,
-            declared_shapes,
             fix_inputs,
             freeze_inputs,
             opset,
             ort_check,
-            stale_shapes,
-            tf_node_names,
-            tidy_slices,
-            unroll_lstms,
             upgrade,
         )
+        from edgeq.onnx_rewrites import declared_shapes, stale_shapes, tf_node_names, tidy_slices, unroll_lstms
 
         raw = ctx.build_dir / f"{graph.name}.exported.onnx"
         if ctx.spec.format in ("pytorch", "keras", "saved_model"):  # written by the export child

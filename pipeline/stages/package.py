@@ -21,17 +21,19 @@ from edgeq.hashing import sha256_file
 from edgeq.report import build_report, render_markdown
 from edgeq.results import ConvertResult, ExportResult, PackageResult, QuantizeResult, ValidationResult
 
-__all__ = ["STAGE", "PackageStage", "TOOLS", "file_entry", "write_json"]
+__all__ = ["STAGE", "TOOLS", "PackageStage", "file_entry", "write_json"]
 
 # Distributions whose versions decide the bytes of a bundle.
 TOOLS = ("onnx", "onnxruntime", "onnxslim", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "numpy", "torch")
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON with sorted keys (no NaN), ending in a newline."""
     path.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def file_entry(root: Path, path: Path) -> dict[str, Any]:
+    """A manifest entry: the file's path relative to ``root``, its SHA-256 and its size in bytes."""
     return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 

@@ -53,12 +53,14 @@ class StreamingReader:
         self._next = start
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next sample's feeds, or None past ``stop``."""
         if self._next >= self.stop:
             return None
         self._next += 1
         return self.dataset.sample(self._next - 1)
 
     def rewind(self) -> None:
+        """Start again from sample ``start``."""
         self._next = self.start
 
     def __len__(self) -> int:
@@ -141,22 +143,27 @@ def _seed_histograms(calibrator: Any, dataset: ArrayDataset) -> None:
     on_absolute_values = collector.method == "percentile" and collector.symmetric  # collect_absolute_value
     for name, (lo, hi, abs_lo, abs_hi) in stats.items():
         dtype = lo.dtype
+        # The ranges stay numpy values of the model's dtype, as onnxruntime passes them: the same edges.
         if on_absolute_values:
-            hist, edges = np.histogram(np.empty(0, dtype), bins=collector.num_bins, range=(abs_lo, abs_hi))
+            hist, edges = np.histogram(np.empty(0, dtype), bins=collector.num_bins,
+                                       range=(abs_lo, abs_hi))  # type: ignore[arg-type]
             collector.histogram_dict[name] = (np.zeros_like(hist), edges.astype(dtype), lo, hi)
         else:  # collect_value: bins over [-t, t], t the largest magnitude
             t = np.array(max(abs(lo), abs(hi)), dtype=dtype)
-            hist, edges = np.histogram(np.empty(0, dtype), collector.num_bins, range=(-t, t))
+            hist, edges = np.histogram(np.empty(0, dtype), collector.num_bins, range=(-t, t))  # type: ignore[arg-type]
             collector.histogram_dict[name] = (np.zeros_like(hist), edges, lo, hi, t)
     calibrator.collector = collector
 
 
 class QuantizeStage:
+    """The quantize stage: each graph's float ONNX to a static INT8 (QDQ) ONNX, calibrated on the user's data."""
+
     name = "quantize"
     requires: tuple[str | type, ...] = ("onnx_float", CalibrationResult)
     produces: tuple[str | type, ...] = ("onnx_int8", QuantizeResult)
 
     def run(self, ctx: BuildContext) -> QuantizeResult:
+        """Calibrate and quantize every graph with onnxruntime, adding each INT8 ONNX; returns the recipe used."""
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.calibrate import save_tensors_data
         from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -55,7 +55,7 @@ class ValidateStage:
         """Open every runtime, let the task run the eval set, then describe and gate."""
         threads = ctx.target.threads
         graphs = [g.name for g in ctx.spec.graphs]
-        folder = ctx.build_dir / "emulated"
+        folder = ctx.build_dir / "runtimes"  # each runtime's own folder, and the recorded feeds
 
         def opened(key: str, rt: str) -> Runtime:
             return open_runtime(rt, ctx.artifacts[key], threads, folder / f"{key}-{rt.replace(':', '-')}")

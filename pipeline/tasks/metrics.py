@@ -23,6 +23,8 @@ __all__ = ["Parity", "ParityMetrics", "TensorMetrics"]
 
 
 class TensorMetrics:
+    """How close an artifact's outputs are to the float reference's, accumulated sample by sample."""
+
     def __init__(self) -> None:
         self.dot = 0.0
         self.ref_sq = 0.0
@@ -33,6 +35,7 @@ class TensorMetrics:
         self.n = 0
 
     def update(self, ref: np.ndarray, art: np.ndarray) -> None:
+        """Add one sample's reference and artifact outputs to the sums."""
         r = np.asarray(ref, dtype=np.float64).ravel()
         a = np.asarray(art, dtype=np.float64).ravel()
         if r.shape != a.shape:
@@ -47,6 +50,7 @@ class TensorMetrics:
         self.n += r.size
 
     def result(self) -> dict[str, Any]:
+        """Cosine, SQNR (dB), max and mean absolute error, whether identical, and the number of elements."""
         denom = math.sqrt(self.ref_sq * self.art_sq)
         cosine = self.dot / denom if denom > 0 else (1.0 if self.err_sq == 0 else 0.0)
         # JSON has no infinity: SQNR is None for identical outputs (infinite) and for an all-zero
@@ -80,6 +84,7 @@ class ParityMetrics:
         self.divergences: list[dict[str, Any]] = []
 
     def update(self, primary: np.ndarray, other: np.ndarray) -> None:
+        """Add one sample's outputs of both runtimes, noting the elements more than one step apart."""
         d = np.abs(np.asarray(primary, dtype=np.float64).ravel() - np.asarray(other, dtype=np.float64).ravel())
         self.max_abs = max(self.max_abs, float(d.max(initial=0.0)))
         if self.step:
@@ -91,6 +96,7 @@ class ParityMetrics:
         self.samples += 1
 
     def result(self) -> dict[str, Any]:
+        """The largest difference (also in steps), the elements over one step, the element count, the divergences."""
         return {
             "max_abs_diff": self.max_abs,
             "step": self.step,

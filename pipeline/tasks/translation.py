@@ -284,7 +284,7 @@ class Translation:
         }
 
 
-def _writer(folder: Path, name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+def _writer(folder: Path, name: str, shape: tuple[int, ...], dtype: str) -> np.memmap:
     folder.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import lzma
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_resolve_names_what_is_missing() -> None:
     with pytest.raises(DebianError, match="package 'python9' is not in the index"):
         resolve(index, ["python9"])
     broken = parse_packages(PACKAGES.replace("Depends: gcc-12-base, libc6", "Depends: gcc-99-base | gcc-98-base, libc6"))
-    with pytest.raises(DebianError, match="'libgcc-s1' depends on gcc-99-base | gcc-98-base, which the index does not have"):
+    missing = "'libgcc-s1' depends on gcc-99-base | gcc-98-base, which the index does not have"
+    with pytest.raises(DebianError, match=re.escape(missing)):
         resolve(broken, ["libc6"])
 
 
@@ -131,7 +133,7 @@ def test_signed_index_refuses_an_unsigned_release(tmp_path: Path) -> None:
 
 
 def test_signed_index_names_a_missing_keyring(tmp_path: Path) -> None:
-    with pytest.raises(DebianError, match="keyring .* is missing; install it: sudo apt-get install debian-archive-keyring"):
+    with pytest.raises(DebianError, match=r"keyring .* is missing; install it: sudo apt-get install debian-archive-keyring"):
         signed_index(tmp_path.as_uri(), "bookworm", "main", "arm64", tmp_path / "nope.gpg", tmp_path)
 
 
@@ -230,5 +232,5 @@ def test_extract_deb_refuses_writing_through_a_symlink_that_leaves_the_root(tmp_
 def test_extract_deb_refuses_what_is_not_a_deb(tmp_path: Path) -> None:
     bad = tmp_path / "x.deb"
     bad.write_bytes(lzma.compress(b"not an ar archive"))
-    with pytest.raises(DebianError, match="not a .deb"):
+    with pytest.raises(DebianError, match=r"not a \.deb"):
         extract_deb(bad, tmp_path)

@@ -198,7 +198,7 @@ def arm64_root() -> Path:
     """The set-up arm64 emulator. Not skipped when missing: `make test` sets it up first."""
     try:
         return require(ARM64, "the emulator tests")
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         pytest.fail(f"{e} (`make test` sets it up)")
 
 

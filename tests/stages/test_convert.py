@@ -115,7 +115,7 @@ def test_io_mapping_refuses_shapes_that_do_not_correspond(onnx_int8_build: ApiBu
     spec = load_model_spec(onnx_int8_build.model_dir)
     with pytest.raises(ModelError, match="does not correspond to ONNX shape"):
         io_mapping(onnx_int8_build.keep / "model.int8.tflite", spec.inputs, [OUTPUT], {OUTPUT: [1, 5]})
-    with pytest.raises(ModelError, match="the .tflite has 1 outputs, the ONNX model 2"):
+    with pytest.raises(ModelError, match=r"the \.tflite has 1 outputs, the ONNX model 2"):
         io_mapping(
             onnx_int8_build.keep / "model.int8.tflite",
             spec.inputs,

@@ -164,7 +164,7 @@ def test_labels_file_with_fewer_classes_than_the_model(onnx_int8_build: ApiBuild
     labels = model_dir / "data" / "eval" / "labels.npy"
     np.save(labels, np.zeros_like(np.load(labels)))  # every id names a class of the file
     ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
-    with pytest.raises(ValueError, match="the classifier output has 4 classes, labels.txt lists 3"):
+    with pytest.raises(ValueError, match=r"the classifier output has 4 classes, labels\.txt lists 3"):
         run_stage(STAGE, ctx)
 
 

@@ -94,7 +94,7 @@ def test_classification_batch_and_flat_logits() -> None:
 
 
 def test_classification_class_count_must_match_labels_file() -> None:
-    with pytest.raises(ValueError, match="the classifier output has 4 classes, labels.txt lists 3"):
+    with pytest.raises(ValueError, match=r"the classifier output has 4 classes, labels\.txt lists 3"):
         ClassificationMetrics(3).update(np.zeros((1, 4)), np.zeros((1, 4)), np.array([0]))
 
 
