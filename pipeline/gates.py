@@ -42,6 +42,8 @@ class Gate:
     measure: Measure
     tasks: frozenset[str] | None = None  # None: every task
     key: str | None = None  # parity gates: the comparison's field; runtimes without it are skipped
+    applies: Callable[[dict[str, Any]], bool] | None = None  # None: every entry; else entries it is False for are skipped
+    explain: Callable[[dict[str, Any]], str] | None = None  # what a failing value means, for the report
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,37 @@ def _int8_share(ref: dict[str, Any], shipped: dict[str, Any], entry: dict[str, A
     return sum(i["int8_compute_ops"] for i in insp) / total if total else 1.0
 
 
+# A slice of an output varies in the float model when it takes at least this many distinct values.
+VARIES = 16
+
+
+def _varying_slices(entry: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(graph, output, slice) for every slice of an output whose float values vary."""
+    return [(g, o, s) for g, outs in entry["outputs"].items() for o, m in outs.items()
+            for s in m.get("slices", ()) if s["float_levels"] >= VARIES]
+
+
+def _fewest_levels(ref: dict[str, Any], shipped: dict[str, Any], entry: dict[str, Any]) -> float:
+    return float(min(s["levels"] for _, _, s in _varying_slices(entry)))
+
+
+def _slice_text(graph: str, output: str, s: dict[str, Any]) -> str:
+    lo, hi = s["float_range"]
+    return f"{graph}/{output}[axis {s['axis']}: {s['start']}:{s['stop']}] (float {lo:.4g}..{hi:.4g})"
+
+
+def _explain_levels(entry: dict[str, Any]) -> str:
+    """The slice with the fewest values, its ranges, and the cause: one scale for slices whose ranges differ."""
+    graph, output, worst = min(_varying_slices(entry), key=lambda t: t[2]["levels"])
+    slices = entry["outputs"][graph][output]["slices"]
+    wide = max(slices, key=lambda s: s["float_range"][1] - s["float_range"][0])
+    lo, hi = worst["range"]
+    sqnr = "-" if worst["sqnr_db"] is None else f"{worst['sqnr_db']:.1f}"
+    return (f"{_slice_text(graph, output, worst)} takes {worst['levels']} distinct value(s) here ({lo:.4g}..{hi:.4g}, "
+            f"SQNR {sqnr} dB): one int8 scale serves the whole output and {_slice_text(graph, output, wide)} sets it; "
+            "export the slices as separate outputs, so that each gets its own scale")
+
+
 # The order is the order of the report's gate lines.
 GATES: dict[str, Gate] = {g.name: g for g in (
     Gate("accuracy_drop", "max", "points",
@@ -89,6 +122,11 @@ GATES: dict[str, Gate] = {g.name: g for g in (
     Gate("output_cosine", "min", "cosine",
          "lowest cosine similarity, over the model's outputs, between the artifact's outputs and the float reference's",
          "runtimes", _min_cosine),
+    Gate("output_slice_levels", "min", "levels",
+         "fewest distinct values any slice of an output takes in the artifact, among the slices that vary in the "
+         "float model; slices are cut where the float ranges along an axis differ 10x or more (pixel boxes next "
+         "to scores in 0..1)", "runtimes", _fewest_levels, applies=lambda e: bool(_varying_slices(e)),
+         explain=_explain_levels),
     Gate("int8_compute_ops", "min", "fraction",
          "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in int8", "artifact",
          _int8_share),
@@ -126,7 +164,12 @@ def evaluate(limits: list[GateLimit], task: str, reference_metrics: dict[str, An
         else:
             entries = dict(shipped["runtimes"])
         for runtime, entry in entries.items():
+            if gate.applies is not None and not gate.applies(entry):
+                continue
             value = gate.measure(reference_metrics, shipped, entry)
-            results.append({**evaluate_gate(gate.name, value, limit.limit), "artifact": artifact, "runtime": runtime,
-                            "source": limit.source})
+            result = {**evaluate_gate(gate.name, value, limit.limit), "artifact": artifact, "runtime": runtime,
+                      "source": limit.source}
+            if not result["passed"] and gate.explain is not None and value is not None:
+                result["detail"] = gate.explain(entry)
+            results.append(result)
     return results

@@ -78,7 +78,8 @@ def format_gate(g: dict[str, Any]) -> str:
     by = ""
     if not g["passed"] and g["margin"] is not None:
         by = f", misses by {_num(abs(g['margin']))} {g['unit']}"
-    return f"{status} {g['name']}{where}: {value} {op} {limit} ({g['unit']}){by}"
+    why = f" - {g['detail']}" if g.get("detail") else ""
+    return f"{status} {g['name']}{where}: {value} {op} {limit} ({g['unit']}){by}{why}"
 
 
 def _margin(g: dict[str, Any]) -> str:
@@ -200,6 +201,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {g['name']} | {g['artifact']} | {g['runtime'] or '-'} | {value} {g['unit']} | "
             f"{op} {limit} | {'yes' if g['passed'] else '**no**'} | {_margin(g)} | {g['source']} |"
         )
+    details = [g for g in report["gates"] if g.get("detail")]
+    if details:
+        lines += [""] + [f"- {g['name']} on {g['runtime'] or g['artifact']}: {g['detail']}" for g in details]
     ref = report["reference"]
     lines += ["", "## Reference", "",
               f"float ONNX on {ref['runtime']} {ref['version']}: "
@@ -230,6 +234,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for name, m in outs.items():
                     lines.append(f"| {key} | {rt} | {graph} | {name} | {_num(m['cosine'], 6)} | "
                                  f"{_num(m['sqnr_db'], 2)} | {_num(m['max_abs_error'])} |")
+                    for sl in m.get("slices", ()):  # an output whose parts differ 10x in range: each part
+                        part = f"{name}[axis {sl['axis']}: {sl['start']}:{sl['stop']}], {sl['levels']} values"
+                        lines.append(f"| {key} | {rt} | {graph} | {part} | {_num(sl['cosine'], 6)} | "
+                                     f"{_num(sl['sqnr_db'], 2)} | - |")
     lines += _runtimes_section(report)
     lines += _parity_section(report)
     lines += _emulation_cost_section(report)

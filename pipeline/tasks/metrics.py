@@ -11,6 +11,7 @@ All metrics are over every element of every eval sample, accumulated in one pass
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from edgeq.artifacts import Artifact
 
-__all__ = ["Parity", "ParityMetrics", "TensorMetrics"]
+__all__ = ["ChannelStats", "Parity", "ParityMetrics", "TensorMetrics"]
 
 
 class TensorMetrics:
@@ -33,13 +34,23 @@ class TensorMetrics:
         self.abs_sum = 0.0
         self.max_abs = 0.0
         self.n = 0
+        self.channels: list[ChannelStats] | None = None  # outputs of rank >= 3: per index of each short axis
 
     def update(self, ref: np.ndarray, art: np.ndarray) -> None:
         """Add one sample's reference and artifact outputs to the sums."""
-        r = np.asarray(ref, dtype=np.float64).ravel()
-        a = np.asarray(art, dtype=np.float64).ravel()
-        if r.shape != a.shape:
+        ref, art = np.asarray(ref), np.asarray(art)
+        if ref.shape != art.shape:
             raise ValueError(f"output shapes differ: reference {ref.shape}, artifact {art.shape}")
+        if self.channels is None:  # the shape of the first sample decides (a shape that changes: no slices)
+            self.channels = [ChannelStats(axis, n) for axis, n in enumerate(ref.shape)
+                             if axis > 0 and ref.ndim >= 3 and 2 <= n <= MAX_AXIS]
+            self._shape = ref.shape
+        if ref.shape != self._shape:
+            self.channels = []
+        for stats in self.channels:
+            stats.update(ref, art)
+        r = ref.astype(np.float64).ravel()
+        a = art.astype(np.float64).ravel()
         d = r - a
         self.dot += float(r @ a)
         self.ref_sq += float(r @ r)
@@ -56,7 +67,7 @@ class TensorMetrics:
         # JSON has no infinity: SQNR is None for identical outputs (infinite) and for an all-zero
         # reference (undefined); ``identical`` tells the two apart.
         sqnr = None if self.err_sq == 0 or self.ref_sq == 0 else 10.0 * math.log10(self.ref_sq / self.err_sq)
-        return {
+        out: dict[str, Any] = {
             "cosine": cosine,
             "sqnr_db": sqnr,
             "max_abs_error": self.max_abs,
@@ -64,6 +75,12 @@ class TensorMetrics:
             "identical": self.err_sq == 0,
             "elements": self.n,
         }
+        for stats in self.channels or ():  # the first axis whose float ranges fall into slices
+            cuts = stats.slices()
+            if len(cuts) > 1:
+                out["slices"] = [stats.result(start, stop) for start, stop in cuts]
+                break
+        return out
 
 
 class ParityMetrics:
@@ -147,3 +164,82 @@ class Parity:
                 entry["top1_agreement"] = self.agree[rt][0] / self.agree[rt][1]
             out[rt] = entry
         return out
+
+
+# -- slices of an output ---------------------------------------------------------------------------
+
+MAX_AXIS = 1024  # an axis longer than this is not a channel axis (anchors, pixels, positions)
+LEVEL_CAP = 64  # distinct values counted per index, at most (enough to tell "a few" from "many")
+SLICE_CONTRAST = 10.0  # indices whose float range is under 1/10 of the output's widest form their own slices
+VARIES = 16  # a slice whose float values take at least this many distinct values varies
+
+
+class ChannelStats:
+    """Per index along one axis of an output, over the eval set: the float reference's range and
+    distinct values, the artifact's range, distinct values and error. At the end the indices are cut
+    into slices where their float ranges differ by ``SLICE_CONTRAST`` or more (box coordinates in
+    pixels next to class scores in 0..1, as a YOLO export concatenates them), and each slice gets its
+    own metrics: one int8 scale for the whole output can leave a narrow slice with a single level."""
+
+    def __init__(self, axis: int, size: int) -> None:
+        self.axis = axis
+        self.size = size
+        self.ref_lo = np.full(size, np.inf)
+        self.ref_hi = np.full(size, -np.inf)
+        self.art_lo = np.full(size, np.inf)
+        self.art_hi = np.full(size, -np.inf)
+        self.ref_sq = np.zeros(size)
+        self.art_sq = np.zeros(size)
+        self.dot = np.zeros(size)
+        self.err_sq = np.zeros(size)
+        self.ref_levels: list[set[float]] = [set() for _ in range(size)]
+        self.art_levels: list[set[float]] = [set() for _ in range(size)]
+
+    def update(self, ref: np.ndarray, art: np.ndarray) -> None:
+        """One sample's outputs (the same shape)."""
+        r = np.moveaxis(np.asarray(ref, dtype=np.float64), self.axis, 0).reshape(self.size, -1)
+        a = np.moveaxis(np.asarray(art, dtype=np.float64), self.axis, 0).reshape(self.size, -1)
+        self.ref_lo = np.minimum(self.ref_lo, r.min(axis=1))
+        self.ref_hi = np.maximum(self.ref_hi, r.max(axis=1))
+        self.art_lo = np.minimum(self.art_lo, a.min(axis=1))
+        self.art_hi = np.maximum(self.art_hi, a.max(axis=1))
+        self.ref_sq += (r * r).sum(axis=1)
+        self.art_sq += (a * a).sum(axis=1)
+        self.dot += (r * a).sum(axis=1)
+        self.err_sq += ((r - a) ** 2).sum(axis=1)
+        for sets, values in ((self.ref_levels, r), (self.art_levels, a)):
+            open_ = [c for c in range(self.size) if len(sets[c]) <= LEVEL_CAP]  # channels still counting
+            if not open_:
+                continue
+            ordered = np.sort(values[open_], axis=1)
+            new = np.ones(ordered.shape, dtype=bool)
+            new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+            for row, c in enumerate(open_):
+                sets[c].update(ordered[row][new[row]][: LEVEL_CAP + 1].tolist())
+
+    def slices(self) -> list[tuple[int, int]]:
+        """(start, stop) of each run of indices on one side of the contrast; one run: no slices."""
+        ranges = self.ref_hi - self.ref_lo
+        widest = float(ranges.max(initial=0.0))
+        if not widest > 0:
+            return [(0, self.size)]
+        wide = ranges * SLICE_CONTRAST >= widest
+        cuts = [0] + [c for c in range(1, self.size) if wide[c] != wide[c - 1]] + [self.size]
+        return list(itertools.pairwise(cuts))
+
+    def result(self, start: int, stop: int) -> dict[str, Any]:
+        """Metrics of indices start..stop-1 of the axis."""
+        s = slice(start, stop)
+        ref_sq, err_sq = float(self.ref_sq[s].sum()), float(self.err_sq[s].sum())
+        denom = math.sqrt(ref_sq * float(self.art_sq[s].sum()))
+        ref_levels = set().union(*self.ref_levels[s])
+        art_levels = set().union(*self.art_levels[s])
+        return {
+            "axis": self.axis, "start": start, "stop": stop,
+            "float_range": [float(self.ref_lo[s].min()), float(self.ref_hi[s].max())],
+            "range": [float(self.art_lo[s].min()), float(self.art_hi[s].max())],
+            "float_levels": min(len(ref_levels), LEVEL_CAP + 1),
+            "levels": min(len(art_levels), LEVEL_CAP + 1),
+            "cosine": float(self.dot[s].sum()) / denom if denom > 0 else (1.0 if err_sq == 0 else 0.0),
+            "sqnr_db": None if err_sq == 0 or ref_sq == 0 else 10.0 * math.log10(ref_sq / err_sq),
+        }

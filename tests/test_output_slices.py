@@ -1,0 +1,146 @@
+"""Gates that see every part of an output: a YOLO-style export concatenates box coordinates in pixels
+(0 to about 320) and sigmoid class scores (0 to 1) in one output; one int8 scale for the whole tensor
+leaves every score 0 or one step. The whole-tensor cosine passes; the slice gate must not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import invoke_cli, write_config
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeq.gates import GATES, GateLimit, evaluate
+from edgeq.tasks.metrics import LEVEL_CAP, ChannelStats, TensorMetrics
+
+C, N = 3, 16  # classes, anchors: the output is [1, 4 + C, N]
+RNG_SEED = 0
+
+
+def _detections(rng: np.random.Generator, samples: int) -> list[np.ndarray]:
+    boxes = rng.uniform(0, 320, (samples, 1, 4, N))
+    scores = 1 / (1 + np.exp(-rng.normal(-1, 2, (samples, 1, C, N))))
+    return list(np.concatenate([boxes, scores], axis=2).astype(np.float32))
+
+
+def _one_scale(x: np.ndarray) -> np.ndarray:
+    """What an int8 output with one scale for the whole tensor gives back (asymmetric, 0..320)."""
+    step = 320 / 255
+    return (np.round(x / step) * step).astype(np.float32)
+
+
+def test_slices_are_cut_where_the_float_ranges_differ_tenfold() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    m = TensorMetrics()
+    for ref in _detections(rng, 20):
+        m.update(ref, _one_scale(ref))
+    r = m.result()
+    assert r["cosine"] > 0.9999  # the whole tensor looks fine: the boxes dominate it
+    boxes, scores = r["slices"]
+    assert (boxes["axis"], boxes["start"], boxes["stop"], scores["start"], scores["stop"]) == (1, 0, 4, 4, 4 + C)
+    assert boxes["levels"] == LEVEL_CAP + 1 and scores["float_levels"] == LEVEL_CAP + 1
+    assert scores["levels"] <= 2 and scores["sqnr_db"] < 10  # 0 or one step: noise
+
+
+@pytest.mark.parametrize("shape", [(1, 10), (1, 4, 6), (1, 8, 4, 4)])
+def test_no_slices_where_every_index_has_a_similar_range(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    m = TensorMetrics()
+    for _ in range(5):
+        ref = rng.normal(0, 1, shape).astype(np.float32)
+        m.update(ref, ref + 0.01)
+    assert "slices" not in m.result()
+
+
+def test_channel_stats_count_levels_up_to_the_cap() -> None:
+    s = ChannelStats(axis=1, size=2)
+    for k in range(3):
+        ref = np.stack([np.full(50, float(k)), np.full(50, 0.5 * k)])[None]
+        s.update(ref, np.zeros((1, 2, 50)))
+    assert s.result(0, 1)["float_levels"] == 3 and s.result(0, 2)["float_levels"] == 4  # {0, 1, 2} | {0, .5, 1}
+    assert s.result(0, 2)["levels"] == 1
+    s.update(np.arange(200, dtype=np.float64).reshape(1, 2, 100), np.zeros((1, 2, 100)))
+    assert s.result(0, 1)["float_levels"] == LEVEL_CAP + 1  # counted up to the cap, then no further
+
+
+def _entry(slices_levels: list[int]) -> dict[str, object]:
+    slices = [{"axis": 1, "start": k, "stop": k + 1, "float_range": [0.0, 300.0 if k == 0 else 0.9],
+               "range": [0.0, 1.25], "float_levels": 65, "levels": n, "cosine": 0.5, "sqnr_db": 2.0}
+              for k, n in enumerate(slices_levels)]
+    return {"outputs": {"model": {"output0": {"cosine": 0.999, "slices": slices}}}}
+
+
+def test_the_slice_gate_fails_naming_the_slice_its_ranges_and_the_cause() -> None:
+    shipped = {"runtimes": {"litert": _entry([65, 2])}}
+    [result] = evaluate([GateLimit("output_slice_levels", 4, "target")], "generic", {}, shipped, "tflite_int8")
+    assert (result["passed"], result["value"], result["runtime"]) == (False, 2.0, "litert")
+    assert "model/output0[axis 1: 1:2] (float 0..0.9) takes 2 distinct value(s)" in result["detail"]
+    assert "one int8 scale serves the whole output and model/output0[axis 1: 0:1] (float 0..300) sets it" in result["detail"]
+
+
+def test_the_slice_gate_does_not_apply_without_varying_slices() -> None:
+    plain = {"outputs": {"model": {"logits": {"cosine": 0.999}}}}
+    shipped = {"runtimes": {"litert": plain, "litert-ref": _entry([65, 30])}}
+    results = evaluate([GateLimit("output_slice_levels", 4, "target")], "classification", {}, shipped, "tflite_int8")
+    assert [(r["runtime"], r["passed"], "detail" in r) for r in results] == [("litert-ref", True, False)]
+    assert GATES["output_slice_levels"].tasks is None  # every task
+
+
+def _detector_dir(root: Path) -> Path:
+    """An ONNX detector built in code: flatten -> two MatMuls -> pixel boxes (sigmoid x 320) and
+    sigmoid scores, concatenated on axis 1 into one output [1, 4 + C, N]."""
+    rng = np.random.default_rng(RNG_SEED)
+    w_box = numpy_helper.from_array(rng.normal(0, 0.3, (48, 4 * N)).astype(np.float32), "w_box")
+    w_cls = numpy_helper.from_array(rng.normal(0, 0.3, (48, C * N)).astype(np.float32), "w_cls")
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+              (("flat", [1, 48]), ("box_shape", [1, 4, N]), ("cls_shape", [1, C, N]))]
+    consts.append(numpy_helper.from_array(np.array(320.0, np.float32), "pixels"))
+    nodes = [
+        helper.make_node("Reshape", ["image", "flat"], ["x"]),
+        helper.make_node("MatMul", ["x", "w_box"], ["b0"]),
+        helper.make_node("Reshape", ["b0", "box_shape"], ["b1"]),
+        helper.make_node("Sigmoid", ["b1"], ["b2"]),
+        helper.make_node("Mul", ["b2", "pixels"], ["boxes"]),
+        helper.make_node("MatMul", ["x", "w_cls"], ["c0"]),
+        helper.make_node("Reshape", ["c0", "cls_shape"], ["c1"]),
+        helper.make_node("Sigmoid", ["c1"], ["scores"]),
+        helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "detector", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + C, N])],
+                              [w_box, w_cls, *consts])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    d = root / "detector"
+    (d / "data" / "calibration").mkdir(parents=True)
+    (d / "data" / "eval").mkdir(parents=True)
+    onnx.save(model, str(d / "model.onnx"))
+    np.save(d / "data" / "calibration" / "image.npy", rng.normal(0, 1, (16, 1, 3, 4, 4)).astype(np.float32))
+    np.save(d / "data" / "eval" / "image.npy", rng.normal(0, 1, (24, 1, 3, 4, 4)).astype(np.float32))
+    write_config(d, {
+        "model": {"name": "detector", "format": "onnx", "file": "model.onnx"},
+        "inputs": [{"name": "image", "shape": [1, 3, 4, 4], "dtype": "float32", "layout": "NCHW"}],
+        "outputs": [{"name": "output0"}],
+        "task": {"kind": "generic"},
+        "data": {"calibration": "data/calibration", "eval": "data/eval"},
+    })
+    return d
+
+
+def test_a_detector_whose_scores_die_in_int8_fails_with_exit_1(tmp_path: Path) -> None:
+    out = tmp_path / "dist" / "detector"
+    r = invoke_cli(["build", str(_detector_dir(tmp_path)), "--target", "android", "--out", str(out),
+                    "-r", "litert", "-r", "litert-ref"])
+    assert r.exit_code == 1, r.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    failed = [g for g in report["gates"] if not g["passed"]]
+    assert {g["name"] for g in failed} == {"output_slice_levels"}  # the whole-tensor gates pass
+    assert {g["runtime"] for g in failed} == {"litert", "litert-ref"}
+    assert all(g["value"] <= 2 for g in failed)
+    assert "model/output0[axis 1: 4:7]" in failed[0]["detail"] and "one int8 scale" in failed[0]["detail"]
+    assert "FAIL output_slice_levels on litert" in r.stdout and "model/output0[axis 1: 4:7]" in r.stdout
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "output0[axis 1: 4:7]" in md
