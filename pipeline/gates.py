@@ -86,7 +86,8 @@ def _fewest_levels(ref: dict[str, Any], shipped: dict[str, Any], entry: dict[str
 
 def _slice_text(graph: str, output: str, s: dict[str, Any]) -> str:
     lo, hi = s["float_range"]
-    return f"{graph}/{output}[axis {s['axis']}: {s['start']}:{s['stop']}] (float {lo:.4g}..{hi:.4g})"
+    named = "" if s["name"] == f"{s['start']}:{s['stop']}" else f"{s['name']} = "
+    return f"{graph}/{output}[{named}axis {s['axis']}: {s['start']}:{s['stop']}] (float {lo:.4g}..{hi:.4g})"
 
 
 def _explain_levels(entry: dict[str, Any]) -> str:

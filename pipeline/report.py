@@ -235,7 +235,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                     lines.append(f"| {key} | {rt} | {graph} | {name} | {_num(m['cosine'], 6)} | "
                                  f"{_num(m['sqnr_db'], 2)} | {_num(m['max_abs_error'])} |")
                     for sl in m.get("slices", ()):  # an output whose parts differ 10x in range: each part
-                        part = f"{name}[axis {sl['axis']}: {sl['start']}:{sl['stop']}], {sl['levels']} values"
+                        named = "" if sl["name"] == f"{sl['start']}:{sl['stop']}" else f"{sl['name']} = "
+                        part = f"{name}[{named}axis {sl['axis']}: {sl['start']}:{sl['stop']}], {sl['levels']} values"
                         lines.append(f"| {key} | {rt} | {graph} | {part} | {_num(sl['cosine'], 6)} | "
                                      f"{_num(sl['sqnr_db'], 2)} | - |")
     lines += _runtimes_section(report)

@@ -67,7 +67,7 @@ def test_channel_stats_count_levels_up_to_the_cap() -> None:
 
 
 def _entry(slices_levels: list[int]) -> dict[str, object]:
-    slices = [{"axis": 1, "start": k, "stop": k + 1, "float_range": [0.0, 300.0 if k == 0 else 0.9],
+    slices = [{"name": f"{k}:{k + 1}", "axis": 1, "start": k, "stop": k + 1, "float_range": [0.0, 300.0 if k == 0 else 0.9],
                "range": [0.0, 1.25], "float_levels": 65, "levels": n, "cosine": 0.5, "sqnr_db": 2.0}
               for k, n in enumerate(slices_levels)]
     return {"outputs": {"model": {"output0": {"cosine": 0.999, "slices": slices}}}}
@@ -89,7 +89,7 @@ def test_the_slice_gate_does_not_apply_without_varying_slices() -> None:
     assert GATES["output_slice_levels"].tasks is None  # every task
 
 
-def _detector_dir(root: Path) -> Path:
+def _detector_dir(root: Path, outputs: dict[str, object] | None = None) -> Path:
     """An ONNX detector built in code: flatten -> two MatMuls -> pixel boxes (sigmoid x 320) and
     sigmoid scores, concatenated on axis 1 into one output [1, 4 + C, N]."""
     rng = np.random.default_rng(RNG_SEED)
@@ -123,7 +123,7 @@ def _detector_dir(root: Path) -> Path:
     write_config(d, {
         "model": {"name": "detector", "format": "onnx", "file": "model.onnx"},
         "inputs": [{"name": "image", "shape": [1, 3, 4, 4], "dtype": "float32", "layout": "NCHW"}],
-        "outputs": [{"name": "output0"}],
+        "outputs": [{"name": "output0", **(outputs or {})}],
         "task": {"kind": "generic"},
         "data": {"calibration": "data/calibration", "eval": "data/eval"},
     })
@@ -144,3 +144,42 @@ def test_a_detector_whose_scores_die_in_int8_fails_with_exit_1(tmp_path: Path) -
     assert "FAIL output_slice_levels on litert" in r.stdout and "model/output0[axis 1: 4:7]" in r.stdout
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "output0[axis 1: 4:7]" in md
+
+
+def test_declared_slices_are_measured_and_named(tmp_path: Path) -> None:
+    """edgeq.toml names the parts: [[outputs]] axis = 1, slices = { boxes = "0:4", scores = "4:" }."""
+    out = tmp_path / "dist" / "detector"
+    model_dir = _detector_dir(tmp_path, {"axis": 1, "slices": {"boxes": "0:4", "scores": "4:"}})
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert"])
+    assert r.exit_code == 1, r.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    slices = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["outputs"]["model"]["output0"]["slices"]
+    assert [(s["name"], s["start"], s["stop"]) for s in slices] == [("boxes", 0, 4), ("scores", 4, 4 + C)]
+    [failed] = [g for g in report["gates"] if not g["passed"]]
+    assert "model/output0[scores = axis 1: 4:7]" in failed["detail"] and "[boxes = axis 1: 0:4]" in failed["detail"]
+
+
+@pytest.mark.parametrize(("outputs", "fragment"), [
+    ({"axis": 1}, "axis and slices go together"),
+    ({"slices": {"boxes": "0:4"}}, "axis and slices go together"),
+    ({"axis": 0, "slices": {"boxes": "0:4"}}, "after the batch axis"),
+    ({"axis": 1, "slices": {"boxes": "4:2"}}, 'must be "start:stop" with 0 <= start < stop'),
+    ({"axis": 1, "slices": {"boxes": "a:b"}}, 'must be "start:stop"'),
+    ({"axis": 1, "slices": {"boxes": 4}}, 'must be "start:stop"'),
+])
+def test_bad_declared_slices_are_refused_before_any_work(tmp_path: Path, outputs: dict[str, object], fragment: str) -> None:
+    r = invoke_cli(["build", str(_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and fragment in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("outputs", "fragment"), [
+    ({"axis": 3, "slices": {"boxes": "0:4"}}, "axis 3 is not an axis of the output (shape [1, 7, 16])"),
+    ({"axis": 1, "slices": {"boxes": "0:9"}}, "slice boxes = 0:9 is outside axis 1 of size 7"),
+])
+def test_declared_slices_that_do_not_fit_the_output_exit_2(tmp_path: Path, outputs: dict[str, object], fragment: str) -> None:
+    out = tmp_path / "dist" / "detector"
+    r = invoke_cli(["build", str(_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(out),
+                    "-r", "litert"])
+    assert r.exit_code == 2 and fragment in r.stderr, r.stderr
+    assert not out.exists()

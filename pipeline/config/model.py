@@ -61,9 +61,13 @@ class FrozenInput:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """One model output, by name."""
+    """One model output, by name. ``slices`` (with ``axis``) names parts of it along one axis that are
+    measured on their own, e.g. boxes 0:4 and scores 4: of a YOLO-style output: (name, start, stop),
+    stop None for the end of the axis."""
 
     name: str
+    axis: int | None = None
+    slices: tuple[tuple[str, int, int | None], ...] = ()
 
 
 @dataclass(frozen=True)

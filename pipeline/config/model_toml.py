@@ -122,9 +122,32 @@ def _parse_outputs(raw_outputs: list[Any], where: str, f: str) -> tuple[OutputSp
     outputs = []
     for k, item in enumerate(raw_outputs):
         t = Table(item, f"{where}[{k}]", f)
-        outputs.append(OutputSpec(t.get("name", str)))
+        name = t.get("name", str)
+        axis = t.get("axis", int, None)
+        raw = t.table("slices", None)
+        slices = tuple(_parse_slice(f"{f}: {where}[{k}].slices.{shown(n)}", n, v) for n, v in raw.data.items())
+        raw.used.update(raw.data)
+        if (axis is None) != (not slices):
+            raise ConfigError(f"{f}: {where}[{k}] ({shown(name)}): axis and slices go together, e.g. "
+                              'axis = 1, slices = { boxes = "0:4", scores = "4:" }')
+        if axis is not None and not 0 < axis < 8:
+            raise ConfigError(f"{f}: {where}[{k}].axis must be an axis after the batch axis (1 or more), got {axis}")
+        outputs.append(OutputSpec(name, axis, slices))
         t.finish()
     return tuple(outputs)
+
+
+def _parse_slice(where: str, name: str, value: Any) -> tuple[str, int, int | None]:
+    """``"start:stop"`` (either may be left out) -> (name, start, stop or None)."""
+    lo, sep, hi = value.partition(":") if isinstance(value, str) else ("", "", "")
+    try:
+        start = int(lo) if lo.strip() else 0
+        stop = int(hi) if hi.strip() else None
+    except ValueError:
+        start, stop, sep = 0, None, ""
+    if not sep or start < 0 or (stop is not None and stop <= start) or len(value) > 40:
+        raise ConfigError(f'{where} must be "start:stop" with 0 <= start < stop, e.g. "0:4" or "4:", got {value!r}')
+    return name, start, stop
 
 
 def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ...]] | None = None,

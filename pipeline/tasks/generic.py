@@ -123,7 +123,9 @@ class Generic:
         labels = ctx.eval.sample_labels() if ref_task is not None else None
         task_acc = {p: self.task_metrics() for p in ev.runners} if ref_task is not None else {}
         outputs = ctx.artifact("onnx_float").meta["outputs"]
-        tensor_acc = {p: {o: TensorMetrics() for o in outputs} for p in ev.runners}
+        specs = {o.name: o for o in self.spec.single.outputs}
+        declared = {o: (specs[o].axis, specs[o].slices) if o in specs else (None, ()) for o in outputs}
+        tensor_acc = {p: {o: TensorMetrics(o, declared[o]) for o in outputs} for p in ev.runners}
         parity = Parity(ctx.target.runtimes, ctx.artifacts[ev.shipped], ev.runners)
         for k, feeds in enumerate(samples()):
             ref_out = ev.reference.run(g, feeds)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from edgeq.artifacts import Artifact
+from edgeq.errors import ConfigError
+from edgeq.inputs.shown import shown
 
 __all__ = ["ChannelStats", "Parity", "ParityMetrics", "TensorMetrics"]
 
@@ -26,7 +28,10 @@ __all__ = ["ChannelStats", "Parity", "ParityMetrics", "TensorMetrics"]
 class TensorMetrics:
     """How close an artifact's outputs are to the float reference's, accumulated sample by sample."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "", declared: tuple[int | None, tuple[tuple[str, int, int | None], ...]] = (None, ())) -> None:
+        """``declared``: the axis and named slices edgeq.toml gives the output (none: found from the ranges)."""
+        self.name = name
+        self.declared = declared
         self.dot = 0.0
         self.ref_sq = 0.0
         self.art_sq = 0.0
@@ -42,8 +47,7 @@ class TensorMetrics:
         if ref.shape != art.shape:
             raise ValueError(f"output shapes differ: reference {ref.shape}, artifact {art.shape}")
         if self.channels is None:  # the shape of the first sample decides (a shape that changes: no slices)
-            self.channels = [ChannelStats(axis, n) for axis, n in enumerate(ref.shape)
-                             if axis > 0 and ref.ndim >= 3 and 2 <= n <= MAX_AXIS]
+            self.channels = self._channels(ref.shape)
             self._shape = ref.shape
         if ref.shape != self._shape:
             self.channels = []
@@ -75,12 +79,30 @@ class TensorMetrics:
             "identical": self.err_sq == 0,
             "elements": self.n,
         }
-        for stats in self.channels or ():  # the first axis whose float ranges fall into slices
+        declared = self.declared[1]
+        for stats in self.channels or ():  # the declared slices, or the first axis whose float ranges fall into slices
+            if declared:
+                out["slices"] = [stats.result(start, stats.size if stop is None else stop, name)
+                                 for name, start, stop in declared]
+                break
             cuts = stats.slices()
             if len(cuts) > 1:
                 out["slices"] = [stats.result(start, stop) for start, stop in cuts]
                 break
         return out
+
+    def _channels(self, shape: tuple[int, ...]) -> list[ChannelStats]:
+        axis, declared = self.declared
+        if not declared:
+            return [ChannelStats(a, n) for a, n in enumerate(shape) if a > 0 and len(shape) >= 3 and 2 <= n <= MAX_AXIS]
+        if axis is None or axis >= len(shape):
+            raise ConfigError(f"[[outputs]] {shown(self.name)}: axis {axis} is not an axis of the output (shape "
+                              f"{list(shape)}); fix axis in edgeq.toml")
+        for name, start, stop in declared:
+            if start >= shape[axis] or (stop is not None and stop > shape[axis]):
+                raise ConfigError(f"[[outputs]] {shown(self.name)}: slice {shown(name)} = {start}:{'' if stop is None else stop} "
+                                  f"is outside axis {axis} of size {shape[axis]}; fix it in edgeq.toml")
+        return [ChannelStats(axis, shape[axis])]
 
 
 class ParityMetrics:
@@ -227,15 +249,15 @@ class ChannelStats:
         cuts = [0] + [c for c in range(1, self.size) if wide[c] != wide[c - 1]] + [self.size]
         return list(itertools.pairwise(cuts))
 
-    def result(self, start: int, stop: int) -> dict[str, Any]:
-        """Metrics of indices start..stop-1 of the axis."""
+    def result(self, start: int, stop: int, name: str | None = None) -> dict[str, Any]:
+        """Metrics of indices start..stop-1 of the axis (a declared slice has a name)."""
         s = slice(start, stop)
         ref_sq, err_sq = float(self.ref_sq[s].sum()), float(self.err_sq[s].sum())
         denom = math.sqrt(ref_sq * float(self.art_sq[s].sum()))
         ref_levels = set().union(*self.ref_levels[s])
         art_levels = set().union(*self.art_levels[s])
         return {
-            "axis": self.axis, "start": start, "stop": stop,
+            "name": name or f"{start}:{stop}", "axis": self.axis, "start": start, "stop": stop,
             "float_range": [float(self.ref_lo[s].min()), float(self.ref_hi[s].max())],
             "range": [float(self.art_lo[s].min()), float(self.art_hi[s].max())],
             "float_levels": min(len(ref_levels), LEVEL_CAP + 1),
