@@ -40,6 +40,7 @@ class TensorMetrics:
         self.max_abs = 0.0
         self.n = 0
         self.channels: list[ChannelStats] | None = None  # outputs of rank >= 3: per index of each short axis
+        self.n_samples = 0
 
     def update(self, ref: np.ndarray, art: np.ndarray) -> None:
         """Add one sample's reference and artifact outputs to the sums."""
@@ -53,6 +54,9 @@ class TensorMetrics:
             self.channels = []
         for stats in self.channels:
             stats.update(ref, art)
+        if self.n_samples == PRUNE_AFTER and not self.declared[1]:  # axes without slices by now: stop measuring them
+            self.channels = [s for s in self.channels if len(s.slices()) > 1]
+        self.n_samples += 1
         r = ref.astype(np.float64).ravel()
         a = art.astype(np.float64).ravel()
         d = r - a
@@ -191,6 +195,7 @@ class Parity:
 # -- slices of an output ---------------------------------------------------------------------------
 
 MAX_AXIS = 1024  # an axis longer than this is not a channel axis (anchors, pixels, positions)
+PRUNE_AFTER = 8  # samples after which an axis whose float ranges show no slices is no longer measured
 LEVEL_CAP = 64  # distinct values counted per index, at most (enough to tell "a few" from "many")
 SLICE_CONTRAST = 10.0  # indices whose float range is under 1/10 of the output's widest form their own slices
 VARIES = 16  # a slice whose float values take at least this many distinct values varies
