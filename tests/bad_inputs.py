@@ -156,9 +156,9 @@ CONFIG_CASES = [
         edit(model={"format": "tensorflow"}), ConfigError, "expected one of: pytorch, onnx", id="bad-format"
     ),
     pytest.param(
-        edit(task={"kind": "detection"}),
+        edit(task={"kind": "segmentation"}),
         ConfigError,
-        "expected one of: classification, generic",
+        "expected one of: classification, detection, generic, translation",
         id="bad-task-kind",
     ),
     pytest.param(

@@ -8,15 +8,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from conftest import invoke_cli, write_config
-from onnx import TensorProto, helper, numpy_helper
+from conftest import invoke_cli
+from tiny_detector import C, make_detector_dir
 
 from edgeq.gates import GATES, GateLimit, evaluate
 from edgeq.tasks.metrics import LEVEL_CAP, ChannelStats, TensorMetrics
 
-C, N = 3, 16  # classes, anchors: the output is [1, 4 + C, N]
+N = 16  # anchors of the synthetic outputs below
 RNG_SEED = 0
 
 
@@ -89,50 +88,9 @@ def test_the_slice_gate_does_not_apply_without_varying_slices() -> None:
     assert GATES["output_slice_levels"].tasks is None  # every task
 
 
-def _detector_dir(root: Path, outputs: dict[str, object] | None = None) -> Path:
-    """An ONNX detector built in code: flatten -> two MatMuls -> pixel boxes (sigmoid x 320) and
-    sigmoid scores, concatenated on axis 1 into one output [1, 4 + C, N]."""
-    rng = np.random.default_rng(RNG_SEED)
-    w_box = numpy_helper.from_array(rng.normal(0, 0.3, (48, 4 * N)).astype(np.float32), "w_box")
-    w_cls = numpy_helper.from_array(rng.normal(0, 0.3, (48, C * N)).astype(np.float32), "w_cls")
-    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
-              (("flat", [1, 48]), ("box_shape", [1, 4, N]), ("cls_shape", [1, C, N]))]
-    consts.append(numpy_helper.from_array(np.array(320.0, np.float32), "pixels"))
-    nodes = [
-        helper.make_node("Reshape", ["image", "flat"], ["x"]),
-        helper.make_node("MatMul", ["x", "w_box"], ["b0"]),
-        helper.make_node("Reshape", ["b0", "box_shape"], ["b1"]),
-        helper.make_node("Sigmoid", ["b1"], ["b2"]),
-        helper.make_node("Mul", ["b2", "pixels"], ["boxes"]),
-        helper.make_node("MatMul", ["x", "w_cls"], ["c0"]),
-        helper.make_node("Reshape", ["c0", "cls_shape"], ["c1"]),
-        helper.make_node("Sigmoid", ["c1"], ["scores"]),
-        helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
-    ]
-    graph = helper.make_graph(nodes, "detector", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + C, N])],
-                              [w_box, w_cls, *consts])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    d = root / "detector"
-    (d / "data" / "calibration").mkdir(parents=True)
-    (d / "data" / "eval").mkdir(parents=True)
-    onnx.save(model, str(d / "model.onnx"))
-    np.save(d / "data" / "calibration" / "image.npy", rng.normal(0, 1, (16, 1, 3, 4, 4)).astype(np.float32))
-    np.save(d / "data" / "eval" / "image.npy", rng.normal(0, 1, (24, 1, 3, 4, 4)).astype(np.float32))
-    write_config(d, {
-        "model": {"name": "detector", "format": "onnx", "file": "model.onnx"},
-        "inputs": [{"name": "image", "shape": [1, 3, 4, 4], "dtype": "float32", "layout": "NCHW"}],
-        "outputs": [{"name": "output0", **(outputs or {})}],
-        "task": {"kind": "generic"},
-        "data": {"calibration": "data/calibration", "eval": "data/eval"},
-    })
-    return d
-
-
 def test_a_detector_whose_scores_die_in_int8_fails_with_exit_1(tmp_path: Path) -> None:
     out = tmp_path / "dist" / "detector"
-    r = invoke_cli(["build", str(_detector_dir(tmp_path)), "--target", "android", "--out", str(out),
+    r = invoke_cli(["build", str(make_detector_dir(tmp_path)), "--target", "android", "--out", str(out),
                     "-r", "litert", "-r", "litert-ref"])
     assert r.exit_code == 1, r.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -149,7 +107,7 @@ def test_a_detector_whose_scores_die_in_int8_fails_with_exit_1(tmp_path: Path) -
 def test_declared_slices_are_measured_and_named(tmp_path: Path) -> None:
     """edgeq.toml names the parts: [[outputs]] axis = 1, slices = { boxes = "0:4", scores = "4:" }."""
     out = tmp_path / "dist" / "detector"
-    model_dir = _detector_dir(tmp_path, {"axis": 1, "slices": {"boxes": "0:4", "scores": "4:"}})
+    model_dir = make_detector_dir(tmp_path, {"axis": 1, "slices": {"boxes": "0:4", "scores": "4:"}})
     r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert"])
     assert r.exit_code == 1, r.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -168,7 +126,7 @@ def test_declared_slices_are_measured_and_named(tmp_path: Path) -> None:
     ({"axis": 1, "slices": {"boxes": 4}}, 'must be "start:stop"'),
 ])
 def test_bad_declared_slices_are_refused_before_any_work(tmp_path: Path, outputs: dict[str, object], fragment: str) -> None:
-    r = invoke_cli(["build", str(_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(tmp_path / "o")])
+    r = invoke_cli(["build", str(make_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and fragment in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
 
@@ -179,7 +137,7 @@ def test_bad_declared_slices_are_refused_before_any_work(tmp_path: Path, outputs
 ])
 def test_declared_slices_that_do_not_fit_the_output_exit_2(tmp_path: Path, outputs: dict[str, object], fragment: str) -> None:
     out = tmp_path / "dist" / "detector"
-    r = invoke_cli(["build", str(_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(out),
+    r = invoke_cli(["build", str(make_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(out),
                     "-r", "litert"])
     assert r.exit_code == 2 and fragment in r.stderr, r.stderr
     assert not out.exists()

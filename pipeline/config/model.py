@@ -9,14 +9,15 @@ from typing import Any
 from edgeq.errors import ConfigError
 from edgeq.inputs.shown import shown
 
-__all__ = ["CALIBRATION_METHODS", "CONFIG_FILE", "INPUT_DTYPES", "IO_DTYPES", "MODEL_FORMATS", "TASK_KINDS", "DataSpec",
-           "FrozenInput", "GraphSpec", "InputSpec", "ModelSpec", "OutputSpec", "QuantSpec", "TaskSpec"]
+__all__ = ["BOX_FORMATS", "CALIBRATION_METHODS", "CONFIG_FILE", "INPUT_DTYPES", "IO_DTYPES", "MODEL_FORMATS", "TASK_KINDS",
+           "DataSpec", "FrozenInput", "GraphSpec", "InputSpec", "ModelSpec", "OutputSpec", "QuantSpec", "TaskSpec"]
 
 CONFIG_FILE = "edgeq.toml"
 
 MODEL_FORMATS = ("pytorch", "onnx", "keras", "saved_model")
 INPUT_DTYPES = ("float32", "int32")
-TASK_KINDS = ("classification", "generic", "translation")
+TASK_KINDS = ("classification", "detection", "generic", "translation")
+BOX_FORMATS = ("xywh", "xyxy")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("float32", "int8")
 # Channels-first, PyTorch's convention; a layout ending in C declares a channels-last input.
@@ -126,6 +127,9 @@ class TaskSpec:
     target_ids: str = "tgt_ids"
     memory: str = "memory"
     logits: str = "logits"
+    box_format: str = "xywh"  # detection: "xywh" (centre, size) or "xyxy"
+    score_threshold: float = 0.25  # detection: an anchor whose best class score reaches this is a detection
+    nms_iou: float = 0.45  # detection: non-maximum suppression's IoU
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 from edgeq.artifacts import SINGLE_GRAPH
 from edgeq.config.model import (
     _DEFAULT_LAYOUTS,
+    BOX_FORMATS,
     CALIBRATION_METHODS,
     CONFIG_FILE,
     INPUT_DTYPES,
@@ -255,9 +256,21 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
     tokenizer_rel = t.get("tokenizer", str, None)
     wiring = {key: t.get(key, str, getattr(TaskSpec, key))
               for key in ("encoder", "decoder", "source_ids", "target_ids", "memory", "logits")}
+    detection = {"box_format": t.get("box_format", str, TaskSpec.box_format, choices=BOX_FORMATS),
+                 "score_threshold": t.get("score_threshold", (int, float), TaskSpec.score_threshold),
+                 "nms_iou": t.get("nms_iou", (int, float), TaskSpec.nms_iou)}
     t.finish()
     if kind != "translation" and (tokenizer_rel or any(k in t.data for k in wiring)):
         raise ConfigError(f"{f}: [task] tokenizer/encoder/decoder keys are for kind = 'translation' only")
+    if kind != "detection" and any(k in t.data for k in detection):
+        raise ConfigError(f"{f}: [task] box_format/score_threshold/nms_iou are for kind = 'detection' only")
+    for key in ("score_threshold", "nms_iou"):
+        if not 0 < detection[key] < 1:
+            raise ConfigError(f"{f}: [task].{key} must be between 0 and 1, got {detection[key]!r}")
+    if kind == "detection" and task_output is None:
+        if len(graphs[0].outputs) != 1:
+            raise ConfigError(f"{f}: [task].output is required for detection: name the boxes-and-scores output")
+        task_output = graphs[0].outputs[0].name
     tokenizer = inside(root, tokenizer_rel, f"{f}: [task].tokenizer") if tokenizer_rel is not None else None
     if tokenizer is not None and not tokenizer.is_file():
         raise ConfigError(f"{f}: [task].tokenizer {str(tokenizer)!r} does not exist; "
@@ -271,7 +284,7 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
     labels = inside(root, labels_rel, f"{f}: [task].labels") if labels_rel is not None else None
     if labels is not None and not labels.is_file():
         raise ConfigError(f"{f}: [task].labels {str(labels)!r} does not exist; fix the path (relative to {shown(str(root))})")
-    task = TaskSpec(kind, task_output, labels, tokenizer, **wiring)
+    task = TaskSpec(kind, task_output, labels, tokenizer, **wiring, **detection)
 
     d = top.table("data")
     calib = inside(root, d.get("calibration", str), f"{f}: [data].calibration", kind="any", error=DataError)

@@ -15,6 +15,7 @@ from typing import Any
 from edgeq.config import ModelSpec
 from edgeq.context import Task
 from edgeq.tasks.classification import Classification, ClassificationMetrics
+from edgeq.tasks.detection import Detection
 from edgeq.tasks.generic import Generic
 from edgeq.tasks.metrics import Parity, ParityMetrics, TensorMetrics
 from edgeq.tasks.translation import Translation
@@ -23,6 +24,7 @@ __all__ = ["TASKS", "ClassificationMetrics", "Parity", "ParityMetrics", "TensorM
 
 TASKS: dict[str, type[Any]] = {
     "classification": Classification,
+    "detection": Detection,
     "generic": Generic,
     "translation": Translation,
 }

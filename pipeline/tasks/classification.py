@@ -52,6 +52,7 @@ class Classification(Generic):
 
     kind = "classification"
     wants_labels = True
+    top1_parity = True
 
     def class_names(self) -> list[str] | None:
         """Eval images sit in one folder per class of the labels file."""

@@ -74,6 +74,7 @@ class Generic:
         return calibration, evaluation
 
     wants_labels = False  # the eval arrays must hold labels.npy
+    top1_parity = False  # parity across runtimes also counts the top-1 class of the task's output
 
     def _check_image_eval(self, names: list[str] | None) -> None:
         """Eval images of this task need nothing more."""
@@ -120,7 +121,7 @@ class Generic:
         ev.start({g: FeedSet(g, len(ctx.eval), samples)}, None)
         task_out = self.spec.task.output
         ref_task = self.task_metrics()
-        labels = ctx.eval.sample_labels() if ref_task is not None else None
+        labels = ctx.eval.sample_labels() if ref_task is not None and self.wants_labels else None
         task_acc = {p: self.task_metrics() for p in ev.runners} if ref_task is not None else {}
         outputs = ctx.artifact("onnx_float").meta["outputs"]
         specs = {o.name: o for o in self.spec.single.outputs}
@@ -139,7 +140,7 @@ class Generic:
                     tensor_acc[p][o].update(ref_out[o], out[o])
                 if ref_task is not None:
                     task_acc[p].update(ref_out[task_out], out[task_out], y)
-            parity.update(g, outs, classify_output=task_out if ref_task is not None else None)
+            parity.update(g, outs, classify_output=task_out if self.top1_parity else None)
         tensors = {p: {g: {o: m.result() for o, m in accs.items()}} for p, accs in tensor_acc.items()}
         tasks = {p: m.result() for p, m in task_acc.items()}
         return TaskValidation(ref_task.result() if ref_task is not None else {}, tasks, tensors, parity.result())

@@ -104,7 +104,8 @@ def test_target_gates_all_pass_on_the_shipped_artifact(tiny_report: dict[str, An
     # bleu_drop and runtime_bleu_diff are translation gates: the target names them, a classifier skips them;
     # output_slice_levels applies to outputs cut into slices (TinyNet's logits are not)
     assert "bleu_drop" in load_target("android").gates
-    skipped = ("bleu_drop", "runtime_bleu_diff", "output_slice_levels")
+    skipped = (*(n for n, g in GATES.items() if g.tasks and "classification" not in g.tasks), "runtime_bleu_diff",
+               "output_slice_levels")
     assert list(gates) == [n for n in GATES if n in load_target("android").gates and n not in skipped]
     assert gates["runtime_top1_agreement"]["runtime"] == "litert-ref"
     assert all(
@@ -150,8 +151,8 @@ def test_generic_task_skips_the_classification_gates(onnx_int8_build: ApiBuild, 
     names = list(dict.fromkeys(g["name"] for g in v["gates"]))
     assert names == [
         n for n in in_force
-        if n not in ("accuracy_drop", "top1_agreement", "bleu_drop", "runtime_top1_agreement", "runtime_bleu_diff",
-                     "output_slice_levels")
+        if n not in ("accuracy_drop", "top1_agreement", "bleu_drop", "detection_agreement", "runtime_top1_agreement",
+                     "runtime_bleu_diff", "output_slice_levels")
     ]
     assert v["passed"] is True
     assert v["reference"]["metrics"] == {}

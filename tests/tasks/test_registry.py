@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import DELETE, invoke_cli, make_model_dir
+from tiny_detector import make_detector_dir
 
 from edgeq.bundle.verify import verify
 from edgeq.tasks import TASKS
@@ -36,8 +37,17 @@ def _generic(request: pytest.FixtureRequest, tmp_path: Path) -> Built:
     return r.exit_code, out, r.stderr
 
 
+def _detection(request: pytest.FixtureRequest, tmp_path: Path) -> Built:
+    """The tiny YOLO-style detector (tests/tiny_detector.py) with normalized boxes (host runtimes)."""
+    model_dir = make_detector_dir(tmp_path, pixels=False, task={"kind": "detection", "output": "output0"})
+    out = tmp_path / "dist" / "detector"
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert", "-r", "litert-ref"])
+    return r.exit_code, out, r.stderr
+
+
 TINY_BUILDS: dict[str, Callable[[pytest.FixtureRequest, Path], Built]] = {
     "classification": _classification,
+    "detection": _detection,
     "generic": _generic,
     "translation": _translation,
 }

@@ -1,0 +1,100 @@
+"""The detection task: decoding YOLO-style outputs, NMS, matching, F1 and mAP against the float
+model's detections, its edgeq.toml keys, and a detector built in code end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import invoke_cli
+from tiny_detector import make_detector_dir
+
+from edgeq.config import load_model_spec
+from edgeq.errors import ConfigError
+from edgeq.tasks.detection import DetectionMetrics, decode, iou, nms
+
+
+def _output(boxes: list[list[float]], scores: list[list[float]], channels_first: bool = True) -> np.ndarray:
+    """[1, 4 + C, N] (or [1, N, 4 + C]) from N boxes (xywh) and their N x C scores."""
+    rows = np.concatenate([np.array(boxes, float), np.array(scores, float)], axis=1)  # [N, 4 + C]
+    return (rows.T if channels_first else rows)[None]
+
+
+# 7 anchors of 2 classes: the output is [1, 6, 7] (the shorter axis holds the box and the scores)
+BOXES = [[50, 50, 20, 20], [52, 50, 20, 20], [200, 200, 40, 40], [50, 50, 20, 20], [120, 40, 10, 10], [300, 300, 5, 5],
+         [10, 10, 4, 4]]
+SCORES = [[0.9, 0.0], [0.8, 0.1], [0.7, 0.2], [0.1, 0.6], [0.1, 0.05], [0.3, 0.0], [0.2, 0.1]]
+
+
+def test_iou() -> None:
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], float)
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30]], float)
+    np.testing.assert_allclose(iou(a, b), [[50 / 150, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("channels_first", [True, False])
+def test_decode_reads_either_layout_and_converts_xywh(channels_first: bool) -> None:
+    [(boxes, scores, classes)] = decode(_output(BOXES, SCORES, channels_first), "xywh", 0.25)
+    assert classes.tolist() == [0, 0, 0, 1, 0] and scores.tolist() == [0.9, 0.8, 0.7, 0.6, 0.3]  # 0.1 and 0.2: below 0.25
+    np.testing.assert_allclose(boxes[0], [40, 40, 60, 60])
+    [(xyxy, _, _)] = decode(_output(BOXES, SCORES), "xyxy", 0.25)
+    np.testing.assert_allclose(xyxy[0], BOXES[0])
+
+
+def test_nms_suppresses_overlaps_of_one_class_only() -> None:
+    [(boxes, scores, classes)] = decode(_output(BOXES, SCORES), "xywh", 0.25)
+    keep = nms(boxes, scores, classes, 0.45)
+    # box 1 overlaps box 0 (same class): suppressed; box 3 sits on box 0 but is class 1: kept
+    assert keep.tolist() == [0, 2, 3, 4]
+
+
+def test_agreement_and_map_against_the_float_detections() -> None:
+    ref = _output(BOXES, SCORES)
+    m = DetectionMetrics("xywh", 0.25, 0.45)
+    m.update(ref, ref)
+    r = m.result()
+    assert (r["detection_agreement"], r["map50_vs_float"], r["map_vs_float"], r["detections"]) == (1.0, 1.0, 1.0, 4)
+    lost = _output(BOXES, [[s[0], 0.0] for s in SCORES])  # class 1 never scores: its detection is lost
+    m = DetectionMetrics("xywh", 0.25, 0.45)
+    m.update(ref, lost)
+    r = m.result()
+    assert r["recall_vs_float"] == 0.75 and r["precision_vs_float"] == 1.0
+    assert r["detection_agreement"] == pytest.approx(2 * 0.75 / 1.75)
+    assert r["map50_vs_float"] == pytest.approx(0.5)  # class 0: AP 1; class 1: AP 0
+    moved = _output([[b[0] + 3, *b[1:]] for b in BOXES], SCORES)  # 3 px off: IoU 0.25 (5 px box) to 0.86
+    m = DetectionMetrics("xywh", 0.25, 0.45)
+    m.update(ref, moved)
+    r = m.result()
+    assert 0 < r["map_vs_float"] < r["map50_vs_float"] < 1.0  # stricter IoU thresholds miss more
+
+
+@pytest.mark.parametrize(("task", "fragment"), [
+    ({"kind": "generic", "box_format": "xyxy"}, "are for kind = 'detection' only"),
+    ({"kind": "detection", "box_format": "cxcy"}, "expected one of: xywh, xyxy"),
+    ({"kind": "detection", "score_threshold": 1.5}, "[task].score_threshold must be between 0 and 1"),
+    ({"kind": "detection", "nms_iou": 0}, "[task].nms_iou must be between 0 and 1"),
+])
+def test_bad_detection_settings_are_refused(tmp_path: Path, task: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_model_spec(make_detector_dir(tmp_path, task=task))
+    assert fragment in str(e.value)
+
+
+def test_the_task_output_defaults_to_the_only_output(tmp_path: Path) -> None:
+    t = load_model_spec(make_detector_dir(tmp_path, task={"kind": "detection"})).task
+    assert (t.output, t.box_format, t.score_threshold, t.nms_iou) == ("output0", "xywh", 0.25, 0.45)
+
+
+def test_a_detector_with_pixel_boxes_fails_on_its_scores(tmp_path: Path) -> None:
+    """Pixel boxes next to scores in one output: the scores die in int8 and the detections with them."""
+    out = tmp_path / "dist" / "detector"
+    model_dir = make_detector_dir(tmp_path, task={"kind": "detection", "output": "output0"})
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert"])
+    assert r.exit_code == 1, r.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    failed = {g["name"]: g for g in report["gates"] if not g["passed"]}
+    assert set(failed) == {"detection_agreement", "output_slice_levels"}
+    assert failed["detection_agreement"]["value"] < 0.9  # scores of 0 or one step (1.25): half the detections go
+    assert json.loads((out / "model.json").read_text(encoding="utf-8"))["task"]["kind"] == "detection"
