@@ -46,6 +46,7 @@ def build_report(spec: ModelSpec, target: TargetSpec, export: ExportResult, quan
         "export": export.facts(),
         "quantization": quantize.facts(),
         "conversion": convert.facts(),
+        "attribution": dict(validation.attribution),
         # Host wall time of each stage: the only field that differs between two identical builds.
         "stage_seconds": {k: round(s, 3) for k, s in timings.items()},
     }
@@ -266,6 +267,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for graph, info in report["conversion"].get("graphs", {}).items():
         for strategy in info.get("strategies", []):
             lines.append(f"- {graph}: conversion needed more than the defaults: {strategy}")
+    lines += _attribution_lines(report.get("attribution", {}))
     q = report["quantization"]
     if q:
         lines += ["", "## Quantization (INT8 ONNX)", ""] + [f"- {k}: {v}" for k, v in q.items()]
@@ -273,6 +275,30 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Stages (host wall time, s)", "",
               " | ".join(f"{k} {v:.1f}" for k, v in report["stage_seconds"].items()), ""]
     return "\n".join(lines)
+
+
+ATTRIBUTION_ROWS = 10  # tensors in report.md's table per graph (report.json has every one)
+
+
+def _attribution_lines(attribution: dict[str, Any]) -> list[str]:
+    """The tensors of the INT8 ONNX model where the error originates, the largest drop first."""
+    if not attribution:
+        return []
+    lines = ["", "## Where the INT8 error comes from (INT8 ONNX vs float ONNX, calibration samples)", "",
+             "channel SQNR: the mean of the SQNRs of a tensor's channels (axis 1). drop: the channel SQNR a node's "
+             "inputs carry minus its output's - error that appears at that node.", ""]
+    for graph, rows in attribution.items():
+        if isinstance(rows, dict):
+            lines.append(f"- {graph}: not measured ({rows.get('error')})")
+            continue
+        lines += [f"{graph}:", "", "| tensor | op | SQNR dB | channel SQNR dB | drop dB | float range | int8 scale |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows[:ATTRIBUTION_ROWS]:
+            lo, hi = r["float_range"]
+            lines.append(f"| {r['tensor']} | {r['op']} | {r['sqnr_db']:.1f} | {r['channel_sqnr_db']:.1f} | "
+                         f"{r['drop_db']:.1f} | {lo:.4g}..{hi:.4g} | {_num(r['scale'], 6)} |")
+        lines.append("")
+    return lines
 
 
 def _confinement_lines(report: dict[str, Any]) -> list[str]:

@@ -86,11 +86,12 @@ class ValidationResult:
     artifacts: Mapping[str, Any]
     gates: tuple[Mapping[str, Any], ...]
     passed: bool
+    attribution: Mapping[str, Any] = field(default_factory=dict)  # graph -> the INT8 ONNX's tensors (edgeq.attribution)
 
     def facts(self) -> dict[str, Any]:
         """reference, artifacts, gates and passed, as the report carries them."""
         return {"reference": dict(self.reference), "artifacts": dict(self.artifacts),
-                "gates": [dict(g) for g in self.gates], "passed": self.passed}
+                "gates": [dict(g) for g in self.gates], "passed": self.passed, "attribution": dict(self.attribution)}
 
 
 @dataclass(frozen=True)

@@ -573,7 +573,7 @@ def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tu
     """A BuildContext for ``model_dir`` holding the four artifacts of a kept build folder (``--keep-build``),
     ready for the validate and package stages without converting again; validated on ``runtimes``."""
     from edgeq.artifacts import Artifact
-    from edgeq.results import ConvertResult, ExportResult, QuantizeResult
+    from edgeq.results import CalibrationResult, ConvertResult, ExportResult, QuantizeResult
     from edgeq.stages.convert import io_mapping
 
     ctx = make_context(model_dir, work, runtimes=runtimes)
@@ -588,6 +588,7 @@ def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tu
         ctx.add(Artifact(key, keep / name, "tflite", precision, meta))
     # What the export, quantize and convert stages would have returned for these files.
     ctx.put(ExportResult("0" * 64, {"model": {"rewrites": [], "frozen_inputs": []}}))
+    ctx.put(CalibrationResult({"model": ctx.calibration}))
     ctx.put(QuantizeResult({"format": "QDQ"}))
     ctx.put(ConvertResult("onnx2tf", "TFLITE_BUILTINS_INT8", ctx.target.io_dtype, "convert.log",
                           {"model": {"float_fallback": None, "strategies": []}}, "not confined: kept build"))

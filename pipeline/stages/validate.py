@@ -22,7 +22,7 @@ from typing import Any
 from edgeq.context import BuildContext, Evaluation, Pair
 from edgeq.execution import DecodeJob, FeedSet, Runtime, Work
 from edgeq.gates import evaluate
-from edgeq.results import ConvertResult, ValidationResult
+from edgeq.results import CalibrationResult, ConvertResult, ValidationResult
 from edgeq.runtimes import RUNTIMES, open_runtime, start_all, stop_all
 from edgeq.tflite_inspect import inspect_tflite
 
@@ -48,7 +48,8 @@ class ValidateStage:
     """Every artifact on its runtimes against the float reference; the gates."""
 
     name = "validate"
-    requires: tuple[str | type, ...] = ("onnx_float", "onnx_int8", "tflite_float32", SHIPPED, ConvertResult)
+    requires: tuple[str | type, ...] = ("onnx_float", "onnx_int8", "tflite_float32", SHIPPED, CalibrationResult,
+                                        ConvertResult)
     produces: tuple[str | type, ...] = (ValidationResult,)
 
     def run(self, ctx: BuildContext) -> ValidationResult:
@@ -97,7 +98,23 @@ class ValidateStage:
             artifacts[SHIPPED]["parity"] = found.parity
 
         gates = evaluate(ctx.gates, ctx.spec.task.kind, ref_entry["metrics"], artifacts[SHIPPED], SHIPPED)
-        return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates))
+        return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates), _attribution(ctx))
 
 
 STAGE = ValidateStage()
+
+
+def _attribution(ctx: BuildContext) -> dict[str, Any]:
+    """Per graph, the INT8 ONNX model's tensors against the float model's on the calibration set,
+    where the error originates first (edgeq.attribution). A diagnosis: if it cannot run, the report
+    says why and the build goes on."""
+    from edgeq.attribution import attribute
+
+    sets = ctx.result(CalibrationResult).sets
+    out: dict[str, Any] = {}
+    for g in (graph.name for graph in ctx.spec.graphs):
+        try:
+            out[g] = attribute(ctx.artifact("onnx_float", g).path, ctx.artifact("onnx_int8", g).path, iter(sets[g]))
+        except Exception as e:  # a diagnosis that fails is reported, not fatal
+            out[g] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+    return out

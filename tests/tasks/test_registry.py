@@ -74,6 +74,9 @@ def test_every_registered_task_builds_a_verified_bundle(kind: str, request: pyte
         assert set(entry["outputs"]) == graphs
         if "task" in entry:
             assert {c.key for c in cls.columns if c.key in entry["task"]}, (kind, entry["task"])
+    # Where the INT8 error comes from, measured for every graph (a diagnosis that fails says so instead).
+    assert set(report["attribution"]) == graphs
+    assert all(isinstance(rows, list) and rows for rows in report["attribution"].values()), report["attribution"]
     # The report speaks the task's language, and the bundle is what the manifest says.
     md = (out / "report.md").read_text(encoding="utf-8")
     assert all(f" {c.title} " in md for c in cls.columns)
