@@ -186,6 +186,13 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
     for graph in report["artifacts"]["tflite_int8"].get("float_fallback", {}):
         console.print(f"{escape(shown(graph))}: some ops stayed float32 (no int8 kernel); report.md lists them")
+    if not report["passed"]:
+        for graph, rows in report.get("attribution", {}).items():
+            if isinstance(rows, list) and rows:
+                top = rows[0]
+                console.print(f"INT8 error appears first at {escape(shown(graph))}/{escape(shown(top['tensor']))} "
+                              f"({escape(shown(top['op']))}): channel SQNR {top['channel_sqnr_db']:.1f} dB, "
+                              f"{top['drop_db']:.1f} dB below its inputs; report.md ranks the others", soft_wrap=True)
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
     console.print(f"{verdict}: bundle in {escape(printable(str(out)))} (report.md has the details)", soft_wrap=True)
 

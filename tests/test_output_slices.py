@@ -100,6 +100,7 @@ def test_a_detector_whose_scores_die_in_int8_fails_with_exit_1(tmp_path: Path) -
     assert all(g["value"] <= 2 for g in failed)
     assert "model/output0[axis 1: 4:7]" in failed[0]["detail"] and "one int8 scale" in failed[0]["detail"]
     assert "FAIL output_slice_levels on litert" in r.stdout and "model/output0[axis 1: 4:7]" in r.stdout
+    assert "INT8 error appears first at model/" in r.stdout  # where to look, on the terminal
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "output0[axis 1: 4:7]" in md
 
