@@ -53,8 +53,10 @@ class ArrayDataset:
         *,
         want_labels: bool = False,
         limit: int | None = None,
+        also: tuple[str, ...] = (),
     ) -> ArrayDataset:
-        """Open and check a data folder. ``role`` ("calibration" or "eval") is used in messages."""
+        """Open and check a data folder. ``role`` ("calibration" or "eval") is used in messages; ``also``
+        names other .npy files a task reads from it (a detector's labelled boxes)."""
         folder = Path(folder)
         if not folder.exists():
             raise DataError(f"{role} data folder {str(folder)!r} does not exist; fix [data].{role} in edgeq.toml")
@@ -63,7 +65,7 @@ class ArrayDataset:
                 f"{role} data {str(folder)!r} is not a folder; put one <input name>.npy per model input in a folder"
             )
         # labels.npy may sit beside the inputs even where it is not used (one folder for both sets).
-        expected = {i.name for i in inputs} | {LABELS_FILE[:-4]}
+        expected = {i.name for i in inputs} | {LABELS_FILE[:-4], *also}
         present = {p.stem: p for p in sorted(folder.glob("*.npy"))}
         for stem in sorted(set(present) - expected):
             raise DataError(

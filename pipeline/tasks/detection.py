@@ -10,21 +10,32 @@ Label-free, so any user can gate a detector: the float reference's detections ar
 an artifact's are scored against. ``detection_agreement`` is the F1 of the artifact's detections
 matched to the float model's at IoU 0.5 (same class); ``map50_vs_float`` / ``map_vs_float`` the
 COCO-style mAP at IoU 0.5 and averaged over 0.5:0.95 with the float detections as ground truth.
-Gate it names: ``detection_agreement``.
+With labelled boxes in the eval folder (``boxes.npy`` [images, M, 4] in the model's box format and
+units, ``classes.npy`` [images, M], -1 padding), mAP@0.5 and @0.5:0.95 against them too. Gates it
+names: ``detection_agreement``, and ``map_drop`` (the float model's mAP@0.5 minus the artifact's,
+in points) where there are labels.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeq.context import Column
+from edgeq.data import ArrayDataset
+from edgeq.errors import DataError
+from edgeq.inputs.files import regular_file
 from edgeq.tasks.generic import Generic
 
-__all__ = ["Detection", "DetectionMetrics", "decode", "iou", "nms"]
+__all__ = ["BOXES_FILE", "CLASSES_FILE", "Detection", "DetectionMetrics", "decode", "iou", "nms"]
 
 MAX_DETECTIONS = 300
+BOXES_FILE = "boxes.npy"  # labelled boxes in the eval folder (optional)
+CLASSES_FILE = "classes.npy"
+MAX_LABELLED = 10_000  # labelled boxes of one image, at most
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 
 
@@ -113,38 +124,20 @@ def _average_precision(scores: np.ndarray, hits: np.ndarray, n_truth: int) -> fl
     return float(np.mean([precision[i] if i < len(precision) else 0.0 for i in idx]))
 
 
-class DetectionMetrics:
-    """An artifact's detections against the float reference's, accumulated image by image."""
+class _AP:
+    """Detections scored against ground-truth boxes, image by image: mAP at IoU 0.5 and over 0.5:0.95."""
 
-    def __init__(self, box_format: str, score_threshold: float, nms_iou: float) -> None:
-        self.box_format, self.score_threshold, self.nms_iou = box_format, score_threshold, nms_iou
-        self.matched = self.detections = self.truths = 0
+    def __init__(self) -> None:
         self.per_threshold: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in IOU_THRESHOLDS]
         self.truth_classes: list[np.ndarray] = []
 
-    def _detections(self, output: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        out = []
-        for boxes, scores, classes in decode(output, self.box_format, self.score_threshold):
-            keep = nms(boxes, scores, classes, self.nms_iou)
-            out.append((boxes[keep], scores[keep], classes[keep]))
-        return out
+    def add(self, det: tuple[np.ndarray, np.ndarray, np.ndarray], truth: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        self.truth_classes.append(truth[2])
+        for k, threshold in enumerate(IOU_THRESHOLDS):
+            self.per_threshold[k].append((det[1], det[2], _match(det, truth, threshold)))
 
-    def update(self, ref: np.ndarray, out: np.ndarray, labels: Any = None) -> None:
-        """One eval sample: the float model's output and the artifact's (labels: not used)."""
-        for truth, det in zip(self._detections(ref), self._detections(out), strict=True):
-            hits = _match(det, truth, 0.5)
-            self.matched += int(hits.sum())
-            self.detections += len(det[0])
-            self.truths += len(truth[0])
-            self.truth_classes.append(truth[2])
-            for k, threshold in enumerate(IOU_THRESHOLDS):
-                self.per_threshold[k].append((det[1], det[2], hits if k == 0 else _match(det, truth, threshold)))
-
-    def result(self) -> dict[str, Any]:
-        """F1 at IoU 0.5, mAP@0.5 and mAP@0.5:0.95 against the float detections, and the counts."""
-        precision = self.matched / self.detections if self.detections else 1.0
-        recall = self.matched / self.truths if self.truths else 1.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    def result(self) -> tuple[float, float]:
+        """(mAP@0.5, mAP@0.5:0.95) over the classes present in the detections or the truth."""
         truth_classes = np.concatenate(self.truth_classes) if self.truth_classes else np.zeros(0, np.int64)
         aps = []
         for per_image in self.per_threshold:
@@ -155,9 +148,53 @@ class DetectionMetrics:
                          for c in np.unique(np.concatenate([classes, truth_classes]))]
             known = [a for a in per_class if not np.isnan(a)]
             aps.append(float(np.mean(known)) if known else (1.0 if not len(scores) else 0.0))
-        return {"detection_agreement": f1, "precision_vs_float": precision, "recall_vs_float": recall,
-                "map50_vs_float": aps[0], "map_vs_float": float(np.mean(aps)),
-                "detections": self.detections, "float_detections": self.truths}
+        return aps[0], float(np.mean(aps))
+
+
+class DetectionMetrics:
+    """An artifact's detections against the float reference's (and against labelled boxes when the
+    eval set has them), accumulated image by image."""
+
+    def __init__(self, box_format: str, score_threshold: float, nms_iou: float) -> None:
+        self.box_format, self.score_threshold, self.nms_iou = box_format, score_threshold, nms_iou
+        self.matched = self.detections = self.truths = 0
+        self.vs_float = _AP()
+        self.vs_labels: _AP | None = None
+
+    def _detections(self, output: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for boxes, scores, classes in decode(output, self.box_format, self.score_threshold):
+            keep = nms(boxes, scores, classes, self.nms_iou)
+            out.append((boxes[keep], scores[keep], classes[keep]))
+        return out
+
+    def update(self, ref: np.ndarray, out: np.ndarray, labels: Any = None) -> None:
+        """One eval sample: the float model's output, the artifact's, and per image of the batch its
+        labelled (boxes xyxy [M, 4], classes [M]) or None."""
+        dets = self._detections(out)
+        for k, (truth, det) in enumerate(zip(self._detections(ref), dets, strict=True)):
+            hits = _match(det, truth, 0.5)
+            self.matched += int(hits.sum())
+            self.detections += len(det[0])
+            self.truths += len(truth[0])
+            self.vs_float.add(det, truth)
+            if labels is not None:
+                self.vs_labels = self.vs_labels or _AP()
+                boxes, classes = labels[k]
+                self.vs_labels.add(det, (boxes, np.ones(len(boxes)), classes))
+
+    def result(self) -> dict[str, Any]:
+        """F1 at IoU 0.5, mAP@0.5 and mAP@0.5:0.95 against the float detections (and the labels), counts."""
+        precision = self.matched / self.detections if self.detections else 1.0
+        recall = self.matched / self.truths if self.truths else 1.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        map50, map_all = self.vs_float.result()
+        out = {"detection_agreement": f1, "precision_vs_float": precision, "recall_vs_float": recall,
+               "map50_vs_float": map50, "map_vs_float": map_all, "detections": self.detections,
+               "float_detections": self.truths}
+        if self.vs_labels is not None:
+            out["map50"], out["map"] = self.vs_labels.result()
+        return out
 
 
 class Detection(Generic):
@@ -165,13 +202,63 @@ class Detection(Generic):
 
     kind = "detection"
     columns = (Column("F1 vs float", "detection_agreement", 4), Column("mAP@0.5 vs float", "map50_vs_float", 4),
-               Column("mAP@.5:.95 vs float", "map_vs_float", 4), Column("detections", "detections", 0))
+               Column("mAP@.5:.95 vs float", "map_vs_float", 4), Column("mAP@0.5 (labels)", "map50", 4),
+               Column("mAP@.5:.95 (labels)", "map", 4), Column("detections", "detections", 0))
     summary_columns = (Column("F1 vs float", "detection_agreement", 4, reference=False),
-                       Column("mAP50 vs float", "map50_vs_float", 4, reference=False))
+                       Column("mAP50 vs float", "map50_vs_float", 4, reference=False), Column("mAP50", "map50", 4))
     parity_columns = (Column("F1 vs float", "detection_agreement", 4), Column("mAP@0.5 vs float", "map50_vs_float", 4),
                       Column("F1 diff", "detection_agreement_diff", 4))
+    eval_files = (BOXES_FILE[:-4], CLASSES_FILE[:-4])
+
+    def open_data(self) -> tuple[Any, Any]:
+        """The generic task's data; the eval folder's labelled boxes read and checked now, if it has them."""
+        calibration, evaluation = super().open_data()
+        self._truth = self._read_truth(evaluation) if isinstance(evaluation, ArrayDataset) else None
+        return calibration, evaluation
+
+    def _read_truth(self, ds: ArrayDataset) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """boxes.npy [rows, M, 4] (the model's box format and units) and classes.npy [rows, M] (int, -1
+        pads an image with fewer than M boxes): per eval row, its boxes as xyxy and their classes."""
+        paths = [ds.folder / BOXES_FILE, ds.folder / CLASSES_FILE]
+        present = [os.path.lexists(p) for p in paths]
+        if not any(present):
+            return None
+        if not all(present):
+            missing = paths[present.index(False)].name
+            raise DataError(f"eval data: {missing} is missing; labelled boxes are {BOXES_FILE} and {CLASSES_FILE} together")
+        rows = ds.count * (self.spec.inputs[0].shape[0] if self.spec.inputs[0].shape else 1)
+        boxes, classes = (_load_array(p) for p in paths)
+        if boxes.ndim != 3 or boxes.shape[2] != 4 or boxes.dtype.kind != "f" or boxes.shape[0] < rows \
+                or boxes.shape[1] > MAX_LABELLED:
+            raise DataError(f"eval data: {BOXES_FILE} must be float [images, max boxes <= {MAX_LABELLED}, 4] for {rows} images, "
+                            f"got {boxes.dtype} {list(boxes.shape)}")
+        if classes.dtype.kind not in "iu" or classes.shape != boxes.shape[:2]:
+            raise DataError(f"eval data: {CLASSES_FILE} must be integer [images, max boxes] like {BOXES_FILE}, "
+                            f"got {classes.dtype} {list(classes.shape)}")
+        if not np.isfinite(boxes).all():
+            raise DataError(f"eval data: {BOXES_FILE} holds NaN or infinity; fix the labels")
+        truth = []
+        for b, c in zip(np.asarray(boxes[:rows], np.float64), np.asarray(classes[:rows], np.int64), strict=True):
+            keep = c >= 0
+            b = b[keep]
+            if self.spec.task.box_format == "xywh":
+                b = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], axis=1)
+            truth.append((b, c[keep]))
+        return truth
+
+    def eval_labels(self, evaluation: Any) -> Any:
+        """Each eval row's labelled boxes (xyxy) and classes, or None without labels."""
+        return getattr(self, "_truth", None)
 
     def task_metrics(self) -> DetectionMetrics:
         """Detections decoded with the task's box format and thresholds."""
         t = self.spec.task
         return DetectionMetrics(t.box_format, t.score_threshold, t.nms_iou)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    regular_file(path, "eval data:", DataError)  # no symlink out of the folder, no FIFO or device
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"eval data: {path.name} is not a readable .npy file ({e}); re-save it with np.save") from e

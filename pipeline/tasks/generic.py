@@ -68,12 +68,14 @@ class Generic:
             self._check_image_eval(names)
         calibration = sources["calibration"] or ArrayDataset.open(d.calibration, spec.inputs, "calibration",
                                                                   limit=d.calibration_samples)
-        evaluation = sources["eval"] or ArrayDataset.open(d.eval, spec.inputs, "eval", want_labels=self.wants_labels)
+        evaluation = sources["eval"] or ArrayDataset.open(d.eval, spec.inputs, "eval", want_labels=self.wants_labels,
+                                                          also=self.eval_files)
         if isinstance(evaluation, ArrayDataset):
             self.check_labels(evaluation)
         return calibration, evaluation
 
     wants_labels = False  # the eval arrays must hold labels.npy
+    eval_files: tuple[str, ...] = ()  # other .npy files the task reads from the eval folder
     top1_parity = False  # parity across runtimes also counts the top-1 class of the task's output
 
     def _check_image_eval(self, names: list[str] | None) -> None:
@@ -105,6 +107,10 @@ class Generic:
 
     # -- evaluation -----------------------------------------------------------------------------
 
+    def eval_labels(self, evaluation: Any) -> Any:
+        """What the task's metrics compare with, one entry per row of the batch (None: nothing)."""
+        return evaluation.sample_labels() if self.wants_labels else None
+
     def task_metrics(self) -> Any:
         """An accumulator of this task's metrics (``update(ref, out, labels)``, ``result()``), or None."""
         return None
@@ -121,7 +127,7 @@ class Generic:
         ev.start({g: FeedSet(g, len(ctx.eval), samples)}, None)
         task_out = self.spec.task.output
         ref_task = self.task_metrics()
-        labels = ctx.eval.sample_labels() if ref_task is not None and self.wants_labels else None
+        labels = self.eval_labels(ctx.eval) if ref_task is not None else None
         task_acc = {p: self.task_metrics() for p in ev.runners} if ref_task is not None else {}
         outputs = ctx.artifact("onnx_float").meta["outputs"]
         specs = {o.name: o for o in self.spec.single.outputs}

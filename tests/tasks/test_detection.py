@@ -98,3 +98,64 @@ def test_a_detector_with_pixel_boxes_fails_on_its_scores(tmp_path: Path) -> None
     assert set(failed) == {"detection_agreement", "output_slice_levels"}
     assert failed["detection_agreement"]["value"] < 0.9  # scores of 0 or one step (1.25): half the detections go
     assert json.loads((out / "model.json").read_text(encoding="utf-8"))["task"]["kind"] == "detection"
+
+
+def test_labelled_boxes_are_scored_too() -> None:
+    ref = _output(BOXES, SCORES)
+    m = DetectionMetrics("xywh", 0.25, 0.45)
+    boxes = np.array([[40, 40, 60, 60], [180, 180, 220, 220]], float)  # xyxy: two of the float detections
+    m.update(ref, ref, [(boxes, np.array([0, 0]))])
+    r = m.result()
+    assert r["map50"] == pytest.approx(1.0) and r["map"] == pytest.approx(1.0)  # both found, extra detections rank below
+    m = DetectionMetrics("xywh", 0.25, 0.45)
+    m.update(ref, ref)
+    assert "map50" not in m.result()  # no labels: no such metric (and no map_drop gate)
+
+
+def _float_detections_as_labels(model_dir: Path) -> None:
+    """boxes.npy / classes.npy of the eval folder: the float model's own detections (xywh, -1 padded)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    images = np.load(model_dir / "data" / "eval" / "image.npy")
+    metrics = DetectionMetrics("xywh", 0.25, 0.45)
+    found = [metrics._detections(session.run(None, {"image": x})[0])[0] for x in images]
+    m = max(len(b) for b, _, _ in found)
+    boxes = np.zeros((len(images), m, 4), np.float32)
+    classes = np.full((len(images), m), -1, np.int64)
+    for k, (b, _, c) in enumerate(found):
+        boxes[k, : len(b)] = np.concatenate([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], axis=1)
+        classes[k, : len(c)] = c
+    np.save(model_dir / "data" / "eval" / "boxes.npy", boxes)
+    np.save(model_dir / "data" / "eval" / "classes.npy", classes)
+
+
+def test_a_detector_with_labels_gets_map_and_map_drop(tmp_path: Path) -> None:
+    """Labels equal to the float model's detections: the float mAP is 1, the artifact's equals its mAP vs float."""
+    model_dir = make_detector_dir(tmp_path, pixels=False, task={"kind": "detection"})
+    _float_detections_as_labels(model_dir)
+    out = tmp_path / "dist" / "detector"
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert",
+                    "--gate", "map_drop=50"])
+    assert r.exit_code == 0, r.stderr + r.stdout
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["reference"]["metrics"]["map50"] == pytest.approx(1.0)
+    task = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]
+    assert task["map50"] == pytest.approx(task["map50_vs_float"], abs=1e-9)
+    [gate] = [g for g in report["gates"] if g["name"] == "map_drop"]
+    assert gate["value"] == pytest.approx((1.0 - task["map50"]) * 100) and gate["source"] == "command line"
+
+
+@pytest.mark.parametrize(("files", "fragment"), [
+    ({"boxes": np.zeros((24, 2, 4), np.float32)}, "classes.npy is missing"),
+    ({"boxes": np.zeros((24, 2, 3), np.float32), "classes": np.zeros((24, 2), np.int64)}, "must be float [images"),
+    ({"boxes": np.zeros((24, 2, 4), np.float32), "classes": np.zeros((24, 3), np.int64)}, "must be integer [images"),
+    ({"boxes": np.full((24, 2, 4), np.nan, np.float32), "classes": np.zeros((24, 2), np.int64)}, "NaN or infinity"),
+])
+def test_bad_labelled_boxes_are_refused_before_any_work(tmp_path: Path, files: dict[str, np.ndarray], fragment: str) -> None:
+    model_dir = make_detector_dir(tmp_path, pixels=False, task={"kind": "detection"})
+    for name, arr in files.items():
+        np.save(model_dir / "data" / "eval" / f"{name}.npy", arr)
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(tmp_path / "o"), "-r", "litert"])
+    assert r.exit_code == 2 and fragment in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
