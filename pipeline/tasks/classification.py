@@ -7,15 +7,20 @@ carry labels.npy (or the eval images sit in one folder per class of the labels f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeq.context import BuildContext
 from edgeq.data import ArrayDataset
 from edgeq.errors import ConfigError, DataError
+from edgeq.execution import Runtime
+from edgeq.inputs.shown import shown
 from edgeq.tasks.generic import Generic
 
-__all__ = ["Classification", "ClassificationMetrics"]
+__all__ = ["Classification", "ClassificationMetrics", "output_classes"]
 
 
 class ClassificationMetrics:
@@ -79,7 +84,30 @@ class Classification(Generic):
                 f"{len(names)} classes (ids 0..{len(names) - 1}); fix the labels or the labels file"
             )
 
+    def calibration_sets(self, ctx: BuildContext, reference: Callable[[], Runtime]) -> dict[str, Any]:
+        """The generic task's sets, once the exported model shows that its output has a score for
+        every class of the labels file (and no more): checked before quantizing and converting."""
+        names = self.labels()
+        output = self.spec.task.output
+        if names is not None and output is not None:
+            classes = output_classes(ctx.artifact("onnx_float").path, output)
+            if classes is not None and classes != len(names):
+                raise DataError(f"the classifier output '{shown(output)}' has {classes} classes, but "
+                                f"{self.spec.task.labels.name if self.spec.task.labels else 'the labels file'} lists "
+                                f"{len(names)}; fix the labels file or [task].output")
+        return super().calibration_sets(ctx, reference)
+
     def task_metrics(self) -> ClassificationMetrics:
         """Top-1 accuracy and agreement (the class count checked against the labels file)."""
         names = self.labels()
         return ClassificationMetrics(len(names) if names is not None else None)
+
+
+def output_classes(onnx_path: Path, output: str) -> int | None:
+    """The size of the last axis of an ONNX model's output (None where the model leaves it dynamic)."""
+    import onnx
+
+    model = onnx.load_model(str(onnx_path), load_external_data=False)
+    out = next((o for o in model.graph.output if o.name == output), None)
+    dims = out.type.tensor_type.shape.dim if out is not None else []
+    return int(dims[-1].dim_value) if dims and dims[-1].HasField("dim_value") and dims[-1].dim_value > 0 else None

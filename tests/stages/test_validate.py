@@ -10,7 +10,17 @@ from typing import Any
 import numpy as np
 import pytest
 from bad_inputs import remove
-from conftest import DELETE, N_EVAL, NUM_CLASSES, OUTPUT, ApiBuild, context_with_artifacts, make_model_dir, run_stage
+from conftest import (
+    DELETE,
+    N_EVAL,
+    NUM_CLASSES,
+    OUTPUT,
+    ApiBuild,
+    context_with_artifacts,
+    invoke_cli,
+    make_model_dir,
+    run_stage,
+)
 
 from edgeq.config import load_target
 from edgeq.gates import GATES, GateLimit, evaluate_gate
@@ -169,6 +179,18 @@ def test_labels_file_with_fewer_classes_than_the_model(onnx_int8_build: ApiBuild
     ctx = context_with_artifacts(model_dir, onnx_int8_build.keep, tmp_path / "work")
     with pytest.raises(ValueError, match=r"the classifier output has 4 classes, labels\.txt lists 3"):
         run_stage(STAGE, ctx)
+
+
+def test_a_labels_file_that_does_not_fit_the_model_stops_the_build_after_export(tmp_path: Path) -> None:
+    """Checked once the exported model shows its output: before quantizing, converting and the emulators."""
+    model_dir = make_model_dir(tmp_path, "onnx")
+    (model_dir / "labels.txt").write_text("a\nb\nc\n")
+    labels = model_dir / "data" / "eval" / "labels.npy"
+    np.save(labels, np.zeros_like(np.load(labels)))
+    out = tmp_path / "out"
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert"])
+    assert r.exit_code == 2 and "the classifier output 'logits' has 4 classes, but labels.txt lists 3" in r.stderr, r.stderr
+    assert "[2/6] calibrate failed" in r.stderr and "[3/6]" not in r.stderr and not out.exists()
 
 
 def test_tensor_metrics_are_finite_numbers(onnx_int8_build: ApiBuild) -> None:
