@@ -130,6 +130,7 @@ class TaskSpec:
     box_format: str = "xywh"  # detection: "xywh" (centre, size) or "xyxy"
     score_threshold: float = 0.25  # detection: an anchor whose best class score reaches this is a detection
     nms_iou: float = 0.45  # detection: non-maximum suppression's IoU
+    scores: str | None = None  # detection, SSD-style: the class scores output [B, N, C] (``output``: boxes [B, N, 4])
 
 
 @dataclass(frozen=True)

@@ -258,15 +258,19 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
               for key in ("encoder", "decoder", "source_ids", "target_ids", "memory", "logits")}
     detection = {"box_format": t.get("box_format", str, TaskSpec.box_format, choices=BOX_FORMATS),
                  "score_threshold": t.get("score_threshold", (int, float), TaskSpec.score_threshold),
-                 "nms_iou": t.get("nms_iou", (int, float), TaskSpec.nms_iou)}
+                 "nms_iou": t.get("nms_iou", (int, float), TaskSpec.nms_iou),
+                 "scores": t.get("scores", str, None)}
     t.finish()
     if kind != "translation" and (tokenizer_rel or any(k in t.data for k in wiring)):
         raise ConfigError(f"{f}: [task] tokenizer/encoder/decoder keys are for kind = 'translation' only")
     if kind != "detection" and any(k in t.data for k in detection):
-        raise ConfigError(f"{f}: [task] box_format/score_threshold/nms_iou are for kind = 'detection' only")
+        raise ConfigError(f"{f}: [task] box_format/score_threshold/nms_iou/scores are for kind = 'detection' only")
     for key in ("score_threshold", "nms_iou"):
         if not 0 < detection[key] < 1:
             raise ConfigError(f"{f}: [task].{key} must be between 0 and 1, got {detection[key]!r}")
+    if detection["scores"] is not None and task_output in (None, detection["scores"]):
+        raise ConfigError(f"{f}: [task].scores names the class scores output; [task].output must then name the boxes "
+                          "output (SSD-style: boxes [1, N, 4], scores [1, N, C])")
     if kind == "detection" and task_output is None:
         if len(graphs[0].outputs) != 1:
             raise ConfigError(f"{f}: [task].output is required for detection: name the boxes-and-scores output")

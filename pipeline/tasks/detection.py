@@ -26,8 +26,9 @@ import numpy as np
 
 from edgeq.context import Column
 from edgeq.data import ArrayDataset
-from edgeq.errors import DataError
+from edgeq.errors import DataError, ModelError
 from edgeq.inputs.files import regular_file
+from edgeq.inputs.shown import shown
 from edgeq.tasks.generic import Generic
 
 __all__ = ["BOXES_FILE", "CLASSES_FILE", "Detection", "DetectionMetrics", "decode", "iou", "nms"]
@@ -39,12 +40,14 @@ MAX_LABELLED = 10_000  # labelled boxes of one image, at most
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 
 
-def decode(output: np.ndarray, box_format: str, score_threshold: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per image of the batch: boxes [K, 4] (xyxy), scores [K], classes [K] of the anchors that pass."""
+def decode(output: np.ndarray, box_format: str, score_threshold: float,
+           anchors_first: bool = False) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image of the batch: boxes [K, 4] (xyxy), scores [K], classes [K] of the anchors that pass.
+    ``anchors_first``: the output is [B, N, 4 + C] whatever its sizes (else the shorter axis holds 4 + C)."""
     out = np.asarray(output, dtype=np.float64)
     if out.ndim == 2:
         out = out[None]
-    if out.shape[1] < out.shape[2]:  # [B, 4 + C, N] -> [B, N, 4 + C]
+    if not anchors_first and out.shape[1] < out.shape[2]:  # [B, 4 + C, N] -> [B, N, 4 + C]
         out = out.transpose(0, 2, 1)
     images = []
     for rows in out:
@@ -155,15 +158,16 @@ class DetectionMetrics:
     """An artifact's detections against the float reference's (and against labelled boxes when the
     eval set has them), accumulated image by image."""
 
-    def __init__(self, box_format: str, score_threshold: float, nms_iou: float) -> None:
+    def __init__(self, box_format: str, score_threshold: float, nms_iou: float, anchors_first: bool = False) -> None:
         self.box_format, self.score_threshold, self.nms_iou = box_format, score_threshold, nms_iou
+        self.anchors_first = anchors_first  # [B, N, 4 + C] for certain (else the shorter axis is the channels')
         self.matched = self.detections = self.truths = 0
         self.vs_float = _AP()
         self.vs_labels: _AP | None = None
 
     def _detections(self, output: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         out = []
-        for boxes, scores, classes in decode(output, self.box_format, self.score_threshold):
+        for boxes, scores, classes in decode(output, self.box_format, self.score_threshold, self.anchors_first):
             keep = nms(boxes, scores, classes, self.nms_iou)
             out.append((boxes[keep], scores[keep], classes[keep]))
         return out
@@ -250,10 +254,26 @@ class Detection(Generic):
         """Each eval row's labelled boxes (xyxy) and classes, or None without labels."""
         return getattr(self, "_truth", None)
 
+    def calibration_sets(self, ctx: Any, reference: Any) -> dict[str, Any]:
+        """The generic task's sets, once the exported model shows it has the scores output edgeq.toml names."""
+        scores = self.spec.task.scores
+        outputs = ctx.artifact("onnx_float").meta["outputs"]
+        if scores is not None and scores not in outputs:
+            raise ModelError(f"[task].scores '{shown(scores)}' is not an output of the model; its outputs: "
+                             f"{', '.join(shown(o) for o in outputs)}")
+        return super().calibration_sets(ctx, reference)
+
+    def task_view(self, outputs: dict[str, Any]) -> Any:
+        """The boxes-and-scores output; SSD-style, the boxes [B, N, 4] and scores [B, N, C] side by side."""
+        t = self.spec.task
+        if t.scores is None:
+            return outputs[t.output]
+        return np.concatenate([np.asarray(outputs[t.output]), np.asarray(outputs[t.scores])], axis=-1)
+
     def task_metrics(self) -> DetectionMetrics:
         """Detections decoded with the task's box format and thresholds."""
         t = self.spec.task
-        return DetectionMetrics(t.box_format, t.score_threshold, t.nms_iou)
+        return DetectionMetrics(t.box_format, t.score_threshold, t.nms_iou, anchors_first=t.scores is not None)
 
 
 def _load_array(path: Path) -> np.ndarray:

@@ -111,6 +111,10 @@ class Generic:
         """What the task's metrics compare with, one entry per row of the batch (None: nothing)."""
         return evaluation.sample_labels() if self.wants_labels else None
 
+    def task_view(self, outputs: dict[str, Any]) -> Any:
+        """What the task's metrics read of a sample's outputs: [task].output."""
+        return outputs[self.spec.task.output] if self.spec.task.output is not None else None
+
     def task_metrics(self) -> Any:
         """An accumulator of this task's metrics (``update(ref, out, labels)``, ``result()``), or None."""
         return None
@@ -138,14 +142,14 @@ class Generic:
             ref_out = ev.reference.run(g, feeds)
             y = labels[k * batch : (k + 1) * batch] if labels is not None else None
             if ref_task is not None:
-                ref_task.update(ref_out[task_out], ref_out[task_out], y)
+                ref_task.update(self.task_view(ref_out), self.task_view(ref_out), y)
             outs = {}
             for p, rt in ev.runners.items():
                 outs[p] = out = rt.run(g, feeds)
                 for o in outputs:
                     tensor_acc[p][o].update(ref_out[o], out[o])
                 if ref_task is not None:
-                    task_acc[p].update(ref_out[task_out], out[task_out], y)
+                    task_acc[p].update(self.task_view(ref_out), self.task_view(out), y)
             parity.update(g, outs, classify_output=task_out if self.top1_parity else None)
         tensors = {p: {g: {o: m.result() for o, m in accs.items()}} for p, accs in tensor_acc.items()}
         tasks = {p: m.result() for p, m in task_acc.items()}

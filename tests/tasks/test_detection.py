@@ -75,6 +75,8 @@ def test_agreement_and_map_against_the_float_detections() -> None:
     ({"kind": "detection", "box_format": "cxcy"}, "expected one of: xywh, xyxy"),
     ({"kind": "detection", "score_threshold": 1.5}, "[task].score_threshold must be between 0 and 1"),
     ({"kind": "detection", "nms_iou": 0}, "[task].nms_iou must be between 0 and 1"),
+    ({"kind": "generic", "scores": "output0"}, "are for kind = 'detection' only"),
+    ({"kind": "detection", "scores": "output0"}, "[task].output must then name the boxes output"),
 ])
 def test_bad_detection_settings_are_refused(tmp_path: Path, task: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -159,3 +161,28 @@ def test_bad_labelled_boxes_are_refused_before_any_work(tmp_path: Path, files: d
     r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(tmp_path / "o"), "-r", "litert"])
     assert r.exit_code == 2 and fragment in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_an_ssd_style_detector_with_separate_boxes_and_scores(tmp_path: Path) -> None:
+    """[task] output = the boxes [1, N, 4], scores = the class scores [1, N, C]."""
+    model_dir = make_detector_dir(tmp_path, pixels=False, separate=True,
+                                  task={"kind": "detection", "output": "boxes_out", "scores": "scores_out"})
+    out = tmp_path / "dist" / "ssd"
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert"])
+    assert r.exit_code == 0, r.stderr + r.stdout
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    task = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]
+    assert task["float_detections"] > 0 and task["detection_agreement"] >= 0.9
+    # the same network as one concatenated output finds the same float detections
+    one = make_detector_dir(tmp_path / "one", pixels=False, task={"kind": "detection"})
+    r = invoke_cli(["build", str(one), "--target", "android", "--out", str(tmp_path / "one-out"), "-r", "litert"])
+    assert r.exit_code == 0, r.stderr
+    other = json.loads((tmp_path / "one-out" / "report.json").read_text(encoding="utf-8"))
+    assert other["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]["float_detections"] == task["float_detections"]
+
+
+def test_a_scores_output_the_model_lacks_exits_2(tmp_path: Path) -> None:
+    model_dir = make_detector_dir(tmp_path, pixels=False, separate=True,
+                                  task={"kind": "detection", "output": "boxes_out", "scores": "logits"})
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(tmp_path / "o"), "-r", "litert"])
+    assert r.exit_code == 2 and "[task].scores 'logits' is not an output of the model" in r.stderr, r.stderr
