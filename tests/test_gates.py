@@ -92,3 +92,17 @@ def test_a_model_without_compute_ops_passes_the_int8_gate() -> None:
     shipped = _shipped() | {"inspection": {"model": {"compute_ops": 0, "int8_compute_ops": 0}}}
     (result,) = evaluate([GateLimit("int8_compute_ops", 1.0, "target")], "generic", {}, shipped, "tflite_int8")
     assert result["value"] == 1.0 and result["passed"]
+
+
+def test_map_drop_applies_only_with_labels_and_fails_a_lost_point() -> None:
+    entry = {"task": {"detection_agreement": 0.95, "map50": 0.90}, "outputs": {}}
+    unlabelled = {"task": {"detection_agreement": 0.95}, "outputs": {}}
+    shipped = {"runtimes": {"litert": entry, "litert-ref": unlabelled}}
+    results = evaluate([GateLimit("map_drop", 1.0, "target"), GateLimit("detection_agreement", 0.9, "target")],
+                       "detection", {"map50": 0.92}, shipped, "tflite_int8")
+    by = _by(results)
+    assert by[("map_drop", "litert")]["value"] == pytest.approx(2.0) and by[("map_drop", "litert")]["passed"] is False
+    assert ("map_drop", "litert-ref") not in by  # no labels there: nothing to measure, nothing to fail
+    assert by[("detection_agreement", "litert")]["passed"] and by[("detection_agreement", "litert-ref")]["passed"]
+    ok = evaluate([GateLimit("map_drop", 1.0, "target")], "detection", {"map50": 0.905}, shipped, "tflite_int8")
+    assert ok[0]["passed"] is True  # half a point lost: within the limit
