@@ -9,18 +9,31 @@ Per tensor: SQNR, the mean SQNR of its channels (axis 1), cosine, the float rang
 scale. A node's *drop* is the channel SQNR its least accurate input carries (measured, or that of the
 nearest measured tensors upstream) minus its output's: error that appears at that node, rather than
 error carried in from before. The ranking is by drop; propagated error does not push a node up.
+
+The same for a quantized .tflite against the float32 .tflite (``attribute_tflite``): both run on
+LiteRT's builtin kernels with every tensor kept (``experimental_preserve_all_tensors``; no XNNPACK,
+whose fused subgraphs keep no intermediates); a tensor of the quantized model is dequantized and
+compared with the float model's tensor of the same name (the converter and litert-quantizer keep
+names; a requantized copy, ``<name>_quantized...``, with its original). Channels are the last axis
+(NHWC). A row names the op that writes the tensor; ``origin_ops`` turns the ranking into the ops to
+give more precision.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
+import re
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_SAMPLES", "attribute"]
+from edgeq._fds import redirect_output
+
+__all__ = ["MAX_SAMPLES", "attribute", "attribute_tflite"]
 
 MAX_SAMPLES = 32  # feeds run through both models (the first ones of the calibration set)
 CLEAN_DB = 120.0  # the SQNR of a tensor without error (graph inputs, weights), for the drop
@@ -31,7 +44,8 @@ class _Sums:
     features): an outlier channel sets the scale and drowns the others, which the whole tensor's SQNR,
     dominated by that channel, does not show; the mean of the channels' SQNRs does."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel_axis: int = 1) -> None:
+        self.channel_axis = channel_axis
         self.ref_sq = self.err_sq = self.dot = self.art_sq = 0.0
         self.lo, self.hi = math.inf, -math.inf
         self.ch_ref: np.ndarray | None = None
@@ -46,7 +60,8 @@ class _Sums:
         self.err_sq += float((d * d).sum())
         if r.size:
             self.lo, self.hi = min(self.lo, float(r.min())), max(self.hi, float(r.max()))
-        axes = tuple(k for k in range(r.ndim) if k != 1) if r.ndim >= 2 else tuple(range(r.ndim))
+        ch = self.channel_axis % r.ndim if r.ndim else 0
+        axes = tuple(k for k in range(r.ndim) if k != ch) if r.ndim >= 2 else tuple(range(r.ndim))
         ref, err = (r * r).sum(axis=axes), (d * d).sum(axis=axes)
         if self.ch_ref is None or self.ch_err is None or self.ch_ref.shape != np.shape(ref):
             self.ch_ref, self.ch_err = np.zeros(np.shape(ref)), np.zeros(np.shape(err))
@@ -144,5 +159,112 @@ def attribute(float_onnx: Path, int8_onnx: Path, feeds: Iterable[dict[str, np.nd
             rows.append({"tensor": o, "node": n.name, "op": n.op_type, "sqnr_db": m.sqnr(),
                          "channel_sqnr_db": m.channel_sqnr(), "cosine": m.cosine(), "float_range": [m.lo, m.hi],
                          "scale": scales.get(o), "drop_db": carried - m.channel_sqnr()})
+    rows.sort(key=lambda r: -r["drop_db"])
+    return rows
+
+
+_REQUANTIZED = re.compile(r"(_quantized(_io)?|_requantized)+$")
+
+
+def _tflite_tensors(model: bytes, signature: str, feeds: Iterable[dict[str, np.ndarray]]) -> Iterator[tuple[Any, ...]]:
+    """(interpreter, tensor details, ops) once, then per feed the interpreter after running it."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    with redirect_output(stdout=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is, here
+        interp = Interpreter(model_content=model, experimental_preserve_all_tensors=True, num_threads=1,
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
+        runner = interp.get_signature_runner(signature)
+    yield interp, interp.get_tensor_details(), interp._get_ops_details()
+    for feed in feeds:
+        with redirect_output(stdout=False):
+            runner(**feed)
+        yield (interp,)
+
+
+def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: list[dict[str, Any]]) -> list[str]:
+    """The ops (by output tensor, as named in the float model) to give 16-bit activations to undo the
+    error that appears at ``op``: the op (unless it only changes type: a requantizing QUANTIZE, where
+    the error is the scale its consumer asks for) and the ops that read its output, so that the
+    tensor stays 16-bit between them; then every data-movement op downstream, which would otherwise
+    requantize the result back to 8 bits."""
+    from edgeq.tflite_inspect import DATA_MOVEMENT_OPS, TYPE_CHANGE_OPS
+
+    readers: dict[int, list[dict[str, Any]]] = {}
+    for o in ops:
+        for i in o["inputs"]:
+            readers.setdefault(i, []).append(o)
+    def consumers(o: dict[str, Any]) -> list[dict[str, Any]]:  # the ops that read its outputs, through type changes
+        found = []
+        for t in o["outputs"]:
+            for r in readers.get(t, []):
+                found += consumers(r) if r["op_name"] in TYPE_CHANGE_OPS else [r]
+        return found
+
+    # The tensor stays 16-bit only if its writer and its readers both take 16-bit activations.
+    chosen: list[dict[str, Any]] = [op] if op["op_name"] not in TYPE_CHANGE_OPS else []
+    chosen += [r for r in consumers(op) if r not in chosen]
+    todo = list(chosen)
+    while todo:
+        for t in todo.pop()["outputs"]:
+            for r in readers.get(t, []):
+                if r not in chosen and (r["op_name"] in DATA_MOVEMENT_OPS or r["op_name"] in TYPE_CHANGE_OPS):
+                    todo.append(r)
+                    if r["op_name"] in DATA_MOVEMENT_OPS:
+                        chosen.append(r)
+    names = [_REQUANTIZED.sub("", details[o["outputs"][0]]["name"]) for o in chosen if o["outputs"]]
+    return list(dict.fromkeys(names))
+
+
+def attribute_tflite(float_tflite: bytes, quant_tflite: bytes, signature: str,
+                     feeds: Iterable[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """Every activation of the quantized .tflite that has a float32 twin, with its SQNR, mean channel
+    SQNR, cosine, float range, scale and drop; sorted by drop. ``feeds``: the signature's arguments."""
+    feeds = list(itertools.islice(feeds, MAX_SAMPLES))
+    f_run, q_run = _tflite_tensors(float_tflite, signature, feeds), _tflite_tensors(quant_tflite, signature, feeds)
+    f_interp, f_details, _ = next(f_run)
+    q_interp, q_details, q_ops = next(q_run)
+    f_index = {d["name"]: d["index"] for d in f_details if d["dtype"] == np.float32}
+    written = {o for op in q_ops for o in op["outputs"]}
+    inputs = {d["index"] for d in q_interp.get_input_details()}
+    twin: dict[int, int] = {}  # quantized tensor -> float tensor
+    for d in q_details:
+        if d["index"] not in written and d["index"] not in inputs:
+            continue  # a constant
+        name = d["name"] if d["name"] in f_index else _REQUANTIZED.sub("", d["name"])
+        if name in f_index and d["dtype"] != np.int32:
+            twin[d["index"]] = f_index[name]
+    sums = {q: _Sums(channel_axis=-1) for q in twin}
+    for _ in feeds:
+        next(f_run)
+        next(q_run)
+        for q, f in twin.items():
+            r = np.asarray(f_interp.get_tensor(f))
+            a = np.asarray(q_interp.get_tensor(q))
+            qp = q_details[q]["quantization_parameters"]
+            if a.dtype != np.float32 and len(qp["scales"]):
+                a = (a.astype(np.float64) - qp["zero_points"].astype(np.float64)) * qp["scales"].astype(np.float64)
+            if r.shape == a.shape:
+                sums[q].update(r, a)
+    upstream: dict[int, float] = {}
+    rows = []
+    for op in q_ops:
+        carried = min((upstream.get(i, CLEAN_DB) for i in op["inputs"] if i >= 0), default=CLEAN_DB)
+        for o in op["outputs"]:
+            m = sums.get(o)
+            if m is None or not (m.ref_sq or m.err_sq):
+                upstream[o] = carried
+                continue
+            upstream[o] = m.channel_sqnr()
+            if op["op_name"] in ("QUANTIZE", "DEQUANTIZE") and set(op["inputs"]) & inputs:
+                continue  # the model input, quantized on entry: no op of the graph to promote
+            qp = q_details[o]["quantization_parameters"]
+            rows.append({"tensor": q_details[o]["name"], "op_index": op["index"], "op": op["op_name"],
+                         "promote": _promotion(op, q_ops, q_details),
+                         "dtype": np.dtype(q_details[o]["dtype"]).name, "sqnr_db": m.sqnr(),
+                         "channel_sqnr_db": m.channel_sqnr(), "cosine": m.cosine(), "float_range": [m.lo, m.hi],
+                         "scale": float(np.max(qp["scales"])) if len(qp["scales"]) else None,
+                         "drop_db": carried - m.channel_sqnr()})
     rows.sort(key=lambda r: -r["drop_db"])
     return rows

@@ -53,6 +53,7 @@ class BuildOptions:
     input_shapes: dict[str, tuple[int, ...]] | None = None  # --input-shape NAME=D1,D2,...
     input_values: dict[str, Any] | None = None  # --input-value NAME=VALUE: inputs frozen into the graph
     allow_float_ops: tuple[str, ...] = ()  # --allow-float-op: added to [quantization].allow_float_ops
+    repair: bool = True  # False: --no-repair (overrides [quantization].repair)
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -87,6 +88,8 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         q = spec.quantization
         allowed = tuple(dict.fromkeys(q.allow_float_ops + opts.allow_float_ops))
         spec = replace(spec, quantization=replace(q, allow_float_ops=allowed))
+    if not opts.repair:
+        spec = replace(spec, quantization=replace(spec.quantization, repair=False))
     target = _resolve_target(opts, spec.io_dtype)
     gates = target.gate_limits(spec.gates, opts.gates or {})
     out = Path(os.path.abspath(opts.out))

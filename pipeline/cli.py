@@ -101,6 +101,10 @@ def build(
         typer.Option("--allow-float-op", help="Accept this TFLite op in float32 inside the INT8 model, e.g. SIN "
                      "(repeatable; adds to [quantization].allow_float_ops)."),
     ] = None,
+    no_repair: Annotated[
+        bool, typer.Option("--no-repair", help="When a gate fails, do not try 16-bit activations where the error "
+                           "originates (same as [quantization] repair = false).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -121,7 +125,7 @@ def build(
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
                             trust_model=trust_model, input_shapes=shapes or None, input_values=values or None,
-                            allow_float_ops=float_ops)
+                            allow_float_ops=float_ops, repair=not no_repair)
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
@@ -186,6 +190,7 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
     for graph in report["artifacts"]["tflite_int8"].get("float_fallback", {}):
         console.print(f"{escape(shown(graph))}: some ops stayed float32 (no int8 kernel); report.md lists them")
+    _print_repair(console, report.get("repair", {}))
     if not report["passed"]:
         for graph, rows in report.get("attribution", {}).items():
             if isinstance(rows, list) and rows:
@@ -195,6 +200,29 @@ def _summary(report: dict[str, Any], out: Path) -> None:
                               f"{top['drop_db']:.1f} dB below its inputs; report.md ranks the others", soft_wrap=True)
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
     console.print(f"{verdict}: bundle in {escape(printable(str(out)))} (report.md has the details)", soft_wrap=True)
+
+
+def _print_repair(console: Console, repair: dict[str, Any]) -> None:
+    """One line per try of the repair, then what was shipped."""
+    if not repair:
+        return
+    if "skipped" in repair:
+        console.print(f"repair skipped: {escape(printable(repair['skipped']))}", soft_wrap=True)
+        return
+    for t in repair["tries"]:
+        failed = [g for g in t["gates"] if not g["passed"]]
+        state = "passes" if t["passed"] else "fails " + ", ".join(dict.fromkeys(g["name"] for g in failed))
+        console.print(f"repair try {t['try']}: {escape(printable(shown(t['change'])))}: {state} on "
+                      f"{escape(repair['host_runtime'])}", soft_wrap=True)
+    if repair["chosen"] is not None:
+        cost = repair["cost"]
+        console.print(f"repaired: try {repair['chosen']} ships, {cost['int16_ops']} op(s) with 16-bit activations "
+                      f"({cost['int16_compute_ops']} of {repair['compute_ops']} compute ops; budget "
+                      f"{repair['budget_int16_compute_ops']}); recipe.json has the recipe", soft_wrap=True)
+    else:
+        console.print(f"repair did not meet the gates within the budget ({repair['budget_int16_compute_ops']} compute "
+                      f"ops with 16-bit activations); best: try {repair['best']}; the INT8 model ships as converted",
+                      soft_wrap=True)
 
 
 @app.command()

@@ -67,7 +67,7 @@ def _min_cosine(ref: dict[str, Any], shipped: dict[str, Any], entry: dict[str, A
 def _int8_share(ref: dict[str, Any], shipped: dict[str, Any], entry: dict[str, Any]) -> float:
     insp = shipped["inspection"].values()
     total = sum(i["compute_ops"] for i in insp)
-    return sum(i["int8_compute_ops"] for i in insp) / total if total else 1.0
+    return sum(i["int8_compute_ops"] + i.get("int16_compute_ops", 0) for i in insp) / total if total else 1.0
 
 
 # A slice of an output varies in the float model when it takes at least this many distinct values.
@@ -136,7 +136,9 @@ GATES: dict[str, Gate] = {g.name: g for g in (
          "to scores in 0..1)", "runtimes", _fewest_levels, applies=lambda e: bool(_varying_slices(e)),
          explain=_explain_levels),
     Gate("int8_compute_ops", "min", "fraction",
-         "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in int8", "artifact",
+         "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in integer kernels: "
+         "int8, or 16-bit activations with int8 weights where repair chose them (within [quantization] max_int16_ops)",
+         "artifact",
          _int8_share),
     Gate("model_bytes", "max", "bytes", "size of the shipped model file", "artifact",
          lambda ref, shipped, e: float(shipped["bytes"])),

@@ -47,6 +47,7 @@ def build_report(spec: ModelSpec, target: TargetSpec, export: ExportResult, quan
         "quantization": quantize.facts(),
         "conversion": convert.facts(),
         "attribution": dict(validation.attribution),
+        "repair": dict(validation.repair),
         # Host wall time of each stage: the only field that differs between two identical builds.
         "stage_seconds": {k: round(s, 3) for k, s in timings.items()},
     }
@@ -267,6 +268,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for graph, info in report["conversion"].get("graphs", {}).items():
         for strategy in info.get("strategies", []):
             lines.append(f"- {graph}: conversion needed more than the defaults: {strategy}")
+    lines += _repair_lines(report.get("repair", {}))
     lines += _attribution_lines(report.get("attribution", {}))
     q = report["quantization"]
     if q:
@@ -278,6 +280,39 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 ATTRIBUTION_ROWS = 10  # tensors in report.md's table per graph (report.json has every one)
+
+
+def _repair_lines(repair: dict[str, Any]) -> list[str]:
+    """What repair tried, the gates after each try, and what the shipped recipe costs."""
+    if not repair:
+        return []
+    lines = ["", "## Repair (16-bit activations where the INT8 error originates)", ""]
+    if "skipped" in repair:
+        return [*lines, f"Skipped: {repair['skipped']}."]
+    lines += [f"A gate failed, so edgeq quantized the float32 .tflite again with litert-quantizer and gave 16-bit "
+              f"activations to the ops where the error originates, a few at a time (budget: "
+              f"{repair['budget_int16_compute_ops']} of {repair['compute_ops']} compute ops). Each try ran on "
+              f"{repair['host_runtime']}.", "",
+              "| try | change | 16-bit ops | of them compute ops | bytes | gates failed on the host |",
+              "|---|---|---|---|---|---|"]
+    for t in repair["tries"]:
+        failed = [f"{g['name']} {_num(g['value'], 4)} (limit {_num(g['limit'], 4)})" for g in t["gates"] if not g["passed"]]
+        n16 = sum(len(v) for v in t["int16_ops"].values())
+        lines.append(f"| {t['try']} | {t['change']} | {n16} | {t['int16_compute_ops']} | {t['bytes']} | "
+                     f"{'; '.join(failed) or 'none: passes'} |")
+    lines.append("")
+    if repair["chosen"] is None:
+        lines.append(f"No try met the gates within the budget; the best was try {repair['best']}. The INT8 model "
+                     "ships as the converter wrote it.")
+        return lines
+    cost = repair["cost"]
+    lines += [f"Shipped: try {repair['chosen']} (recipe.json). Ops with 16-bit activations:", ""]
+    for graph, names in repair["recipe"]["a16w8"].items():
+        lines += [f"- {graph}: {n}" for n in names]
+    lines += ["", f"Cost: {cost['bytes']} bytes (all-int8 try 0: {cost['bytes_all_int8']}); {cost['int16_compute_ops']} "
+              f"compute op(s) outside int8; {cost['kernels']}; host latency {cost['host_latency_ms']:.3f} ms vs "
+              f"{cost['host_latency_ms_all_int8']:.3f} ms all-int8 ({cost['latency_graph']}, median of 20 runs)."]
+    return lines
 
 
 def _attribution_lines(attribution: dict[str, Any]) -> list[str]:

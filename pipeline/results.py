@@ -87,11 +87,13 @@ class ValidationResult:
     gates: tuple[Mapping[str, Any], ...]
     passed: bool
     attribution: Mapping[str, Any] = field(default_factory=dict)  # graph -> the INT8 ONNX's tensors (edgeq.attribution)
+    repair: Mapping[str, Any] = field(default_factory=dict)  # the tries of edgeq.repair, when a gate failed
 
     def facts(self) -> dict[str, Any]:
         """reference, artifacts, gates and passed, as the report carries them."""
         return {"reference": dict(self.reference), "artifacts": dict(self.artifacts),
-                "gates": [dict(g) for g in self.gates], "passed": self.passed, "attribution": dict(self.attribution)}
+                "gates": [dict(g) for g in self.gates], "passed": self.passed, "attribution": dict(self.attribution),
+                "repair": dict(self.repair)}
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,20 @@ def _runs_in_int8(op: str, input_types: list[str | None], output_types: list[str
             and at(output_types, 0) == "int8" and bias in (None, "int32"))
 
 
+def _runs_in_16x8(op: str, input_types: list[str | None], output_types: list[str | None]) -> bool:
+    """Whether compute op ``op`` runs LiteRT's 16x8 kernel: int16 activations, int8 weights (for
+    BATCH_MATMUL both operands int16), int16 output, int64 bias where present (edgeq.repair's ops)."""
+    roles = OPERAND_ROLES[op]
+
+    def at(types: list[str | None], i: int) -> str | None:
+        return types[i] if 0 <= i < len(types) else None
+
+    weights = "int16" if op == "BATCH_MATMUL" else "int8"
+    bias = at(input_types, roles.bias) if roles.bias is not None else None
+    return (at(input_types, roles.activation) == "int16" and at(input_types, roles.weights) == weights
+            and at(output_types, 0) == "int16" and bias in (None, "int64", "int32"))
+
+
 def inspect_tflite(path: Path) -> dict[str, Any]:
     """Per-op dtypes, the int8 coverage of compute ops, and a byte breakdown of the file."""
     from ai_edge_litert import schema_py_generated as fb
@@ -115,10 +129,12 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
                         "inputs": [t for t in in_types if t is not None],  # present operands only
                         "outputs": [t for t in out_types if t is not None],
                         "input_types": in_types, "output_types": out_types, "tensor": tensor,
-                        "int8": name in OPERAND_ROLES and _runs_in_int8(name, in_types, out_types)})
+                        "int8": name in OPERAND_ROLES and _runs_in_int8(name, in_types, out_types),
+                        "int16x8": name in OPERAND_ROLES and _runs_in_16x8(name, in_types, out_types)})
 
     compute = [o for o in ops if o["op"] in COMPUTE_OPS]
     int8_compute = [o for o in compute if o["int8"]]
+    int16_compute = [o for o in compute if o["int16x8"]]
     float_all = [o for o in ops if "float32" in o["outputs"] and o["op"] not in TYPE_CHANGE_OPS]
     float_ops = [o for o in float_all if o["op"] not in DATA_MOVEMENT_OPS]
     float_moves = sorted({o["op"] for o in float_all if o["op"] in DATA_MOVEMENT_OPS})
@@ -133,7 +149,11 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
         "compute_ops": len(compute),
         "int8_compute_ops": len(int8_compute),
         "int8_compute_fraction": len(int8_compute) / len(compute) if compute else 1.0,
-        "non_int8_compute_ops": [{k: o[k] for k in ("op", "inputs", "outputs")} for o in compute if not o["int8"]],
+        "int16_compute_ops": len(int16_compute),  # 16-bit activations x int8 weights (a repair's choice)
+        "int16_ops": [{"op": o["op"], "tensor": o["tensor"]} for o in ops if "int16" in o["outputs"]
+                      and o["op"] not in TYPE_CHANGE_OPS],
+        "non_int8_compute_ops": [{k: o[k] for k in ("op", "inputs", "outputs")} for o in compute
+                                 if not o["int8"] and not o["int16x8"]],
         # ops computing in float32 (a float kernel); float_ops: per op, how many and the first output tensors' names
         "float_output_ops": sorted({o["op"] for o in float_ops}),
         "float_ops": {op: {"count": sum(o["op"] == op for o in float_ops),

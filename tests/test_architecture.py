@@ -70,8 +70,8 @@ PUBLIC_API = {
                        "with_runtimes"},
     "edgeq.stages": {"STAGES", "Stage", "load_stage"},
     "edgeq.runner": {"EventHook", "run_stages"},
-    "edgeq.bundle.layout": {"KEEP_MARKER", "LABELS", "MANIFEST", "MODEL_JSON", "REPORT_JSON", "REPORT_MD", "STAGING_PREFIX",
-                            "TOKENIZER", "graph_file"},
+    "edgeq.bundle.layout": {"ATTRIBUTION_PNG", "KEEP_MARKER", "LABELS", "MANIFEST", "MODEL_JSON", "RECIPE_JSON", "REPORT_JSON",
+                            "REPORT_MD", "STAGING_PREFIX", "TOKENIZER", "graph_file"},
     "edgeq.bundle.reader": {"Bundle", "translate"},
     "edgeq.bundle.verify": {"Finding", "verify"},
 }

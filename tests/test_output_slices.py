@@ -91,7 +91,7 @@ def test_the_slice_gate_does_not_apply_without_varying_slices() -> None:
 def test_a_detector_whose_scores_die_in_int8_fails_with_exit_1(tmp_path: Path) -> None:
     out = tmp_path / "dist" / "detector"
     r = invoke_cli(["build", str(make_detector_dir(tmp_path)), "--target", "android", "--out", str(out),
-                    "-r", "litert", "-r", "litert-ref"])
+                    "-r", "litert", "-r", "litert-ref", "--no-repair"])
     assert r.exit_code == 1, r.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     failed = [g for g in report["gates"] if not g["passed"]]
@@ -109,7 +109,7 @@ def test_declared_slices_are_measured_and_named(tmp_path: Path) -> None:
     """edgeq.toml names the parts: [[outputs]] axis = 1, slices = { boxes = "0:4", scores = "4:" }."""
     out = tmp_path / "dist" / "detector"
     model_dir = make_detector_dir(tmp_path, {"axis": 1, "slices": {"boxes": "0:4", "scores": "4:"}})
-    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert"])
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert", "--no-repair"])
     assert r.exit_code == 1, r.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     slices = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["outputs"]["model"]["output0"]["slices"]

@@ -7,13 +7,15 @@ file with its sha256 and bytes.
 
 from __future__ import annotations
 
-__all__ = ["KEEP_MARKER", "LABELS", "MANIFEST", "MODEL_JSON", "REPORT_JSON", "REPORT_MD", "STAGING_PREFIX", "TOKENIZER",
-           "graph_file"]
+__all__ = ["ATTRIBUTION_PNG", "KEEP_MARKER", "LABELS", "MANIFEST", "MODEL_JSON", "RECIPE_JSON", "REPORT_JSON", "REPORT_MD",
+           "STAGING_PREFIX", "TOKENIZER", "graph_file"]
 
 MANIFEST = "manifest.json"
 MODEL_JSON = "model.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+RECIPE_JSON = "recipe.json"  # a repaired model's mixed-precision recipe (edgeq.repair)
+ATTRIBUTION_PNG = "attribution.png"  # SQNR along the graph, per quantized artifact
 LABELS = "labels.txt"  # a classifier's class names, one per line
 TOKENIZER = "tokenizer.model"  # a translation model's SentencePiece model
 

@@ -155,8 +155,15 @@ class QuantSpec:
     per_channel: bool = True
     # TFLite ops accepted in float32 inside the INT8 model (no int8 kernel); any other is refused
     allow_float_ops: tuple[str, ...] = ()
+    # when a gate fails, try 16-bit activations for the ops where the error originates (edgeq.repair)
+    repair: bool = True
+    # compute ops (CONV / DEPTHWISE_CONV / FULLY_CONNECTED / BATCH_MATMUL) repair may give 16-bit
+    # activations; None: 10% of the graph's compute ops
+    max_int16_ops: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_int16_ops is not None and self.max_int16_ops < 0:
+            raise ConfigError(f"[quantization].max_int16_ops must be 0 or more, got {self.max_int16_ops}")
         if not 90.0 <= self.percentile < 100.0:
             raise ConfigError(f"[quantization].percentile must be in [90, 100), got {self.percentile}")
 

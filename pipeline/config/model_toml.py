@@ -36,6 +36,12 @@ from edgeq.onnx_files import onnx_inputs
 __all__ = ["load_model_spec"]
 
 
+def _max_int16_ops(value: int | None, f: str) -> int | None:
+    if value is not None and not 0 <= value <= 100_000:
+        raise ConfigError(f"{f}: [quantization].max_int16_ops must be a count of ops from 0 to 100000, got {value}")
+    return value
+
+
 def _parse_inputs(raw_inputs: list[Any], where: str, f: str, shapes: dict[str, tuple[int, ...]] | None = None,
                   onnx_file: Path | None = None, values: dict[str, Any] | None = None,
                   ) -> tuple[tuple[InputSpec, ...], tuple[FrozenInput, ...]]:
@@ -316,6 +322,8 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
         percentile=float(percentile),
         per_channel=q.get("per_channel", bool, True),
         allow_float_ops=check_tflite_ops(q.get("allow_float_ops", list, []), f"{f}: [quantization].allow_float_ops"),
+        repair=q.get("repair", bool, True),
+        max_int16_ops=_max_int16_ops(q.get("max_int16_ops", int, None), f),
     )
     q.finish()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq import __version__
-from edgeq.bundle.layout import MANIFEST, MODEL_JSON, REPORT_JSON, REPORT_MD, graph_file
+from edgeq.bundle.layout import MANIFEST, MODEL_JSON, RECIPE_JSON, REPORT_JSON, REPORT_MD, graph_file
 from edgeq.context import BuildContext
 from edgeq.hashing import sha256_file
 from edgeq.report import build_report, render_markdown
@@ -24,7 +24,8 @@ from edgeq.results import ConvertResult, ExportResult, PackageResult, QuantizeRe
 __all__ = ["STAGE", "TOOLS", "PackageStage", "file_entry", "write_json"]
 
 # Distributions whose versions decide the bytes of a bundle.
-TOOLS = ("onnx", "onnxruntime", "onnxslim", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "numpy", "torch")
+TOOLS = ("onnx", "onnxruntime", "onnxslim", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "litert-quantizer",
+         "numpy", "torch")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -112,6 +113,10 @@ class PackageStage:
             "note": "dequantize int8 outputs with (q - zero_point) * scale; quantize int8 inputs with "
                     "round(x / scale) + zero_point",
         }
+        repair = ctx.result(ValidationResult).repair
+        if repair.get("recipe"):
+            model_json["mixed_precision"] = {"recipe": RECIPE_JSON, "int16_ops": repair["cost"]["int16_ops"]}
+            write_json(out / RECIPE_JSON, {**repair["recipe"], "try": repair["chosen"]})
         write_json(out / MODEL_JSON, model_json)
 
         report = build_report(spec, target, export, ctx.result(QuantizeResult), ctx.result(ConvertResult),

@@ -17,8 +17,10 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from edgeq.artifacts import Artifact
 from edgeq.context import BuildContext, Evaluation, Pair
 from edgeq.execution import DecodeJob, FeedSet, Runtime, Work
 from edgeq.gates import evaluate
@@ -26,7 +28,7 @@ from edgeq.results import CalibrationResult, ConvertResult, ValidationResult
 from edgeq.runtimes import RUNTIMES, open_runtime, start_all, stop_all
 from edgeq.tflite_inspect import inspect_tflite
 
-__all__ = ["SHIPPED", "STAGE", "VARIANTS", "ValidateStage", "validation_pairs"]
+__all__ = ["SHIPPED", "STAGE", "VARIANTS", "ValidateStage", "check", "validation_pairs"]
 
 SHIPPED = "tflite_int8"
 REFERENCE = ("onnx_float", "onnxruntime")
@@ -53,55 +55,77 @@ class ValidateStage:
     produces: tuple[str | type, ...] = (ValidationResult,)
 
     def run(self, ctx: BuildContext) -> ValidationResult:
-        """Open every runtime, let the task run the eval set, then describe and gate."""
-        threads = ctx.target.threads
-        graphs = [g.name for g in ctx.spec.graphs]
-        folder = ctx.build_dir / "runtimes"  # each runtime's own folder, and the recorded feeds
+        """Validate on every runtime; when a gate fails, repair (edgeq.repair) and validate the repair."""
+        result = check(ctx, validation_pairs(ctx))
+        attribution = _attribution(ctx)
+        repaired: dict[str, Any] = {}
+        if not result.passed and ctx.spec.quantization.repair:
+            from edgeq.repair import repair
 
-        def opened(key: str, rt: str) -> Runtime:
-            return open_runtime(rt, ctx.artifacts[key], threads, folder / f"{key}-{rt.replace(':', '-')}")
+            def on(runtime: str, arts: dict[str, Artifact]) -> list[dict[str, Any]]:
+                shipped = ctx.artifacts[SHIPPED]
+                ctx.artifacts[SHIPPED] = arts
+                try:
+                    return [dict(g) for g in check(ctx, [(SHIPPED, runtime)]).gates]
+                finally:
+                    ctx.artifacts[SHIPPED] = shipped
 
-        reference = opened(*REFERENCE)
-        runners = {(key, rt): opened(key, rt) for key, rt in validation_pairs(ctx)}
-        everyone = [reference, *runners.values()]
-
-        def start(feeds: dict[str, FeedSet], decode: DecodeJob | None) -> None:
-            start_all(everyone, Work(feeds, decode, folder / "feeds"))
-
-        try:
-            found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, SHIPPED))
-        finally:
-            stop_all(everyone)
-
-        ref_entry = {"artifact": REFERENCE[0], **reference.describe(), "metrics": found.reference, "samples": len(ctx.eval)}
-        artifacts: dict[str, Any] = {}
-        for key in (REFERENCE[0], *VARIANTS):
-            arts = ctx.artifacts[key]
-            first = arts[graphs[0]]
-            artifacts[key] = {
-                "format": first.format, "precision": first.precision,
-                "files": {g: {"file": arts[g].path.name, "bytes": arts[g].bytes} for g in graphs},
-                "bytes": sum(arts[g].bytes for g in graphs), "runtimes": {},
-            }
-        for (key, rt_name), rt in runners.items():
-            entry: dict[str, Any] = {"describe": rt.describe(), "outputs": found.tensors[(key, rt_name)]}
-            if (key, rt_name) in found.task:
-                entry["task"] = found.task[(key, rt_name)]
-            artifacts[key]["runtimes"][rt_name] = entry
-        conv = ctx.result(ConvertResult).graphs
-        for key in ("tflite_float32", SHIPPED):
-            artifacts[key]["inspection"] = {g: inspect_tflite(ctx.artifact(key, g).path) for g in graphs}
-        fallback = {g: conv[g]["float_fallback"] for g in graphs if conv.get(g, {}).get("float_fallback")}
-        if fallback:
-            artifacts[SHIPPED]["float_fallback"] = fallback
-        if found.parity:
-            artifacts[SHIPPED]["parity"] = found.parity
-
-        gates = evaluate(ctx.gates, ctx.spec.task.kind, ref_entry["metrics"], artifacts[SHIPPED], SHIPPED)
-        return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates), _attribution(ctx))
+            repaired = repair(ctx, on, SHIPPED)
+            if repaired.get("chosen") is not None:
+                result = check(ctx, validation_pairs(ctx))
+        return replace(result, attribution=attribution, repair=repaired)
 
 
 STAGE = ValidateStage()
+
+
+def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
+    """Run the reference and every (artifact, runtime) pair over the eval set; describe and gate."""
+    threads = ctx.target.threads
+    graphs = [g.name for g in ctx.spec.graphs]
+    folder = ctx.build_dir / "runtimes"  # each runtime's own folder, and the recorded feeds
+
+    def opened(key: str, rt: str) -> Runtime:
+        return open_runtime(rt, ctx.artifacts[key], threads, folder / f"{key}-{rt.replace(':', '-')}")
+
+    reference = opened(*REFERENCE)
+    runners = {(key, rt): opened(key, rt) for key, rt in pairs}
+    everyone = [reference, *runners.values()]
+
+    def start(feeds: dict[str, FeedSet], decode: DecodeJob | None) -> None:
+        start_all(everyone, Work(feeds, decode, folder / "feeds"))
+
+    try:
+        found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, SHIPPED))
+    finally:
+        stop_all(everyone)
+
+    ref_entry = {"artifact": REFERENCE[0], **reference.describe(), "metrics": found.reference, "samples": len(ctx.eval)}
+    artifacts: dict[str, Any] = {}
+    for key in (REFERENCE[0], *VARIANTS):
+        arts = ctx.artifacts[key]
+        first = arts[graphs[0]]
+        artifacts[key] = {
+            "format": first.format, "precision": first.precision,
+            "files": {g: {"file": arts[g].path.name, "bytes": arts[g].bytes} for g in graphs},
+            "bytes": sum(arts[g].bytes for g in graphs), "runtimes": {},
+        }
+    for (key, rt_name), rt in runners.items():
+        entry: dict[str, Any] = {"describe": rt.describe(), "outputs": found.tensors[(key, rt_name)]}
+        if (key, rt_name) in found.task:
+            entry["task"] = found.task[(key, rt_name)]
+        artifacts[key]["runtimes"][rt_name] = entry
+    conv = ctx.result(ConvertResult).graphs
+    for key in ("tflite_float32", SHIPPED):
+        artifacts[key]["inspection"] = {g: inspect_tflite(ctx.artifact(key, g).path) for g in graphs}
+    fallback = {g: conv[g]["float_fallback"] for g in graphs if conv.get(g, {}).get("float_fallback")}
+    if fallback:
+        artifacts[SHIPPED]["float_fallback"] = fallback
+    if found.parity:
+        artifacts[SHIPPED]["parity"] = found.parity
+
+    gates = evaluate(ctx.gates, ctx.spec.task.kind, ref_entry["metrics"], artifacts[SHIPPED], SHIPPED)
+    return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates))
 
 
 def _attribution(ctx: BuildContext) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""repair: when a gate fails, 16-bit activations for the ops where the INT8 error originates, a few
+at a time, until the gates pass on the host runtime or the budget is spent.
+
+Rules:
+
+* Only for float32 model I/O (the app's contract stays as it is) and only when ``[quantization]
+  repair`` and the command line allow it; the shipped artifact is not changed otherwise.
+* Each graph's float32 .tflite is quantized again with litert-quantizer (edgeq.mixed_precision): try 0
+  gives every op 8-bit activations with ranges from the min / max over the calibration set; try 1
+  clips them (the moving average of each sample's min / max). The attribution of the better of the
+  two against the float .tflite (edgeq.attribution.attribute_tflite) ranks the tensors where the
+  error originates, and each following try, with those ranges, gives 16-bit activations (int8
+  weights) to the ops of the next ranked tensors, doubling the number of origins each time.
+* Budget: compute ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, BATCH_MATMUL) with 16-bit
+  activations, at most ``[quantization] max_int16_ops`` (default 10% of the compute ops, rounded
+  down) over all graphs; an origin that would exceed it is skipped. Other ops (concatenations,
+  reshapes, logistic, ...) cost no multiply-accumulates and are not counted, but are listed.
+* Every try is validated on the host runtime with the gates that apply to one runtime; the first
+  that passes them is the shipped artifact (then validated on every runtime of the target). When
+  none does, the converter's INT8 artifact stays, and the report gives every try and the best one.
+* XNNPACK has no 16x8 kernels: LiteRT runs those ops on its builtin kernels; the report gives the
+  host latency of the repaired model against try 0.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgeq.artifacts import Artifact
+from edgeq.context import BuildContext
+from edgeq.results import CalibrationResult
+from edgeq.tflite_io import to_tflite
+
+__all__ = ["BUDGET_SHARE", "MAX_TRIES", "MIN_DROP_DB", "Checker", "repair"]
+
+BUDGET_SHARE = 0.10  # compute ops that may get 16-bit activations, by default
+MAX_TRIES = 7  # the two range choices and up to five promotions
+MIN_DROP_DB = 1.0  # a tensor whose SQNR drops less than this is no origin
+CALIBRATION_SAMPLES = 200  # at most, from the calibration set
+LATENCY_RUNS = 20
+
+# Given a runtime and the shipped artifacts to check there (graph -> Artifact), the gate results
+Checker = Callable[[str, dict[str, Artifact]], list[dict[str, Any]]]
+
+
+def _gate_summary(gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: g.get(k) for k in ("name", "runtime", "value", "limit", "passed", "detail") if g.get(k) is not None
+             or k in ("value", "passed")} for g in gates]
+
+
+def _score(gates: list[dict[str, Any]]) -> tuple[int, float]:
+    """Fewer failed gates first, then the worst margin relative to its limit (larger is better)."""
+    failed = [g for g in gates if not g["passed"]]
+    margins = [g["margin"] / max(abs(g["limit"]), 1e-9) for g in failed if g.get("margin") is not None]
+    return (len(failed), -min(margins, default=0.0))
+
+
+def _latency_ms(model: bytes, signature: str, feed: dict[str, np.ndarray], threads: int) -> float:
+    """Median host latency (LiteRT, default kernels) of one sample, in milliseconds."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeq._fds import redirect_output
+
+    with redirect_output(stdout=False):
+        interp = Interpreter(model_content=model, num_threads=threads)
+        interp.allocate_tensors()
+        runner = interp.get_signature_runner(signature)
+        runner(**feed)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        t0 = time.perf_counter()
+        runner(**feed)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
+class _Graph:
+    """One graph's float .tflite, its calibration feeds, and its compute ops by output tensor."""
+
+    def __init__(self, ctx: BuildContext, name: str) -> None:
+        from edgeq.tflite_inspect import COMPUTE_OPS
+
+        self.name = name
+        self.float_art = ctx.artifact("tflite_float32", name)
+        self.float_bytes = self.float_art.path.read_bytes()
+        self.signature = self.float_art.meta["signature"]
+        sets = ctx.result(CalibrationResult).sets[name]
+        self.feeds = [to_tflite(feed, self.float_art.meta) for _, feed in zip(range(CALIBRATION_SAMPLES), sets, strict=False)]
+        self.compute = set()
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_content=self.float_bytes)
+        details = interp.get_tensor_details()
+        for op in interp._get_ops_details():
+            if op["op_name"] in COMPUTE_OPS and len(op["outputs"]):
+                self.compute.add(details[op["outputs"][0]]["name"])
+
+
+def repair(ctx: BuildContext, check: Checker, shipped_key: str) -> dict[str, Any]:
+    """Try 16-bit activations where the error originates; returns the report entry. When a try passes,
+    ``ctx.artifacts[shipped_key]`` holds its files (and ``entry["chosen"]`` is its number)."""
+    from edgeq.attribution import attribute_tflite
+    from edgeq.mixed_precision import quantize_mixed
+
+    if ctx.target.io_dtype != "float32":
+        return {"skipped": f"repair keeps float32 model inputs and outputs; this build's io dtype is {ctx.target.io_dtype}"}
+    from edgeq.runtimes import emulators
+
+    emulated = {r for r, _ in emulators(ctx.target)}
+    host = next((r for r in ctx.target.runtimes if r not in emulated), ctx.target.runtimes[0])
+    graphs = [_Graph(ctx, g.name) for g in ctx.spec.graphs]
+    total_compute = sum(len(g.compute) for g in graphs)
+    budget = ctx.spec.quantization.max_int16_ops
+    if budget is None:
+        budget = math.floor(BUDGET_SHARE * total_compute)
+    folder = ctx.build_dir / "repair"
+    folder.mkdir(exist_ok=True)
+    original = dict(ctx.artifacts[shipped_key])
+    tries: list[dict[str, Any]] = []
+    models: list[dict[str, bytes]] = []
+
+    def attempt(promoted: dict[str, list[str]], why: str, ranges: str) -> bool:
+        k = len(tries)
+        files: dict[str, bytes] = {}
+        arts: dict[str, Artifact] = {}
+        for g in graphs:
+            files[g.name] = quantize_mixed(g.float_bytes, g.signature, g.feeds, promoted.get(g.name, []), ranges)
+            path = folder / f"try{k}.{g.name}.tflite"
+            path.write_bytes(files[g.name])
+            arts[g.name] = Artifact(shipped_key, path, "tflite", "int8+int16" if promoted.get(g.name) else "int8",
+                                    dict(g.float_art.meta), graph=g.name)
+        gates = check(host, arts)
+        passed = all(x["passed"] for x in gates)
+        int16_compute = sum(1 for g in graphs for t in promoted.get(g.name, []) if t in g.compute)
+        tries.append({"try": k, "change": why, "ranges": ranges, "int16_ops": {g: list(v) for g, v in promoted.items() if v},
+                      "int16_compute_ops": int16_compute, "bytes": sum(len(b) for b in files.values()),
+                      "passed": passed, "gates": _gate_summary(gates), "_score": _score(gates), "_arts": arts})
+        models.append(files)
+        return passed
+
+    passed = attempt({}, "litert-quantizer, 8-bit activations and weights everywhere; ranges: min/max", "minmax")
+    if not passed:
+        passed = attempt({}, "ranges clipped: the moving average of each sample's min/max (rare outliers clipped)",
+                         "moving_average")
+    if not passed:
+        base = min(tries, key=lambda t: t["_score"])
+        ranges = base["ranges"]
+        origins: list[tuple[float, str, list[str], dict[str, Any]]] = []
+        for g in graphs:
+            rows = attribute_tflite(g.float_bytes, models[base["try"]][g.name], g.signature, g.feeds)
+            origins += [(r["drop_db"], g.name, r["promote"], r) for r in rows
+                        if r["drop_db"] >= MIN_DROP_DB and r["promote"]]
+        origins.sort(key=lambda o: -o[0])
+        promoted: dict[str, list[str]] = {}
+        compute_used = 0
+        step, taken = 1, 0
+        while not passed and len(tries) < MAX_TRIES and taken < len(origins):
+            added: list[str] = []
+            while len(added) < step and taken < len(origins):
+                drop, gname, names, row = origins[taken]
+                taken += 1
+                graph = next(g for g in graphs if g.name == gname)
+                new = [n for n in names if n not in promoted.get(gname, [])]
+                cost = sum(1 for n in new if n in graph.compute)
+                if not new or compute_used + cost > budget:
+                    continue
+                compute_used += cost
+                promoted.setdefault(gname, []).extend(new)
+                added.append(f"{row['op']} {row['tensor']} (SQNR drops {drop:.1f} dB there)")
+            if not added:
+                break
+            passed = attempt({g: list(v) for g, v in promoted.items()},
+                             "16-bit activations for the ops where the error originates: " + "; ".join(added), ranges)
+            step *= 2
+    chosen = next((t["try"] for t in tries if t["passed"]), None)
+    best = chosen if chosen is not None else min(tries, key=lambda t: t["_score"])["try"]
+    if chosen is not None:
+        ctx.artifacts[shipped_key] = dict(tries[chosen]["_arts"])
+    else:
+        ctx.artifacts[shipped_key] = original
+    entry: dict[str, Any] = {
+        "tries": [{k: v for k, v in t.items() if not k.startswith("_")} for t in tries],
+        "chosen": chosen, "best": best, "budget_int16_compute_ops": budget, "compute_ops": total_compute,
+        "host_runtime": host,
+    }
+    if chosen is not None:
+        t = tries[chosen]
+        entry["recipe"] = {"quantizer": "litert-quantizer", "default": "a8w8 (int8 activations, int8 weights)",
+                           "a16w8": t["int16_ops"], "ranges": t["ranges"],
+                           "calibration_samples": {g.name: len(g.feeds) for g in graphs}}
+        g0 = graphs[0]
+        entry["cost"] = {
+            "bytes": t["bytes"], "bytes_all_int8": tries[0]["bytes"], "int16_compute_ops": t["int16_compute_ops"],
+            "int16_ops": sum(len(v) for v in t["int16_ops"].values()),
+            "kernels": "ops with 16-bit activations run on LiteRT's builtin kernels (XNNPACK has no 16x8 kernels)",
+            "host_latency_ms": _latency_ms(models[chosen][g0.name], g0.signature, g0.feeds[0], ctx.target.threads),
+            "host_latency_ms_all_int8": _latency_ms(models[0][g0.name], g0.signature, g0.feeds[0], ctx.target.threads),
+            "all_int8_try": 0,
+            "latency_graph": g0.name,
+        }
+    return entry
+

@@ -1,0 +1,163 @@
+"""Repair: 16-bit activations where the INT8 error originates, until the gates pass (edgeq.repair),
+and the TFLite side of the attribution that guides it (edgeq.attribution.attribute_tflite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import invoke_cli
+from tiny_detector import make_detector_dir
+
+from edgeq.attribution import attribute_tflite
+from edgeq.mixed_precision import float_io, quantize_mixed
+
+WIDTH = 16
+SEED = 0
+SIGNATURE = "serving_default"
+
+
+def _float_mlp(outlier_layer: int | None) -> bytes:
+    """A float32 .tflite: four Dense + ReLU layers named layer0..layer3; the outlier layer's weights give
+    one output channel values 300x the others'."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(SEED)
+    inp = tf.keras.Input((WIDTH,), batch_size=1, name="x")
+    x = inp
+    for k in range(4):
+        dense = tf.keras.layers.Dense(WIDTH, activation="relu", name=f"layer{k}")
+        x = dense(x)
+        w = rng.normal(0, 1 / np.sqrt(WIDTH), (WIDTH, WIDTH)).astype(np.float32)
+        if k == outlier_layer:
+            w[:, 3] *= 300.0
+        dense.set_weights([w, np.zeros(WIDTH, np.float32)])
+    model = tf.keras.Model(inp, x)
+    return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
+def _feeds(n: int = 24) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(SEED + 1)
+    return [{"x": rng.normal(0, 1, (1, WIDTH)).astype(np.float32)} for _ in range(n)]
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_the_tflite_layer_with_an_outlier_channel_is_named_first(layer: int) -> None:
+    f = _float_mlp(layer)
+    q = quantize_mixed(f, SIGNATURE, _feeds())
+    rows = attribute_tflite(f, q, SIGNATURE, _feeds())
+    assert f"layer{layer}" in rows[0]["tensor"], [(r["tensor"], round(r["drop_db"], 1)) for r in rows[:3]]
+    assert rows[0]["drop_db"] > 10 and rows[0]["dtype"] == "int8"
+    assert rows[0]["promote"]  # what a repair would give 16-bit activations
+
+
+def test_sixteen_bit_activations_keep_float_io_and_cut_the_error() -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    f = _float_mlp(2)
+    feeds = _feeds()
+    q8 = quantize_mixed(f, SIGNATURE, feeds)
+    top = attribute_tflite(f, q8, SIGNATURE, feeds)[0]
+    assert "layer2" in top["promote"][0] and len(top["promote"]) == 2  # its writer and its reader (the output layer)
+    q16 = quantize_mixed(f, SIGNATURE, feeds, top["promote"])
+    after = {r["tensor"]: r for r in attribute_tflite(f, q16, SIGNATURE, feeds)}[top["tensor"]]
+    assert after["dtype"] == "int16" and after["channel_sqnr_db"] > top["channel_sqnr_db"] + 20, (top, after)
+    for model in (q8, q16):
+        interp = Interpreter(model_content=model)
+        assert interp.get_input_details()[0]["dtype"] == np.float32 and interp.get_output_details()[0]["dtype"] == np.float32
+        assert interp.get_signature_list() == Interpreter(model_content=f).get_signature_list()
+
+
+def test_float_io_leaves_a_float_model_as_it_is() -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    f = _float_mlp(None)
+    same = float_io(f, f)  # nothing is int8 / int16: no QUANTIZE / DEQUANTIZE added
+    assert len(Interpreter(model_content=same)._get_ops_details()) == len(Interpreter(model_content=f)._get_ops_details())
+
+
+@pytest.fixture(scope="module")
+def repaired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("repair")
+    out = root / "dist" / "detector"
+    r = invoke_cli(["build", str(make_detector_dir(root)), "--target", "android", "--out", str(out),
+                    "-r", "litert", "-r", "litert-ref"])
+    return out, r
+
+
+def test_a_detector_whose_scores_die_in_int8_is_repaired(repaired: tuple[Path, object]) -> None:
+    """The same detector that fails output_slice_levels with --no-repair (test_output_slices) passes with
+    the default repair: 16-bit activations for the output's concatenation, float32 I/O kept."""
+    out, r = repaired
+    assert r.exit_code == 0, r.stderr  # type: ignore[attr-defined]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    rep = report["repair"]
+    assert rep["tries"][0]["passed"] is False
+    assert {g["name"] for g in rep["tries"][0]["gates"] if not g["passed"]} == {"output_slice_levels"}
+    chosen = rep["tries"][rep["chosen"]]
+    assert chosen["passed"] and chosen["int16_compute_ops"] <= rep["budget_int16_compute_ops"]
+    assert all(g["passed"] for g in report["gates"]) and {g["runtime"] for g in report["gates"]} >= {"litert", "litert-ref"}
+    shipped = report["artifacts"]["tflite_int8"]
+    assert any(op["op"] == "CONCATENATION" for op in shipped["inspection"]["model"]["int16_ops"])
+    recipe = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
+    assert recipe["a16w8"] == chosen["int16_ops"] and recipe["try"] == rep["chosen"]
+    model_json = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    assert model_json["inputs"][0]["dtype"] == "float32" and model_json["outputs"][0]["dtype"] == "float32"
+    assert model_json["mixed_precision"]["recipe"] == "recipe.json"
+    assert "repair try 0:" in r.stdout and "repaired: try" in r.stdout  # type: ignore[attr-defined]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Repair" in md and "host latency" in md
+
+
+def test_a_repaired_bundle_verifies(repaired: tuple[Path, object]) -> None:
+    out, _ = repaired
+    r = invoke_cli(["verify", str(out)])
+    assert r.exit_code == 0, r.stdout + r.stderr
+
+
+def test_a_rebuild_gives_the_same_bytes(repaired: tuple[Path, object], tmp_path: Path) -> None:
+    out, _ = repaired
+    again = tmp_path / "again"
+    r = invoke_cli(["build", str(out.parent.parent / "detector"), "--target", "android", "--out", str(again),
+                    "-r", "litert", "-r", "litert-ref"])
+    assert r.exit_code == 0, r.stderr
+    assert (again / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
+
+
+def test_a_repair_that_cannot_meet_the_gates_exits_1_with_every_try(tmp_path: Path) -> None:
+    """No compute op may get 16-bit activations and the cosine limit is out of reach: exit 1, the
+    report lists each try, names the best, and the converter's INT8 model ships."""
+    out = tmp_path / "dist" / "detector"
+    model_dir = make_detector_dir(tmp_path)
+    toml = model_dir / "edgeq.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + "\n[quantization]\nmax_int16_ops = 0\n", encoding="utf-8")
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert",
+                    "--gate", "output_cosine=0.9999999"])
+    assert r.exit_code == 1, r.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    rep = report["repair"]
+    assert rep["chosen"] is None and len(rep["tries"]) >= 2 and rep["best"] in [t["try"] for t in rep["tries"]]
+    assert all(not t["passed"] and t["int16_compute_ops"] == 0 for t in rep["tries"])
+    assert not (out / "recipe.json").exists()
+    assert "repair did not meet the gates" in r.stdout and "FAIL output_cosine" in r.stdout
+    assert "No try met the gates" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_repair_is_skipped_for_int8_io(tmp_path: Path) -> None:
+    out = tmp_path / "dist" / "detector"
+    r = invoke_cli(["build", str(make_detector_dir(tmp_path)), "--target", "android", "--out", str(out), "-r", "litert",
+                    "--io-dtype", "int8"])
+    assert r.exit_code == 1, r.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert "float32 model inputs and outputs" in report["repair"]["skipped"]
+    assert "repair skipped" in r.stdout
+
+
+def test_max_int16_ops_must_be_a_count(tmp_path: Path) -> None:
+    model_dir = make_detector_dir(tmp_path)
+    toml = model_dir / "edgeq.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + "\n[quantization]\nmax_int16_ops = -1\n", encoding="utf-8")
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "max_int16_ops" in r.stderr, r.stderr
