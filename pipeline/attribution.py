@@ -44,12 +44,12 @@ class _Sums:
     features): an outlier channel sets the scale and drowns the others, which the whole tensor's SQNR,
     dominated by that channel, does not show; the mean of the channels' SQNRs does."""
 
-    def __init__(self, channel_axis: int = 1) -> None:
-        self.channel_axis = channel_axis
+    def __init__(self, channel_axes: tuple[int, ...] = (1,)) -> None:
+        self.channel_axes = channel_axes
         self.ref_sq = self.err_sq = self.dot = self.art_sq = 0.0
         self.lo, self.hi = math.inf, -math.inf
-        self.ch_ref: np.ndarray | None = None
-        self.ch_err: np.ndarray | None = None
+        self.ch_ref: dict[int, np.ndarray] | None = None  # channel axis -> per-channel sums
+        self.ch_err: dict[int, np.ndarray] | None = None
 
     def update(self, r: np.ndarray, a: np.ndarray) -> None:
         r, a = r.astype(np.float64), a.astype(np.float64)
@@ -60,25 +60,30 @@ class _Sums:
         self.err_sq += float((d * d).sum())
         if r.size:
             self.lo, self.hi = min(self.lo, float(r.min())), max(self.hi, float(r.max()))
-        ch = self.channel_axis % r.ndim if r.ndim else 0
-        axes = tuple(k for k in range(r.ndim) if k != ch) if r.ndim >= 2 else tuple(range(r.ndim))
-        ref, err = (r * r).sum(axis=axes), (d * d).sum(axis=axes)
-        if self.ch_ref is None or self.ch_err is None or self.ch_ref.shape != np.shape(ref):
-            self.ch_ref, self.ch_err = np.zeros(np.shape(ref)), np.zeros(np.shape(err))
-        self.ch_ref += ref
-        self.ch_err += err
+        if self.ch_ref is None or self.ch_err is None:
+            self.ch_ref, self.ch_err = {}, {}
+        for axis in dict.fromkeys(a % r.ndim for a in self.channel_axes) if r.ndim >= 2 else ():
+            rest = tuple(k for k in range(r.ndim) if k != axis)
+            ref, err = (r * r).sum(axis=rest), (d * d).sum(axis=rest)
+            if axis not in self.ch_ref or self.ch_ref[axis].shape != ref.shape:
+                self.ch_ref[axis], self.ch_err[axis] = np.zeros(ref.shape), np.zeros(err.shape)
+            self.ch_ref[axis] += ref
+            self.ch_err[axis] += err
 
     def sqnr(self) -> float:
         """The whole tensor's SQNR in dB (``CLEAN_DB`` at most)."""
         return _db(self.ref_sq, self.err_sq)
 
     def channel_sqnr(self) -> float:
-        """The mean, in dB, of the SQNR of every channel that carries signal."""
-        if self.ch_ref is None or self.ch_err is None:
-            return self.sqnr()
-        live = self.ch_ref > 0
-        return float(np.mean([_db(r, e) for r, e in zip(self.ch_ref[live], self.ch_err[live], strict=True)])) \
-            if live.any() else self.sqnr()
+        """The mean, in dB, of the SQNR of every channel that carries signal (the lowest such mean over
+        the channel axes measured)."""
+        means = []
+        for axis, ch_ref in (self.ch_ref or {}).items():
+            live = ch_ref > 0
+            if live.any():
+                errs = (self.ch_err or {})[axis][live]
+                means.append(float(np.mean([_db(r, e) for r, e in zip(ch_ref[live], errs, strict=True)])))
+        return min(means) if means else self.sqnr()
 
     def cosine(self) -> float:
         """Cosine similarity of the whole tensor."""
@@ -147,7 +152,7 @@ def attribute(float_onnx: Path, int8_onnx: Path, feeds: Iterable[dict[str, np.nd
     # The SQNR a node's input carries: its own where measured, else that of the nearest measured
     # tensors upstream (graph inputs and weights are clean). ONNX nodes are in topological order.
     upstream: dict[str, float] = {i: sums[i].channel_sqnr() for i in fed}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in fm.graph.node:
         carried = min((upstream.get(i, CLEAN_DB) for i in n.input if i), default=CLEAN_DB)
         for o in n.output:
@@ -156,7 +161,7 @@ def attribute(float_onnx: Path, int8_onnx: Path, feeds: Iterable[dict[str, np.nd
                 continue
             m = sums[o]
             upstream[o] = m.channel_sqnr()
-            rows.append({"tensor": o, "node": n.name, "op": n.op_type, "sqnr_db": m.sqnr(),
+            rows.append({"tensor": o, "node": n.name, "op": n.op_type, "index": len(rows), "sqnr_db": m.sqnr(),
                          "channel_sqnr_db": m.channel_sqnr(), "cosine": m.cosine(), "float_range": [m.lo, m.hi],
                          "scale": scales.get(o), "drop_db": carried - m.channel_sqnr()})
     rows.sort(key=lambda r: -r["drop_db"])
@@ -183,7 +188,7 @@ def _tflite_tensors(model: bytes, signature: str, feeds: Iterable[dict[str, np.n
         yield (interp,)
 
 
-def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: list[dict[str, Any]]) -> list[str]:
+def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: dict[int, dict[str, Any]]) -> list[str]:
     """The ops (by output tensor, as named in the float model) to give 16-bit activations to undo the
     error that appears at ``op``: the op (unless it only changes type: a requantizing QUANTIZE, where
     the error is the scale its consumer asks for) and the ops that read its output, so that the
@@ -223,19 +228,28 @@ def attribute_tflite(float_tflite: bytes, quant_tflite: bytes, signature: str,
     SQNR, cosine, float range, scale and drop; sorted by drop. ``feeds``: the signature's arguments."""
     feeds = list(itertools.islice(feeds, MAX_SAMPLES))
     f_run, q_run = _tflite_tensors(float_tflite, signature, feeds), _tflite_tensors(quant_tflite, signature, feeds)
-    f_interp, f_details, _ = next(f_run)
-    q_interp, q_details, q_ops = next(q_run)
-    f_index = {d["name"]: d["index"] for d in f_details if d["dtype"] == np.float32}
-    written = {o for op in q_ops for o in op["outputs"]}
+    f_interp, f_list, f_ops = next(f_run)
+    q_interp, q_list, q_ops = next(q_run)
+    f_details = {d["index"]: d for d in f_list}
+    q_details = {d["index"]: d for d in q_list}
+    f_active = {o for op in f_ops for o in op["outputs"]} | {d["index"] for d in f_interp.get_input_details()}
+    f_index = {d["name"]: d["index"] for d in f_details.values() if d["dtype"] == np.float32 and d["index"] in f_active}
     inputs = {d["index"] for d in q_interp.get_input_details()}
-    twin: dict[int, int] = {}  # quantized tensor -> float tensor
-    for d in q_details:
-        if d["index"] not in written and d["index"] not in inputs:
-            continue  # a constant
-        name = d["name"] if d["name"] in f_index else _REQUANTIZED.sub("", d["name"])
-        if name in f_index and d["dtype"] != np.int32:
-            twin[d["index"]] = f_index[name]
-    sums = {q: _Sums(channel_axis=-1) for q in twin}
+    twin: dict[int, int] = {}  # quantized activation -> float activation
+    for i in inputs:
+        if q_details[i]["name"] in f_index:
+            twin[i] = f_index[q_details[i]["name"]]
+    for op in q_ops:  # in execution order: a type change takes its input's twin when it has none of its own
+        for o in op["outputs"]:
+            name = q_details[o]["name"]
+            name = name if name in f_index else _REQUANTIZED.sub("", name)
+            if name in f_index and q_details[o]["dtype"] != np.int32 \
+                    and list(f_details[f_index[name]]["shape"]) == list(q_details[o]["shape"]):
+                twin[o] = f_index[name]
+            elif op["op_name"] in ("QUANTIZE", "DEQUANTIZE") and op["inputs"][0] in twin:
+                twin[o] = twin[op["inputs"][0]]
+    # channels: the last axis (NHWC), and axis 1 too for tensors of 3 or more axes ([1, 4 + C, N])
+    sums = {q: _Sums(channel_axes=(1, -1)) for q in twin}
     for _ in feeds:
         next(f_run)
         next(q_run)

@@ -48,6 +48,7 @@ def build_report(spec: ModelSpec, target: TargetSpec, export: ExportResult, quan
         "conversion": convert.facts(),
         "attribution": dict(validation.attribution),
         "repair": dict(validation.repair),
+        "attribution_tflite": dict(validation.attribution_tflite),
         # Host wall time of each stage: the only field that differs between two identical builds.
         "stage_seconds": {k: round(s, 3) for k, s in timings.items()},
     }
@@ -269,7 +270,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         for strategy in info.get("strategies", []):
             lines.append(f"- {graph}: conversion needed more than the defaults: {strategy}")
     lines += _repair_lines(report.get("repair", {}))
-    lines += _attribution_lines(report.get("attribution", {}))
+    lines += _attribution_lines(report.get("attribution", {}), report.get("attribution_tflite", {}),
+                                report.get("attribution_plot"))
     q = report["quantization"]
     if q:
         lines += ["", "## Quantization (INT8 ONNX)", ""] + [f"- {k}: {v}" for k, v in q.items()]
@@ -315,24 +317,35 @@ def _repair_lines(repair: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _attribution_lines(attribution: dict[str, Any]) -> list[str]:
-    """The tensors of the INT8 ONNX model where the error originates, the largest drop first."""
-    if not attribution:
+def _attribution_lines(attribution: dict[str, Any], tflite: dict[str, Any], plot: str | None) -> list[str]:
+    """Where the INT8 error originates: the INT8 ONNX model's tensors, then each quantized .tflite's."""
+    if not attribution and not tflite:
         return []
-    lines = ["", "## Where the INT8 error comes from (INT8 ONNX vs float ONNX, calibration samples)", "",
-             "channel SQNR: the mean of the SQNRs of a tensor's channels (axis 1). drop: the channel SQNR a node's "
-             "inputs carry minus its output's - error that appears at that node.", ""]
-    for graph, rows in attribution.items():
-        if isinstance(rows, dict):
-            lines.append(f"- {graph}: not measured ({rows.get('error')})")
+    lines = ["", "## Where the INT8 error comes from (calibration samples)", "",
+             "channel SQNR: the mean of the SQNRs of a tensor's channels (ONNX: axis 1; .tflite: the last axis, "
+             "and axis 1 for tensors of 3 axes or more, the lower). drop: the channel SQNR a node's inputs carry minus "
+             "its output's - error that appears at that node, not error carried in.", ""]
+    if plot:
+        lines += [f"![SQNR along the graph]({plot})", "", f"{plot}: the SQNR of every tensor along the graph, per "
+                  "quantized artifact; the largest drop is named.", ""]
+    titles = {"tflite_int8": "INT8 .tflite as converted vs the float32 .tflite (LiteRT builtin kernels)",
+              "tflite_repaired": "repaired .tflite vs the float32 .tflite (LiteRT builtin kernels)"}
+    for title, by_graph in [("INT8 ONNX vs float ONNX (onnxruntime)", attribution),
+                            *((titles.get(k, k), v) for k, v in tflite.items())]:
+        if not by_graph:
             continue
-        lines += [f"{graph}:", "", "| tensor | op | SQNR dB | channel SQNR dB | drop dB | float range | int8 scale |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in rows[:ATTRIBUTION_ROWS]:
-            lo, hi = r["float_range"]
-            lines.append(f"| {r['tensor']} | {r['op']} | {r['sqnr_db']:.1f} | {r['channel_sqnr_db']:.1f} | "
-                         f"{r['drop_db']:.1f} | {lo:.4g}..{hi:.4g} | {_num(r['scale'], 6)} |")
-        lines.append("")
+        lines += [f"### {title}", ""]
+        for graph, rows in by_graph.items():
+            if isinstance(rows, dict):
+                lines += [f"- {graph}: not measured ({rows.get('error')})", ""]
+                continue
+            lines += [f"{graph}:", "", "| tensor | op | SQNR dB | channel SQNR dB | drop dB | float range | scale |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in rows[:ATTRIBUTION_ROWS]:
+                lo, hi = r["float_range"]
+                lines.append(f"| {r['tensor']} | {r['op']} | {r['sqnr_db']:.1f} | {r['channel_sqnr_db']:.1f} | "
+                             f"{r['drop_db']:.1f} | {lo:.4g}..{hi:.4g} | {_num(r['scale'], 6)} |")
+            lines.append("")
     return lines
 
 

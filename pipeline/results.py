@@ -88,12 +88,14 @@ class ValidationResult:
     passed: bool
     attribution: Mapping[str, Any] = field(default_factory=dict)  # graph -> the INT8 ONNX's tensors (edgeq.attribution)
     repair: Mapping[str, Any] = field(default_factory=dict)  # the tries of edgeq.repair, when a gate failed
+    # artifact ("tflite_int8": as converted, "tflite_repaired") -> graph -> its tensors vs the float .tflite
+    attribution_tflite: Mapping[str, Any] = field(default_factory=dict)
 
     def facts(self) -> dict[str, Any]:
         """reference, artifacts, gates and passed, as the report carries them."""
         return {"reference": dict(self.reference), "artifacts": dict(self.artifacts),
                 "gates": [dict(g) for g in self.gates], "passed": self.passed, "attribution": dict(self.attribution),
-                "repair": dict(self.repair)}
+                "repair": dict(self.repair), "attribution_tflite": dict(self.attribution_tflite)}
 
 
 @dataclass(frozen=True)

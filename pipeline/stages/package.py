@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq import __version__
-from edgeq.bundle.layout import MANIFEST, MODEL_JSON, RECIPE_JSON, REPORT_JSON, REPORT_MD, graph_file
+from edgeq.bundle.layout import ATTRIBUTION_PNG, MANIFEST, MODEL_JSON, RECIPE_JSON, REPORT_JSON, REPORT_MD, graph_file
 from edgeq.context import BuildContext
 from edgeq.hashing import sha256_file
 from edgeq.report import build_report, render_markdown
@@ -24,6 +24,7 @@ from edgeq.results import ConvertResult, ExportResult, PackageResult, QuantizeRe
 __all__ = ["STAGE", "TOOLS", "PackageStage", "file_entry", "write_json"]
 
 # Distributions whose versions decide the bytes of a bundle.
+ATTRIBUTION_LABELS = {"tflite_int8": "INT8 .tflite as converted (LiteRT)", "tflite_repaired": "repaired .tflite (LiteRT)"}
 TOOLS = ("onnx", "onnxruntime", "onnxslim", "onnx2tf", "tensorflow-cpu", "tf-keras", "ai-edge-litert", "litert-quantizer",
          "numpy", "torch")
 
@@ -118,9 +119,17 @@ class PackageStage:
             model_json["mixed_precision"] = {"recipe": RECIPE_JSON, "int16_ops": repair["cost"]["int16_ops"]}
             write_json(out / RECIPE_JSON, {**repair["recipe"], "try": repair["chosen"]})
         write_json(out / MODEL_JSON, model_json)
+        validation = ctx.result(ValidationResult)
+        from edgeq.plots import attribution_plot
+
+        plotted = attribution_plot([("INT8 ONNX (onnxruntime)", validation.attribution),
+                                    *((ATTRIBUTION_LABELS.get(k, k), v) for k, v in validation.attribution_tflite.items())],
+                                   out / ATTRIBUTION_PNG)
 
         report = build_report(spec, target, export, ctx.result(QuantizeResult), ctx.result(ConvertResult),
-                              ctx.result(ValidationResult), ctx.timings)
+                              validation, ctx.timings)
+        if plotted:
+            report["attribution_plot"] = ATTRIBUTION_PNG
         write_json(out / REPORT_JSON, report)
         (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
 

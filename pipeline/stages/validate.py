@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from edgeq.artifacts import Artifact
+from edgeq.attribution import MAX_SAMPLES
 from edgeq.context import BuildContext, Evaluation, Pair
 from edgeq.execution import DecodeJob, FeedSet, Runtime, Work
 from edgeq.gates import evaluate
@@ -58,6 +59,7 @@ class ValidateStage:
         """Validate on every runtime; when a gate fails, repair (edgeq.repair) and validate the repair."""
         result = check(ctx, validation_pairs(ctx))
         attribution = _attribution(ctx)
+        attribution_tflite = {"tflite_int8": _attribution_tflite(ctx)}
         repaired: dict[str, Any] = {}
         if not result.passed and ctx.spec.quantization.repair:
             from edgeq.repair import repair
@@ -73,7 +75,8 @@ class ValidateStage:
             repaired = repair(ctx, on, SHIPPED)
             if repaired.get("chosen") is not None:
                 result = check(ctx, validation_pairs(ctx))
-        return replace(result, attribution=attribution, repair=repaired)
+                attribution_tflite["tflite_repaired"] = _attribution_tflite(ctx)
+        return replace(result, attribution=attribution, attribution_tflite=attribution_tflite, repair=repaired)
 
 
 STAGE = ValidateStage()
@@ -126,6 +129,25 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
 
     gates = evaluate(ctx.gates, ctx.spec.task.kind, ref_entry["metrics"], artifacts[SHIPPED], SHIPPED)
     return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates))
+
+
+def _attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
+    """Per graph, the shipped .tflite's tensors, dequantized, against the float32 .tflite's on the
+    calibration set (edgeq.attribution.attribute_tflite); a diagnosis, as ``_attribution``."""
+    from edgeq.attribution import attribute_tflite
+    from edgeq.tflite_io import to_tflite
+
+    sets = ctx.result(CalibrationResult).sets
+    out: dict[str, Any] = {}
+    for g in (graph.name for graph in ctx.spec.graphs):
+        f = ctx.artifact("tflite_float32", g)
+        try:
+            feeds = (to_tflite(feed, f.meta) for _, feed in zip(range(MAX_SAMPLES), sets[g], strict=False))
+            out[g] = attribute_tflite(f.path.read_bytes(), ctx.artifact(SHIPPED, g).path.read_bytes(),
+                                      f.meta["signature"], feeds)
+        except Exception as e:  # a diagnosis that fails is reported, not fatal
+            out[g] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+    return out
 
 
 def _attribution(ctx: BuildContext) -> dict[str, Any]:

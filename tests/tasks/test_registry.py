@@ -77,6 +77,9 @@ def test_every_registered_task_builds_a_verified_bundle(kind: str, request: pyte
     # Where the INT8 error comes from, measured for every graph (a diagnosis that fails says so instead).
     assert set(report["attribution"]) == graphs
     assert all(isinstance(rows, list) and rows for rows in report["attribution"].values()), report["attribution"]
+    tflite = report["attribution_tflite"]["tflite_int8"]  # the shipped .tflite against the float32 .tflite
+    assert set(tflite) == graphs and all(isinstance(rows, list) and rows for rows in tflite.values()), tflite
+    assert report["attribution_plot"] == "attribution.png" and (out / "attribution.png").read_bytes()[:4] == b"\x89PNG"
     # The report speaks the task's language, and the bundle is what the manifest says.
     md = (out / "report.md").read_text(encoding="utf-8")
     assert all(f" {c.title} " in md for c in cls.columns)
