@@ -99,6 +99,30 @@ MODELS: dict[str, tuple[str, str]] = {
         _TRANSFORMER % 'keras.layers.Dense(64, activation="gelu")(x)', "classification"),
     "transformer encoder, tanh GELU (the workaround)": (
         _TRANSFORMER % "keras.ops.gelu(keras.layers.Dense(64)(x), approximate=True)", "classification"),
+    "DBNet-style text detector head (ConvTranspose, sigmoid map)": (textwrap.dedent("""
+        inp = keras.Input((64, 64, 3), batch_size=1, name="image")
+        a = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+        b = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(a)
+        c = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(b)
+        u = keras.layers.Conv2DTranspose(32, 2, strides=2, activation="relu")(c)
+        u = keras.layers.Concatenate()([u, b])
+        u = keras.layers.Conv2DTranspose(16, 2, strides=2, activation="relu")(u)
+        u = keras.layers.Conv2DTranspose(1, 2, strides=2)(u)
+        out = keras.layers.Activation("sigmoid", name="prob_map")(u)
+        model = keras.Model(inp, out)"""), "generic"),
+    "transformer encoder, an outlier feature (LayerNorm / softmax inputs)": (textwrap.dedent("""
+        inp = keras.Input((16, 32), batch_size=1, name="tokens")
+        e = keras.layers.Dense(32, name="embed")(inp)
+        a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(e, e)
+        x = keras.layers.LayerNormalization()(e + a)
+        f = keras.ops.gelu(keras.layers.Dense(64)(x), approximate=True)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(32)(f))
+        x = keras.layers.GlobalAveragePooling1D()(x)
+        out = keras.layers.Dense(6, name="logits")(x)
+        model = keras.Model(inp, out)
+        w, b = model.get_layer("embed").get_weights()
+        w[:, 5] *= 60.0  # one feature 60x the others, as trained transformers have (outlier features)
+        model.get_layer("embed").set_weights([w, b])"""), "classification"),
     "two inputs (image + features)": (textwrap.dedent("""
         img = keras.Input((32, 32, 3), batch_size=1, name="image")
         feat = keras.Input((6,), batch_size=1, name="features")
@@ -199,7 +223,8 @@ def _build_row(name: str, kind: str, params: int, root: Path, args: list[str], m
         sq = [m["sqnr_db"] for m in entry["outputs"]["model"].values() if m["sqnr_db"] is not None]
         row.update({
             "converted": True,
-            "full_int8": insp["int8_compute_ops"] == insp["compute_ops"] and not insp["float_output_ops"],
+            "full_int8": insp["int8_compute_ops"] + insp.get("int16_compute_ops", 0) == insp["compute_ops"]
+            and not insp["float_output_ops"],
             "float_ops": insp["float_output_ops"],
             "int8_compute_ops": f"{insp['int8_compute_ops']}/{insp['compute_ops']}",
             "float_fallback": shipped.get("float_fallback", {}),
@@ -209,10 +234,37 @@ def _build_row(name: str, kind: str, params: int, root: Path, args: list[str], m
             "size_ratio": r["size"]["int8_to_float32_ratio"],
             "gates_failed": [f"{g['name']} ({g['value']:.4g} vs {g['limit']:.4g})" for g in r["gates"] if not g["passed"]],
             "rewrites": [w for g in r["export"]["graphs"].values() for w in g["rewrites"]],
+            "top_tensor": _top_tensor(r),
+            "repair": _repair_text(r.get("repair", {})),
         })
     else:
         row.update({"converted": False, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:700]})
     return row
+
+
+def _top_tensor(report: dict[str, Any]) -> str:
+    """The attribution's first row for the INT8 .tflite as converted: where the error originates."""
+    rows = report.get("attribution_tflite", {}).get("tflite_int8", {}).get("model")
+    if not isinstance(rows, list) or not rows:
+        return "-"
+    top = rows[0]
+    name = top["tensor"] if len(top["tensor"]) <= 60 else "..." + top["tensor"][-57:]
+    return f"{name} ({top['op']}, {top['channel_sqnr_db']:.1f} dB, -{top['drop_db']:.1f} dB)"
+
+
+def _repair_text(repair: dict[str, Any]) -> str:
+    """Gates before repair, and what repair did (or '-' when every gate passed as converted)."""
+    if not repair:
+        return "-"
+    if "skipped" in repair:
+        return f"skipped: {repair['skipped']}"
+    before = ", ".join(dict.fromkeys(g["name"] for g in repair.get("gates_before", []) if not g["passed"]))
+    if repair["chosen"] is None:
+        return f"failed {before}; no try passed ({len(repair['tries'])} tries, best: try {repair['best']})"
+    t = repair["tries"][repair["chosen"]]
+    n16 = sum(len(v) for v in t["int16_ops"].values())
+    return (f"failed {before}; try {repair['chosen']} passes on the host: {n16} op(s) 16-bit "
+            f"({t['int16_compute_ops']} of {repair['compute_ops']} compute ops), ranges {t['ranges']}")
 
 
 def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> None:
@@ -241,9 +293,13 @@ def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> No
         "inputs, stale and missing shape declarations), an ONNX LSTM with its state as inputs and outputs. What "
         "export changed in each is in its report.md; the rewritten graph is checked against the file on onnxruntime.",
         "",
+        "Repair (on by default): when a gate fails, the gates of the INT8 model as converted and what repair did "
+        "(README, Repair); the columns after it are those of the model shipped. Top tensor: where the INT8 .tflite as "
+        "converted loses most (the attribution's first row: channel SQNR, drop from its inputs).",
+        "",
         "| model | params | converted | int8 compute ops | agreement | min cosine | min SQNR dB | INT8/float32 bytes | "
-        "build s | gates failed / error |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "build s | gates failed / error | repair | top tensor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.get("converted"):
@@ -251,10 +307,11 @@ def write(rows: list[dict[str, Any]], path: Path, command: str, date: str) -> No
             sq = f"{r['sqnr_db']:.1f}" if r["sqnr_db"] is not None else "inf"
             conv = "yes, full INT8" if r["full_int8"] else f"yes, float32 ops: {', '.join(r['float_ops'])}"
             lines.append(f"| {r['model']} | {r['params']} | {conv} | {r['int8_compute_ops']} | {agree} | {r['cosine']:.4f} | "
-                         f"{sq} | {r['size_ratio']:.3f} | {r['build_seconds']} | {', '.join(r['gates_failed']) or '-'} |")
+                         f"{sq} | {r['size_ratio']:.3f} | {r['build_seconds']} | {', '.join(r['gates_failed']) or '-'} | "
+                         f"{r.get('repair', '-')} | {r.get('top_tensor', '-')} |")
         else:
             lines.append(f"| {r['model']} | {r['params']} | **no** (exit {r['exit_code']}) | - | - | - | - | - | "
-                         f"{r['build_seconds']} | {r['error']} |")
+                         f"{r['build_seconds']} | {r['error']} | - | - |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

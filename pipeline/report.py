@@ -291,6 +291,10 @@ def _repair_lines(repair: dict[str, Any]) -> list[str]:
     lines = ["", "## Repair (16-bit activations where the INT8 error originates)", ""]
     if "skipped" in repair:
         return [*lines, f"Skipped: {repair['skipped']}."]
+    before = [f"{g['name']}{' on ' + g['runtime'] if g.get('runtime') else ''} {_num(g['value'], 4)} (limit "
+              f"{_num(g['limit'], 4)})" for g in repair.get("gates_before", []) if not g["passed"]]
+    if before:
+        lines += [f"The INT8 model as converted failed: {'; '.join(before)}.", ""]
     lines += [f"A gate failed, so edgeq quantized the float32 .tflite again with litert-quantizer and gave 16-bit "
               f"activations to the ops where the error originates, a few at a time (budget: "
               f"{repair['budget_int16_compute_ops']} of {repair['compute_ops']} compute ops). Each try ran on "
