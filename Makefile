@@ -59,6 +59,7 @@ lint: install
 
 bench: emulator
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/detector.py
 
 coverage: install
 	$(BIN)/python bench/model_coverage.py

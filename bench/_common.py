@@ -90,7 +90,8 @@ def runtime_table(summary: dict[str, Any], translation: bool) -> list[str]:
     return [*lines, ""]
 
 
-def timed_build(model_dir: Path, out: Path, keep: Path, runtimes: tuple[str, ...] | None = None) -> tuple[Any, dict[str, Any]]:
+def timed_build(model_dir: Path, out: Path, keep: Path, runtimes: tuple[str, ...] | None = None,
+                repair: bool = True) -> tuple[Any, dict[str, Any]]:
     """`edgeq build --target android` with per-stage wall time and peak RSS (process + children)."""
     from edgeq.build import BuildOptions, build
 
@@ -107,8 +108,8 @@ def timed_build(model_dir: Path, out: Path, keep: Path, runtimes: tuple[str, ...
             mem.mark("between")
 
     t0 = time.perf_counter()
-    outcome = build(BuildOptions(model_dir=model_dir, target="android", out=out, keep_build_dir=keep, runtimes=runtimes),
-                    on_event=on_event)
+    outcome = build(BuildOptions(model_dir=model_dir, target="android", out=out, keep_build_dir=keep, runtimes=runtimes,
+                                 repair=repair), on_event=on_event)
     total = time.perf_counter() - t0
     peaks = mem.stop()
     return outcome, {
