@@ -1,10 +1,14 @@
-"""What the benchmark jobs share: peak-memory sampling and a timed edgeq build."""
+"""What the benchmark scripts share: peak-memory sampling, a timed edgeq build, interleaved LiteRT
+latency, the machine's CPU name, and replacing one section of RESULTS.md."""
 
 from __future__ import annotations
 
 import contextlib
+import platform
+import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +122,56 @@ def timed_build(model_dir: Path, out: Path, keep: Path, runtimes: tuple[str, ...
         "stage_peak_rss": {k: v for k, v in peaks.items() if k in seconds},
         "peak_rss": max(peaks.values()),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> str:
+    """The machine a result was measured on, for RESULTS.md."""
+    import os
+
+    return (f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}")
+
+
+def write_section(heading: str, lines: list[str], path: Path) -> None:
+    """Replace the section of RESULTS.md that starts with ``heading`` by ``lines`` (or add them at the
+    end), keeping everything else."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    old = text.splitlines()
+    if heading in old:
+        start = old.index(heading)
+        end = next((k for k in range(start + 1, len(old)) if old[k].startswith("## ")), len(old))
+        old[start:end] = lines
+    else:
+        old += ["", *lines] if old and old[-1] else lines
+    path.write_text("\n".join(old).rstrip("\n") + "\n", encoding="utf-8")
+
+
+def interleaved_latency(invokes: dict[str, Callable[[], Any]], rounds: int, per_round: int,
+                        warmup: int = 30) -> dict[str, dict[str, float]]:
+    """Median / p10 / p90 milliseconds of each callable; they take turns, ``per_round`` calls each per
+    round, so that drift in the machine's speed hits all alike."""
+    import numpy as np
+
+    for invoke in invokes.values():
+        for _ in range(warmup):
+            invoke()
+    times: dict[str, list[float]] = {n: [] for n in invokes}
+    for _ in range(rounds):
+        for name, invoke in invokes.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter_ns()
+                invoke()
+                times[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return {n: {"median_ms": statistics.median(t), "p10_ms": float(np.percentile(t, 10)),
+                "p90_ms": float(np.percentile(t, 90)), "runs": len(t)} for n, t in times.items()}

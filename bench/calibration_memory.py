@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import machine, write_section
 
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # offline, like edgeq itself
 
@@ -179,26 +179,6 @@ def section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_section(r: dict[str, Any], path: Path) -> None:
-    """Replace this benchmark's section of RESULTS.md (or add it at the end), keeping everything else."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    lines = text.splitlines()
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
-        lines[start:end] = section(r)
-    else:
-        lines += ["", *section(r)] if lines and lines[-1] else section(r)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--job", nargs=3, metavar=("PATH", "METHOD", "SAMPLES"), help=argparse.SUPPRESS)
@@ -213,8 +193,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": COMMAND,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-                   f"Python {platform.python_version()}",
+        "machine": machine(),
         "versions": ", ".join(f"{n} {metadata.version(n)}" for n in ("onnx", "onnxruntime", "numpy")),
         "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "runs": [],
@@ -233,7 +212,7 @@ def main() -> None:
             print(row, flush=True)
             results["runs"].append(row)
     args.out.with_name("calibration_memory.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    write_section(results, args.out)
+    write_section(HEADING, section(results), args.out)
     print("\n".join(section(results)))
 
 

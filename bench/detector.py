@@ -23,18 +23,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import timed_build
+from _common import interleaved_latency, machine, timed_build, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "detector"
@@ -79,25 +76,15 @@ def job_latency(work: Path) -> dict[str, Any]:
     files = {"float32": work / "converted_build" / "model.float32.tflite",
              "INT8 as converted": work / "converted_build" / "model.int8.tflite",
              "repaired (int8 + 16-bit ops)": work / "repaired" / "model.tflite"}
-    interps = {}
+    invokes = {}
     for name, path in files.items():
         it = Interpreter(model_path=str(path), num_threads=1)
         it.allocate_tensors()
         d = it.get_input_details()[0]
         it.set_tensor(d["index"], x.astype(d["dtype"]))
-        for _ in range(30):  # warm-up
-            it.invoke()
-        interps[name] = it
-    times: dict[str, list[float]] = {n: [] for n in files}
-    for _ in range(LATENCY_ROUNDS):
-        for name, it in interps.items():
-            for _ in range(LATENCY_PER_ROUND):
-                t0 = time.perf_counter_ns()
-                it.invoke()
-                times[name].append((time.perf_counter_ns() - t0) / 1e6)
-    return {n: {"median_ms": statistics.median(t), "p10_ms": float(np.percentile(t, 10)),
-                "p90_ms": float(np.percentile(t, 90)), "runs": len(t), "bytes": files[n].stat().st_size}
-            for n, t in times.items()}
+        invokes[name] = it.invoke
+    found = interleaved_latency(invokes, LATENCY_ROUNDS, LATENCY_PER_ROUND)
+    return {n: {**m, "bytes": files[n].stat().st_size} for n, m in found.items()}
 
 
 JOBS = {"repaired": job_repaired, "converted": job_converted, "latency": job_latency}
@@ -164,26 +151,6 @@ def section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_section(r: dict[str, Any], path: Path) -> None:
-    """Replace this benchmark's section of RESULTS.md (or add it at the end), keeping everything else."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    lines = text.splitlines()
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
-        lines[start:end] = section(r)
-    else:
-        lines += ["", *section(r)] if lines and lines[-1] else section(r)
-    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--job", choices=sorted(JOBS), help=argparse.SUPPRESS)
@@ -197,8 +164,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": COMMAND,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-                   f"Python {platform.python_version()}",
+        "machine": machine(),
         "versions": ", ".join(f"{n} {metadata.version(n)}" for n in ("ai-edge-litert", "litert-quantizer", "tensorflow-cpu")),
         "eval_images": int(np.load(SAMPLE / "data" / "eval" / "image.npy", mmap_mode="r").shape[0]),
     }
@@ -209,7 +175,7 @@ def main() -> None:
             results[job] = json.loads((work / f"{job}.json").read_text())
             print(f"{job}: done", flush=True)
     args.out.with_name("detector.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_section(results, args.out)
+    write_section(HEADING, section(results), args.out)
     print("\n".join(section(results)))
 
 

@@ -24,8 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import PeakRSS, mb, runtime_summary, runtime_table, stage_table, timed_build
+from _common import PeakRSS, interleaved_latency, machine, mb, runtime_summary, runtime_table, stage_table, timed_build
 
 # Offline, like edgeq itself: onnxruntime sends telemetry from Linux unless this is set first.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
@@ -224,40 +222,20 @@ def job_latency(work: Path, baseline_int8: str) -> dict[str, Any]:
     x, _ = _eval_set()
     files = {"edgeq float32": work / "build" / "model.float32.tflite", "edgeq int8": work / "build" / "model.int8.tflite",
              "onnx2tf -oiqt int8": Path(baseline_int8)}
-    interps = {}
+    invokes = {}
     for name, path in files.items():
         it = Interpreter(model_path=str(path), num_threads=1)
         it.allocate_tensors()
         d = it.get_input_details()[0]
         it.set_tensor(d["index"], x[:1].transpose(0, 2, 3, 1).astype(d["dtype"]))
-        for _ in range(50):  # warm-up
-            it.invoke()
-        interps[name] = it
-    times: dict[str, list[float]] = {n: [] for n in files}
-    for _ in range(LATENCY_ROUNDS):
-        for name, it in interps.items():
-            for _ in range(LATENCY_PER_ROUND):
-                t0 = time.perf_counter_ns()
-                it.invoke()
-                times[name].append((time.perf_counter_ns() - t0) / 1e6)
-    return {n: {"median_ms": statistics.median(t), "p10_ms": float(np.percentile(t, 10)),
-                "p90_ms": float(np.percentile(t, 90)), "runs": len(t)} for n, t in times.items()}
+        invokes[name] = it.invoke
+    return interleaved_latency(invokes, LATENCY_ROUNDS, LATENCY_PER_ROUND, warmup=50)
 
 
 def _child(job: str, work: Path, *extra: str) -> dict[str, Any]:
     out = work / f"{job}.json"
     subprocess.run([sys.executable, __file__, "--job", job, "--work", str(work), *extra], check=True)
     return json.loads(out.read_text())
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _versions() -> str:
@@ -391,8 +369,7 @@ def main() -> None:
         results = {
             "command": "make bench  (.venv/bin/python bench/run.py)",
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-                       f"Python {platform.python_version()}",
+            "machine": machine(),
             "versions": _versions(),
         }
         results["edgeq"] = _child("edgeq", work)

@@ -92,21 +92,18 @@ def float_io(quantized: bytes, float_tflite: bytes) -> bytes:
             return any(t.name == name and t.type == fb.TensorType.FLOAT32 for t in ref_sg.tensors) \
                 and sg.tensors[index].type in (fb.TensorType.INT8, fb.TensorType.INT16)
 
-        head, tail = [], []
-        for pos, index in enumerate(list(sg.inputs)):
-            if was_float(index):
-                new = float_twin(index)
-                op = fb.OperatorT()
-                op.opcodeIndex, op.inputs, op.outputs = opcode(fb.BuiltinOperator.QUANTIZE), [new], [index]
-                head.append(op)
-                sg.inputs[pos] = renamed[index] = new
-        for pos, index in enumerate(list(sg.outputs)):
-            if was_float(index):
-                new = float_twin(index)
-                op = fb.OperatorT()
-                op.opcodeIndex, op.inputs, op.outputs = opcode(fb.BuiltinOperator.DEQUANTIZE), [index], [new]
-                tail.append(op)
-                sg.outputs[pos] = renamed[index] = new
+        head: list[Any] = []  # QUANTIZE after each float input
+        tail: list[Any] = []  # DEQUANTIZE before each float output
+        for ends, code, ops in ((sg.inputs, fb.BuiltinOperator.QUANTIZE, head),
+                                (sg.outputs, fb.BuiltinOperator.DEQUANTIZE, tail)):
+            for pos, index in enumerate(list(ends)):
+                if was_float(index):
+                    new = float_twin(index)
+                    op = fb.OperatorT()
+                    op.opcodeIndex = opcode(code)
+                    op.inputs, op.outputs = ([new], [index]) if ops is head else ([index], [new])
+                    ops.append(op)
+                    ends[pos] = renamed[index] = new
         sg.operators = head + list(sg.operators) + tail
         for sig in model.signatureDefs or []:
             if sig.subgraphIndex == sg_index:
