@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgeq-installed
 
-.PHONY: install emulator demo demo-translator test lint bench coverage clean
+.PHONY: install emulator demo demo-translator demo-detector test lint bench coverage clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ demo: emulator
 demo-translator: emulator
 	$(BIN)/edgeq build sample_models/translator --target android --out dist/translator-android
 	$(BIN)/edgeq translate dist/translator-android "my mother wants 97 lamps" "the party is on 21 March at 7:45 pm"
+
+demo-detector: emulator
+	$(BIN)/edgeq build sample_models/detector --target android --out dist/detector-android
 
 test: emulator
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
