@@ -12,6 +12,8 @@ samples given.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import warnings
 from collections.abc import Sequence
@@ -43,7 +45,9 @@ def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[s
 
     if ranges not in RANGES:
         raise ValueError(f"ranges must be one of {RANGES}, got {ranges!r}")
-    with redirect_output(), warnings.catch_warnings():  # its progress bar and report; LiteRT's debug warning
+    sink = io.StringIO()
+    with redirect_output(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+            warnings.catch_warnings():  # its progress bars (fd and Python level); LiteRT's debug warning
         warnings.simplefilter("ignore")
         q = Quantizer(bytearray(float_tflite))
         q.add_static_config(".*", "*", 8, 8)

@@ -102,12 +102,17 @@ class _Graph:
                 self.compute.add(details[op["outputs"][0]]["name"])
 
 
-def repair(ctx: BuildContext, check: Checker, shipped_key: str) -> dict[str, Any]:
+def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str]) -> dict[str, Any]:
     """Try 16-bit activations where the error originates; returns the report entry. When a try passes,
-    ``ctx.artifacts[shipped_key]`` holds its files (and ``entry["chosen"]`` is its number)."""
+    ``ctx.artifacts[shipped_key]`` holds its files (and ``entry["chosen"]`` is its number). ``failed``:
+    the names of the gates the artifact as converted failed."""
     from edgeq.attribution import attribute_tflite
+    from edgeq.gates import GATES
     from edgeq.mixed_precision import quantize_mixed
 
+    if failed and all(GATES[g].over == "artifact" for g in failed):
+        return {"skipped": f"the failed gates ({', '.join(dict.fromkeys(failed))}) measure the file, which 16-bit "
+                           "activations do not make smaller or more int8"}
     if ctx.target.io_dtype != "float32":
         return {"skipped": f"repair keeps float32 model inputs and outputs; this build's io dtype is {ctx.target.io_dtype}"}
     from edgeq.runtimes import emulators

@@ -31,7 +31,7 @@ from conftest import (
 
 from edgeq import __version__
 
-BUNDLE_FILES = {"model.tflite", "model.json", "labels.txt", "report.json", "report.md", "manifest.json"}
+BUNDLE_FILES = {"model.tflite", "model.json", "labels.txt", "report.json", "report.md", "manifest.json", "attribution.png"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -313,6 +313,8 @@ def test_gate_failure_exits_1_and_still_writes_bundle(gate_fail_rebuild: Rebuild
     assert {p.name for p in run.out.iterdir()} == BUNDLE_FILES
     report = json.loads((run.out / "report.json").read_text(encoding="utf-8"))
     assert report["passed"] is False
+    # 16-bit activations cannot make a file smaller: no repair is tried for a size gate
+    assert "model_bytes" in report["repair"]["skipped"] and "repair skipped" in run.stdout
     failed = [g for g in report["gates"] if not g["passed"]]
     assert [g["name"] for g in failed] == ["model_bytes"]
     (g,) = failed

@@ -82,20 +82,23 @@ def test_float_io_leaves_a_float_model_as_it_is() -> None:
 def repaired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     root = tmp_path_factory.mktemp("repair")
     out = root / "dist" / "detector"
-    r = invoke_cli(["build", str(make_detector_dir(root)), "--target", "android", "--out", str(out),
-                    "-r", "litert", "-r", "litert-ref"])
+    model_dir = make_detector_dir(root, task={"kind": "detection", "output": "output0"})
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert", "-r", "litert-ref"])
     return out, r
 
 
 def test_a_detector_whose_scores_die_in_int8_is_repaired(repaired: tuple[Path, object]) -> None:
-    """The same detector that fails output_slice_levels with --no-repair (test_output_slices) passes with
-    the default repair: 16-bit activations for the output's concatenation, float32 I/O kept."""
+    """The same detector that fails output_slice_levels and detection_agreement with --no-repair
+    (tests/tasks/test_detection.py) passes with the default repair: 16-bit activations for the output's
+    concatenation, float32 I/O kept."""
     out, r = repaired
     assert r.exit_code == 0, r.stderr  # type: ignore[attr-defined]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     rep = report["repair"]
     assert rep["tries"][0]["passed"] is False
-    assert {g["name"] for g in rep["tries"][0]["gates"] if not g["passed"]} == {"output_slice_levels"}
+    assert "output_slice_levels" in {g["name"] for g in rep["tries"][0]["gates"] if not g["passed"]}
+    assert {g["name"] for g in rep["gates_before"] if not g["passed"]} == {"detection_agreement", "output_slice_levels"}
+    assert {g["name"] for g in report["gates"]} >= {"detection_agreement", "output_slice_levels"}
     chosen = rep["tries"][rep["chosen"]]
     assert chosen["passed"] and chosen["int16_compute_ops"] <= rep["budget_int16_compute_ops"]
     assert all(g["passed"] for g in report["gates"]) and {g["runtime"] for g in report["gates"]} >= {"litert", "litert-ref"}

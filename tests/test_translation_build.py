@@ -25,7 +25,7 @@ from edgeq.text import ParallelText, Tokenizer
 from edgeq.tflite_inspect import inspect_tflite
 
 BUNDLE_FILES = {"encoder.tflite", "decoder.tflite", "tokenizer.model", "model.json", "report.json", "report.md",
-                "manifest.json"}
+                "manifest.json", "attribution.png"}
 VARIANTS = [("onnx_int8", "onnxruntime"), ("tflite_float32", "litert"), ("tflite_int8", "litert")]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -72,7 +72,8 @@ class ValidateStage:
                 finally:
                     ctx.artifacts[SHIPPED] = shipped
 
-            repaired = {**repair(ctx, on, SHIPPED), "gates_before": [dict(g) for g in result.gates]}
+            failed = [g["name"] for g in result.gates if not g["passed"]]
+            repaired = {**repair(ctx, on, SHIPPED, failed), "gates_before": [dict(g) for g in result.gates]}
             if repaired.get("chosen") is not None:
                 result = check(ctx, validation_pairs(ctx))
                 attribution_tflite["tflite_repaired"] = _attribution_tflite(ctx)
