@@ -10,7 +10,8 @@ Rules:
   clips them (the moving average of each sample's min / max). The attribution of the better of the
   two against the float .tflite (edgeq.attribution.attribute_tflite) ranks the tensors where the
   error originates, and each following try, with those ranges, gives 16-bit activations (int8
-  weights) to the ops of the next ranked tensors, doubling the number of origins each time.
+  weights) to the ops of the next ranked tensors, doubling the number of origins each time; a try
+  that does not do better than the best so far takes its ops back (and their budget).
 * Budget: compute ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, BATCH_MATMUL) with 16-bit
   activations, at most ``[quantization] max_int16_ops`` (default 10% of the compute ops, rounded
   down) over all graphs; an origin that would exceed it is skipped. Other ops (concatenations,
@@ -167,6 +168,8 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
         step, taken = 1, 0
         while not passed and len(tries) < MAX_TRIES and taken < len(origins):
             added: list[str] = []
+            new_by_graph: dict[str, list[str]] = {}
+            step_cost = 0
             while len(added) < step and taken < len(origins):
                 drop, gname, names, row = origins[taken]
                 taken += 1
@@ -176,12 +179,19 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
                 if not new or compute_used + cost > budget:
                     continue
                 compute_used += cost
+                step_cost += cost
                 promoted.setdefault(gname, []).extend(new)
+                new_by_graph.setdefault(gname, []).extend(new)
                 added.append(f"{row['op']} {row['tensor']} (SQNR drops {drop:.1f} dB there)")
             if not added:
                 break
+            best_before = min(t["_score"] for t in tries)
             passed = attempt({g: list(v) for g, v in promoted.items()},
                              "16-bit activations for the ops where the error originates: " + "; ".join(added), ranges)
+            if not passed and tries[-1]["_score"] >= best_before:  # no better: take these back, spend the budget elsewhere
+                for gname, names in new_by_graph.items():
+                    promoted[gname] = [n for n in promoted[gname] if n not in names]
+                compute_used -= step_cost
             step *= 2
     chosen = next((t["try"] for t in tries if t["passed"]), None)
     best = chosen if chosen is not None else min(tries, key=lambda t: t["_score"])["try"]

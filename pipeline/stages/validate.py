@@ -87,7 +87,8 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
     """Run the reference and every (artifact, runtime) pair over the eval set; describe and gate."""
     threads = ctx.target.threads
     graphs = [g.name for g in ctx.spec.graphs]
-    folder = ctx.build_dir / "runtimes"  # each runtime's own folder, and the recorded feeds
+    # each runtime's own folder, and the recorded feeds; a new one for every check (repair checks again)
+    folder = next(f for k in range(1, 10_000) if not (f := ctx.build_dir / ("runtimes" if k == 1 else f"runtimes-{k}")).exists())
 
     def opened(key: str, rt: str) -> Runtime:
         return open_runtime(rt, ctx.artifacts[key], threads, folder / f"{key}-{rt.replace(':', '-')}")
