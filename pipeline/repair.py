@@ -8,8 +8,9 @@ Rules:
 * Each graph's float32 .tflite is quantized again with litert-quantizer (edgeq.mixed_precision): try 0
   gives every op 8-bit activations with ranges from the min / max over the calibration set; try 1
   clips them (the moving average of each sample's min / max). The attribution of the better of the
-  two against the float .tflite (edgeq.attribution.attribute_tflite) ranks the tensors where the
-  error originates, and each following try, with those ranges, gives 16-bit activations (int8
+  two against the float .tflite (edgeq.attribution.attribute_tflite) finds the tensors where the
+  error originates (SQNR drops by ``MIN_DROP_DB`` or more); the least accurate of them come first,
+  and each following try, with those ranges, gives 16-bit activations (int8
   weights) to the ops of the next ranked tensors, doubling the number of origins each time; a try
   that does not do better than the best so far takes its ops back (and their budget).
 * Budget: compute ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, BATCH_MATMUL) with 16-bit
@@ -162,7 +163,9 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
             rows = attribute_tflite(g.float_bytes, models[base["try"]][g.name], g.signature, g.feeds)
             origins += [(r["drop_db"], g.name, r["promote"], r) for r in rows
                         if r["drop_db"] >= MIN_DROP_DB and r["promote"]]
-        origins.sort(key=lambda o: -o[0])
+        # the worst tensors first, among those where error appears: a first layer fed a lossless input
+        # drops most from its clean input, yet loses no more than 8 bits always do
+        origins.sort(key=lambda o: (o[3]["channel_sqnr_db"], -o[0]))
         promoted: dict[str, list[str]] = {}
         compute_used = 0
         step, taken = 1, 0

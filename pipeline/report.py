@@ -331,7 +331,7 @@ def _attribution_lines(attribution: dict[str, Any], tflite: dict[str, Any], plot
              "its output's - error that appears at that node, not error carried in.", ""]
     if plot:
         lines += [f"![SQNR along the graph]({plot})", "", f"{plot}: the SQNR of every tensor along the graph, per "
-                  "quantized artifact; the largest drop is named.", ""]
+                  "quantized artifact; the least accurate tensor of each is named.", ""]
     titles = {"tflite_int8": "INT8 .tflite as converted vs the float32 .tflite (LiteRT builtin kernels)",
               "tflite_repaired": "repaired .tflite vs the float32 .tflite (LiteRT builtin kernels)"}
     for title, by_graph in [("INT8 ONNX vs float ONNX (onnxruntime)", attribution),
