@@ -105,7 +105,7 @@ def section(r: dict[str, Any]) -> list[str]:
         HEADING, "",
         f"Produced by `{r['command']}` on {r['date']} ({r['machine']}; {r['versions']}). One run. The sample: "
         "sample_models/detector (README there), an anchor-free detector whose export concatenates pixel boxes "
-        "(xywh, 0 to about 100) and sigmoid class scores (0 to 1) in one output [1, 7, 144], as YOLOv8 exports do. "
+        "(xywh) and sigmoid class scores (0 to 1) in one output, as YOLOv8 exports do. "
         f"mAP against the {eval_n} held-out images' labelled boxes (`boxes.npy`, `classes.npy`), "
         "computed by edgeq's detection task (score threshold and NMS from edgeq.toml).",
         "",
@@ -147,7 +147,9 @@ def section(r: dict[str, Any]) -> list[str]:
     ]
     for name, m in lat.items():
         lines.append(f"| {name} | {m['bytes']} | {m['median_ms']:.3f} | {m['p10_ms']:.3f} | {m['p90_ms']:.3f} |")
-    lines += ["", "XNNPACK has no 16x8 kernels: LiteRT runs the repaired model's 16-bit ops on its builtin kernels.", ""]
+    lines += ["", "XNNPACK has no 16x8 kernels: LiteRT runs the repaired model's 16-bit ops on its builtin kernels. "
+              "mAP@.5:.95 shows what the gate on score levels protects: with 3 score levels the detections' ranking "
+              "is lost, while mAP@0.5 at a 0.25 threshold barely moves.", ""]
     return lines
 
 
