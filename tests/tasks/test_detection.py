@@ -186,3 +186,18 @@ def test_a_scores_output_the_model_lacks_exits_2(tmp_path: Path) -> None:
                                   task={"kind": "detection", "output": "boxes_out", "scores": "logits"})
     r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(tmp_path / "o"), "-r", "litert"])
     assert r.exit_code == 2 and "[task].scores 'logits' is not an output of the model" in r.stderr, r.stderr
+
+
+def test_the_detector_sample_opens_with_its_labelled_boxes() -> None:
+    """sample_models/detector as edgeq reads it before any work: a detection task on a 128 px image, the
+    calibration archive and the eval folder with a labelled box list for every image."""
+    from edgeq.tasks import make_task
+
+    spec = load_model_spec(Path(__file__).resolve().parents[2] / "sample_models" / "detector")
+    assert spec.task.kind == "detection" and spec.inputs[0].shape == (1, 3, 128, 128)
+    task = make_task(spec)
+    calibration, evaluation = task.open_data()
+    truth = task.eval_labels(evaluation)
+    assert truth is not None and len(truth) == len(evaluation) > 0
+    assert all(len(b) == len(c) > 0 and (b[:, 2:] > b[:, :2]).all() for b, c in truth)
+    assert {int(k) for _, c in truth for k in c} == {0, 1, 2}
