@@ -29,7 +29,9 @@ def sample_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
 def test_bundle_files_and_manifest(sample_build: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     bundle = sample_build[0]
     names = sorted(p.name for p in bundle.iterdir())
-    assert names == ["labels.txt", "manifest.json", "model.json", "model.tflite", "report.json", "report.md"]
+    assert names == ["attribution.png", "labels.txt", "manifest.json", "model.json", "model.tflite", "report.json", "report.md"]
+    assert (bundle / "attribution.png").read_bytes()[:4] == b"\x89PNG"  # SQNR along the graph, per quantized artifact
+    assert "![SQNR along the graph](attribution.png)" in (bundle / "report.md").read_text(encoding="utf-8")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["generator"] == "edgeq" and manifest["target"]["name"] == "android"
     listed = {f["path"]: f for f in manifest["files"]}

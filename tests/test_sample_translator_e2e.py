@@ -35,8 +35,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_bundle_files_and_manifest(bundle: Path) -> None:
     names = sorted(p.name for p in bundle.iterdir())
-    assert names == ["decoder.tflite", "encoder.tflite", "manifest.json", "model.json", "report.json", "report.md",
-                     "tokenizer.model"]
+    assert names == ["attribution.png", "decoder.tflite", "encoder.tflite", "manifest.json", "model.json", "report.json",
+                     "report.md", "tokenizer.model"]
+    assert (bundle / "attribution.png").read_bytes()[:4] == b"\x89PNG"  # a panel per graph: encoder, decoder
+    report = json.loads((bundle / "report.json").read_text())
+    assert set(report["attribution_tflite"]["tflite_int8"]) == {"encoder", "decoder"}
     manifest = json.loads((bundle / "manifest.json").read_text())
     for f in manifest["files"]:
         data = (bundle / f["path"]).read_bytes()

@@ -196,7 +196,7 @@ def test_the_detector_sample_opens_with_its_labelled_boxes() -> None:
     spec = load_model_spec(Path(__file__).resolve().parents[2] / "sample_models" / "detector")
     assert spec.task.kind == "detection" and spec.inputs[0].shape == (1, 3, 128, 128)
     task = make_task(spec)
-    calibration, evaluation = task.open_data()
+    _calibration, evaluation = task.open_data()
     truth = task.eval_labels(evaluation)
     assert truth is not None and len(truth) == len(evaluation) > 0
     assert all(len(b) == len(c) > 0 and (b[:, 2:] > b[:, :2]).all() for b, c in truth)
