@@ -67,8 +67,10 @@ def float_io(quantized: bytes, float_tflite: bytes) -> bytes:
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized))
-    ref = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_tflite))
+    # read_model_from_bytearray resolves buffers stored after the flatbuffer by offset, as
+    # litert-quantizer writes them; the object is written back with every buffer inline
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(quantized))
+    ref = flatbuffer_utils.read_model_from_bytearray(bytearray(float_tflite))
 
     def opcode(code: int) -> int:
         for k, oc in enumerate(model.operatorCodes):

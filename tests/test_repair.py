@@ -167,3 +167,25 @@ def test_max_int16_ops_must_be_a_count(tmp_path: Path) -> None:
     toml.write_text(toml.read_text(encoding="utf-8") + "\n[quantization]\nmax_int16_ops = -1\n", encoding="utf-8")
     r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "max_int16_ops" in r.stderr, r.stderr
+
+
+def test_weights_litert_quantizer_stores_after_the_flatbuffer_survive_float_io() -> None:
+    """litert-quantizer writes a model with 256 KB of weights or more with its buffers after the
+    flatbuffer, found by offset; float_io must carry them over (else LiteRT refuses the file)."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(SEED)
+    inp = tf.keras.Input((640,), batch_size=1, name="x")
+    dense = tf.keras.layers.Dense(640, name="wide")
+    model = tf.keras.Model(inp, dense(inp))
+    dense.set_weights([rng.normal(0, 0.05, (640, 640)).astype(np.float32), np.zeros(640, np.float32)])
+    f = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    feeds = [{"x": rng.normal(0, 1, (1, 640)).astype(np.float32)} for _ in range(8)]
+    q = quantize_mixed(f, SIGNATURE, feeds)
+    outs = []
+    for m in (f, q):
+        runner = Interpreter(model_content=m).get_signature_runner(SIGNATURE)
+        outs.append(next(iter(runner(**feeds[0]).values())).ravel())
+    cosine = float(outs[0] @ outs[1] / np.linalg.norm(outs[0]) / np.linalg.norm(outs[1]))
+    assert cosine > 0.99 and len(q) > 640 * 640  # the int8 weights are in the file
