@@ -189,3 +189,20 @@ def test_weights_litert_quantizer_stores_after_the_flatbuffer_survive_float_io()
         outs.append(next(iter(runner(**feeds[0]).values())).ravel())
     cosine = float(outs[0] @ outs[1] / np.linalg.norm(outs[0]) / np.linalg.norm(outs[1]))
     assert cosine > 0.99 and len(q) > 640 * 640  # the int8 weights are in the file
+
+
+def test_a_repair_that_breaks_ships_the_model_as_converted_with_exit_1(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeq.repair
+
+    def broken(*args: object, **kwargs: object) -> dict[str, object]:
+        raise RuntimeError("the quantizer fell over")
+
+    monkeypatch.setattr(edgeq.repair, "repair", broken)
+    out = tmp_path / "dist" / "detector"
+    r = invoke_cli(["build", str(make_detector_dir(tmp_path)), "--target", "android", "--out", str(out), "-r", "litert"])
+    assert r.exit_code == 1, r.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["repair"]["skipped"] == "repair failed: RuntimeError: the quantizer fell over"
+    assert [g["name"] for g in report["gates"] if not g["passed"]] == ["output_slice_levels"]
+    assert "repair skipped: repair failed" in r.stdout and not (out / "recipe.json").exists()

@@ -73,7 +73,13 @@ class ValidateStage:
                     ctx.artifacts[SHIPPED] = shipped
 
             failed = [g["name"] for g in result.gates if not g["passed"]]
-            repaired = {**repair(ctx, on, SHIPPED, failed), "gates_before": [dict(g) for g in result.gates]}
+            converted = dict(ctx.artifacts[SHIPPED])
+            try:
+                repaired = repair(ctx, on, SHIPPED, failed)
+            except Exception as e:  # the gates already failed: report why repair could not help, ship as converted
+                ctx.artifacts[SHIPPED] = converted
+                repaired = {"skipped": f"repair failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+            repaired["gates_before"] = [dict(g) for g in result.gates]
             if repaired.get("chosen") is not None:
                 result = check(ctx, validation_pairs(ctx))
                 attribution_tflite["tflite_repaired"] = _attribution_tflite(ctx)
