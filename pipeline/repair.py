@@ -94,11 +94,11 @@ class _Graph:
         self.signature = self.float_art.meta["signature"]
         sets = ctx.result(CalibrationResult).sets[name]
         self.feeds = [to_tflite(feed, self.float_art.meta) for _, feed in zip(range(CALIBRATION_SAMPLES), sets, strict=False)]
-        self.compute = set()
+        self.compute: set[str] = set()
         from ai_edge_litert.interpreter import Interpreter
 
         interp = Interpreter(model_content=self.float_bytes)
-        details = interp.get_tensor_details()
+        details = {d["index"]: d for d in interp.get_tensor_details()}
         for op in interp._get_ops_details():
             if op["op_name"] in COMPUTE_OPS and len(op["outputs"]):
                 self.compute.add(details[op["outputs"][0]]["name"])
