@@ -199,26 +199,29 @@ def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: dict[int,
     readers: dict[int, list[dict[str, Any]]] = {}
     for o in ops:
         for i in o["inputs"]:
-            readers.setdefault(i, []).append(o)
+            readers.setdefault(int(i), []).append(o)
+
     def consumers(o: dict[str, Any]) -> list[dict[str, Any]]:  # the ops that read its outputs, through type changes
         found = []
         for t in o["outputs"]:
-            for r in readers.get(t, []):
+            for r in readers.get(int(t), []):
                 found += consumers(r) if r["op_name"] in TYPE_CHANGE_OPS else [r]
         return found
 
     # The tensor stays 16-bit only if its writer and its readers both take 16-bit activations.
-    chosen: list[dict[str, Any]] = [op] if op["op_name"] not in TYPE_CHANGE_OPS else []
-    chosen += [r for r in consumers(op) if r not in chosen]
-    todo = list(chosen)
+    chosen: dict[int, dict[str, Any]] = {} if op["op_name"] in TYPE_CHANGE_OPS else {op["index"]: op}
+    for r in consumers(op):
+        chosen.setdefault(r["index"], r)
+    todo, seen = list(chosen.values()), set(chosen)
     while todo:
         for t in todo.pop()["outputs"]:
-            for r in readers.get(t, []):
-                if r not in chosen and (r["op_name"] in DATA_MOVEMENT_OPS or r["op_name"] in TYPE_CHANGE_OPS):
+            for r in readers.get(int(t), []):
+                if r["index"] not in seen and (r["op_name"] in DATA_MOVEMENT_OPS or r["op_name"] in TYPE_CHANGE_OPS):
+                    seen.add(r["index"])
                     todo.append(r)
                     if r["op_name"] in DATA_MOVEMENT_OPS:
-                        chosen.append(r)
-    names = [_REQUANTIZED.sub("", details[o["outputs"][0]]["name"]) for o in chosen if o["outputs"]]
+                        chosen[r["index"]] = r
+    names = [_REQUANTIZED.sub("", details[int(o["outputs"][0])]["name"]) for o in chosen.values() if len(o["outputs"])]
     return list(dict.fromkeys(names))
 
 
@@ -253,9 +256,14 @@ def attribute_tflite(float_tflite: bytes, quant_tflite: bytes, signature: str,
     for _ in feeds:
         next(f_run)
         next(q_run)
-        for q, f in twin.items():
-            r = np.asarray(f_interp.get_tensor(f))
-            a = np.asarray(q_interp.get_tensor(q))
+        for q, f in list(twin.items()):
+            try:
+                r = np.asarray(f_interp.get_tensor(f))
+                a = np.asarray(q_interp.get_tensor(q))
+            except ValueError:  # "Tensor data is null": a tensor LiteRT did not keep (an unrolled loop's)
+                del twin[q]
+                sums.pop(q, None)
+                continue
             qp = q_details[q]["quantization_parameters"]
             if a.dtype != np.float32 and len(qp["scales"]):
                 a = (a.astype(np.float64) - qp["zero_points"].astype(np.float64)) * qp["scales"].astype(np.float64)

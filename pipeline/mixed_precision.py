@@ -54,9 +54,18 @@ def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[s
         if int16:
             q.add_static_config(op_scope_regex(int16), "*", 16, 8)
         update = qsv_utils.min_max_update if ranges == "minmax" else qsv_utils.moving_average_update
-        calib = calibrator.Calibrator(bytearray(float_tflite), num_threads=1, qsv_update_func=update)
-        calib.calibrate({signature: list(samples)}, q._recipe_manager)  # Quantizer.calibrate, with our update
-        calibration = calib.get_model_qsvs()
+        calibration = None
+        for mode in (calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS,
+                     calibrator.CalibrationMode.CALIBRATION_PROFILER_BASED):
+            calib = calibrator.Calibrator(bytearray(float_tflite), num_threads=1, mode=mode, qsv_update_func=update)
+            try:
+                calib.calibrate({signature: list(samples)}, q._recipe_manager)  # Quantizer.calibrate, with our update
+            except ValueError as e:  # "Tensor data is null" (an unrolled LSTM): read the tensors as ops write them
+                if "null" not in str(e) or mode != calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS:
+                    raise
+                continue
+            calibration = calib.get_model_qsvs()
+            break
         quantized = bytes(q.quantize(calibration, enable_progress_report=False, enable_progress_bar=False).quantized_model)
     return float_io(quantized, float_tflite)
 

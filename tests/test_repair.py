@@ -206,3 +206,18 @@ def test_a_repair_that_breaks_ships_the_model_as_converted_with_exit_1(tmp_path:
     assert report["repair"]["skipped"] == "repair failed: RuntimeError: the quantizer fell over"
     assert [g["name"] for g in report["gates"] if not g["passed"]] == ["output_slice_levels"]
     assert "repair skipped: repair failed" in r.stdout and not (out / "recipe.json").exists()
+
+
+def test_an_unrolled_lstm_is_quantized_and_attributed() -> None:
+    """An unrolled Keras LSTM leaves tensors LiteRT keeps no data for: litert-quantizer's calibration
+    that reads every tensor fails on them ("Tensor data is null"), the one that reads what ops write
+    does not; its ops come with several outputs each."""
+    import tensorflow as tf
+
+    inp = tf.keras.Input((20, 8), batch_size=1, name="sequence")
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(5)(tf.keras.layers.LSTM(32, unroll=True)(inp)))
+    f = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    rng = np.random.default_rng(SEED)
+    feeds = [{"sequence": rng.standard_normal((1, 20, 8)).astype(np.float32)} for _ in range(8)]
+    rows = attribute_tflite(f, quantize_mixed(f, SIGNATURE, feeds), SIGNATURE, feeds)
+    assert rows and all(r["promote"] for r in rows[:5])
