@@ -1,6 +1,7 @@
 """Coverage set: the kinds of models users bring, built in code (no downloads), each built for android.
 
     .venv/bin/python bench/model_coverage.py            -> bench/COVERAGE.md, bench/coverage.json
+    .venv/bin/python bench/model_coverage.py NAME ...   the rows whose model name contains NAME again
 
 Real architectures with random weights (keras.applications with weights=None) and small models of
 the shapes that break converters: a detector with a decode head (boxes and class scores
@@ -330,6 +331,11 @@ def main() -> None:
                              "build_seconds": "-", "error": f"building the model in Keras failed: {e.stderr.strip()[-200:]}"})
             print(json.dumps(rows[-1]), flush=True)
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if only:  # some rows again: the others stay as the last full run measured them
+        old = json.loads((ROOT / "bench" / "coverage.json").read_text(encoding="utf-8"))
+        again = {r["model"]: r for r in rows}
+        rows = [again.pop(r["model"], r) for r in old["rows"]] + list(again.values())
+        date = f"{old['date']}; rows {', '.join(repr(o) for o in only)} again on {date}"
     (ROOT / "bench" / "coverage.json").write_text(json.dumps({"date": date, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     write(rows, ROOT / "bench" / "COVERAGE.md", "make coverage  (.venv/bin/python bench/model_coverage.py)", date)
 
