@@ -14,7 +14,7 @@ def test_an_intact_bundle_passes(bundle: Path) -> None:
     before = snapshot(bundle)
     result = invoke_cli(["verify", str(bundle)])
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.startswith("OK: 5 files match")
+    assert result.stdout.startswith("OK: 6 files match")
     assert snapshot(bundle) == before  # read only
 
 

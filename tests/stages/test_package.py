@@ -151,7 +151,7 @@ def test_generic_model_bundle_has_no_labels(onnx_int8_build: ApiBuild, tmp_path:
     remove("data/eval/labels.npy")(model_dir)
     ctx = _package(model_dir, onnx_int8_build, tmp_path / "work")
     files = sorted(p.name for p in ctx.bundle_dir.iterdir())
-    assert files == ["manifest.json", "model.json", "model.tflite", "report.json", "report.md"]
+    assert files == ["attribution.png", "manifest.json", "model.json", "model.tflite", "report.json", "report.md"]
     mj = _json(ctx.bundle_dir / "model.json")
     assert mj["task"] == {"kind": "generic", "output": OUTPUT, "labels": None}
     assert (
