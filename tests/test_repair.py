@@ -53,8 +53,11 @@ def test_the_tflite_layer_with_an_outlier_channel_is_named_first(layer: int) -> 
     assert rows[0]["promote"]  # what a repair would give 16-bit activations
 
 
-def test_sixteen_bit_activations_keep_float_io_and_cut_the_error() -> None:
+def test_sixteen_bit_activations_keep_float_io_and_cut_the_error(tmp_path: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter
+
+    from edgeq.gates import GATES
+    from edgeq.tflite_inspect import inspect_tflite
 
     f = _float_mlp(2)
     feeds = _feeds()
@@ -64,6 +67,15 @@ def test_sixteen_bit_activations_keep_float_io_and_cut_the_error() -> None:
     q16 = quantize_mixed(f, SIGNATURE, feeds, top["promote"])
     after = {r["tensor"]: r for r in attribute_tflite(f, q16, SIGNATURE, feeds)}[top["tensor"]]
     assert after["dtype"] == "int16" and after["channel_sqnr_db"] > top["channel_sqnr_db"] + 20, (top, after)
+    # the inspection and the int8_compute_ops gate count 16x8 compute ops as integer ops, float ones not
+    (tmp_path / "q16.tflite").write_bytes(q16)
+    (tmp_path / "f.tflite").write_bytes(f)
+    insp = inspect_tflite(tmp_path / "q16.tflite")
+    assert (insp["compute_ops"], insp["int8_compute_ops"], insp["int16_compute_ops"]) == (4, 2, 2)
+    assert insp["non_int8_compute_ops"] == [] and {o["op"] for o in insp["int16_ops"]} == {"FULLY_CONNECTED"}
+    share = GATES["int8_compute_ops"].measure
+    assert share({}, {"inspection": {"m": insp}}, {}) == 1.0
+    assert share({}, {"inspection": {"m": inspect_tflite(tmp_path / "f.tflite")}}, {}) == 0.0
     for model in (q8, q16):
         interp = Interpreter(model_content=model)
         assert interp.get_input_details()[0]["dtype"] == np.float32 and interp.get_output_details()[0]["dtype"] == np.float32
