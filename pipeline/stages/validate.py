@@ -78,7 +78,7 @@ class ValidateStage:
                 repaired = repair(ctx, on, SHIPPED, failed)
             except Exception as e:  # the gates already failed: report why repair could not help, ship as converted
                 ctx.artifacts[SHIPPED] = converted
-                repaired = {"skipped": f"repair failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+                repaired = {"skipped": f"repair failed: {_error_text(e)}"[:300]}
             repaired["gates_before"] = [dict(g) for g in result.gates]
             if repaired.get("chosen") is not None:
                 result = check(ctx, validation_pairs(ctx))
@@ -139,6 +139,11 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
     return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates))
 
 
+def _error_text(e: Exception) -> str:
+    """An exception in one line for the report: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+
+
 def _attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
     """Per graph, the shipped .tflite's tensors, dequantized, against the float32 .tflite's on the
     calibration set (edgeq.attribution.attribute_tflite); a diagnosis, as ``_attribution``."""
@@ -154,7 +159,7 @@ def _attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
             out[g] = attribute_tflite(f.path.read_bytes(), ctx.artifact(SHIPPED, g).path.read_bytes(),
                                       f.meta["signature"], feeds)
         except Exception as e:  # a diagnosis that fails is reported, not fatal
-            out[g] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+            out[g] = {"error": _error_text(e)}
     return out
 
 
@@ -170,5 +175,5 @@ def _attribution(ctx: BuildContext) -> dict[str, Any]:
         try:
             out[g] = attribute(ctx.artifact("onnx_float", g).path, ctx.artifact("onnx_int8", g).path, iter(sets[g]))
         except Exception as e:  # a diagnosis that fails is reported, not fatal
-            out[g] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+            out[g] = {"error": _error_text(e)}
     return out
