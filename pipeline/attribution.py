@@ -24,19 +24,19 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeq._fds import redirect_output
+from edgeq.tflite_run import every_tensor
 
-__all__ = ["MAX_SAMPLES", "attribute", "attribute_tflite"]
+__all__ = ["MATCH_TOLERANCE", "MAX_SAMPLES", "attribute", "attribute_tflite", "onnx_nodes"]
 
 MAX_SAMPLES = 32  # feeds run through both models (the first ones of the calibration set)
 CLEAN_DB = 120.0  # the SQNR of a tensor without error (graph inputs, weights), for the drop
+MATCH_TOLERANCE = 1e-3  # relative L2 distance of two tensors' sorted values that still makes them the same
 
 
 class _Sums:
@@ -171,23 +171,6 @@ def attribute(float_onnx: Path, int8_onnx: Path, feeds: Iterable[dict[str, np.nd
 _REQUANTIZED = re.compile(r"(_quantized(_io)?|_requantized)+$")
 
 
-def _tflite_tensors(model: bytes, signature: str, feeds: Iterable[dict[str, np.ndarray]]) -> Iterator[tuple[Any, ...]]:
-    """(interpreter, tensor details, ops) once, then per feed the interpreter after running it."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    with redirect_output(stdout=False), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": it is, here
-        interp = Interpreter(model_content=model, experimental_preserve_all_tensors=True, num_threads=1,
-                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interp.allocate_tensors()
-        runner = interp.get_signature_runner(signature)
-    yield interp, interp.get_tensor_details(), interp._get_ops_details()
-    for feed in feeds:
-        with redirect_output(stdout=False):
-            runner(**feed)
-        yield (interp,)
-
-
 def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: dict[int, dict[str, Any]]) -> list[str]:
     """The ops (by output tensor, as named in the float model) to give 16-bit activations to undo the
     error that appears at ``op``: the op (unless it only changes type: a requantizing QUANTIZE, where
@@ -225,12 +208,13 @@ def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: dict[int,
     return list(dict.fromkeys(names))
 
 
-def attribute_tflite(float_tflite: bytes, quant_tflite: bytes, signature: str,
-                     feeds: Iterable[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+def attribute_tflite(float_tflite: bytes, quant_tflite: bytes, signature: str, feeds: Iterable[dict[str, np.ndarray]],
+                     onnx_map: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """Every activation of the quantized .tflite that has a float32 twin, with its SQNR, mean channel
-    SQNR, cosine, float range, scale and drop; sorted by drop. ``feeds``: the signature's arguments."""
+    SQNR, cosine, float range, scale and drop; sorted by drop. ``feeds``: the signature's arguments.
+    ``onnx_map`` (``onnx_nodes``): each row gets ``onnx_node``, the ONNX node its float twin maps to."""
     feeds = list(itertools.islice(feeds, MAX_SAMPLES))
-    f_run, q_run = _tflite_tensors(float_tflite, signature, feeds), _tflite_tensors(quant_tflite, signature, feeds)
+    f_run, q_run = every_tensor(float_tflite, signature, feeds), every_tensor(quant_tflite, signature, feeds)
     f_interp, f_list, f_ops = next(f_run)
     q_interp, q_list, q_ops = next(q_run)
     f_details = {d["index"]: d for d in f_list}
@@ -288,5 +272,55 @@ def attribute_tflite(float_tflite: bytes, quant_tflite: bytes, signature: str,
                          "channel_sqnr_db": m.channel_sqnr(), "cosine": m.cosine(), "float_range": [m.lo, m.hi],
                          "scale": float(np.max(qp["scales"])) if len(qp["scales"]) else None,
                          "drop_db": carried - m.channel_sqnr()})
+            if onnx_map is not None:
+                rows[-1]["onnx_node"] = onnx_map.get(f_details[twin[o]]["name"])
     rows.sort(key=lambda r: -r["drop_db"])
     return rows
+
+
+def onnx_nodes(float_onnx: Path, float_tflite: bytes, signature: str, onnx_feed: dict[str, np.ndarray],
+               tflite_feed: dict[str, np.ndarray]) -> dict[str, dict[str, str]]:
+    """Each float32 tensor an op of the .tflite writes, mapped to the ONNX node that computes the same
+    values: ``{tflite tensor name: {"node": ONNX node name, "op": its op type}}``. The converter fuses
+    (Conv + Relu is one CONV_2D), renames and moves layouts (NCHW to NHWC), so names cannot tell; the
+    values can: both float models run on one feed, and a tensor matches an ONNX output of the same size
+    whose sorted values (a layout change only permutes them) are within ``MATCH_TOLERANCE`` (relative
+    L2). Of several, the first node in the graph's order: the one that computes the values, before
+    reshapes and transposes carry them on. A tensor without such a node is left out."""
+    import onnx
+
+    fm = onnx.load_model(str(float_onnx))
+    node_of = {o: n for n in fm.graph.node for o in n.output if o}
+    sess = _session(fm, list(node_of))
+    names = [o.name for o in sess.get_outputs()]
+    by_size: dict[int, list[tuple[int, str, np.ndarray, float]]] = {}
+    order = {o: k for k, o in enumerate(node_of)}
+    for name, value in zip(names, sess.run(names, onnx_feed), strict=True):
+        v = np.asarray(value)
+        if v.dtype.kind != "f" or name not in node_of or not v.size:
+            continue
+        flat = np.sort(v.astype(np.float64).ravel())
+        by_size.setdefault(flat.size, []).append((order[name], name, flat, float(np.linalg.norm(flat))))
+    run = every_tensor(float_tflite, signature, [tflite_feed])
+    interp, details, ops = next(run)
+    next(run)
+    by_index = {d["index"]: d for d in details}
+    found: dict[str, dict[str, str]] = {}
+    for op in ops:
+        for t in op["outputs"]:
+            d = by_index[int(t)]
+            if d["dtype"] != np.float32:
+                continue
+            try:
+                flat = np.sort(np.asarray(interp.get_tensor(int(t)), dtype=np.float64).ravel())
+            except ValueError:  # not kept by LiteRT
+                continue
+            own = float(np.linalg.norm(flat))
+            for _, name, ref, norm in sorted(by_size.get(flat.size, []), key=lambda c: c[0]):
+                limit = MATCH_TOLERANCE * max(norm, 1e-12)
+                # | |a| - |b| | <= |a - b|: most candidates are ruled out without the subtraction
+                if abs(own - norm) <= limit and np.linalg.norm(flat - ref) <= limit:
+                    node = node_of[name]
+                    found[d["name"]] = {"node": node.name or name, "op": node.op_type}
+                    break
+    return found

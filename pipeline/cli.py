@@ -212,7 +212,9 @@ def _print_repair(console: Console, repair: dict[str, Any]) -> None:
     for t in repair["tries"]:
         failed = [g for g in t["gates"] if not g["passed"]]
         state = "passes" if t["passed"] else "fails " + ", ".join(dict.fromkeys(g["name"] for g in failed))
-        console.print(f"repair try {t['try']}: {escape(printable(shown(t['change'])))}: {state} on "
+        if t.get("error"):
+            state = f"could not run ({t['error']})"
+        console.print(f"repair try {t['try']}: {escape(printable(shown(t['change'])))}: {escape(printable(shown(state)))} on "
                       f"{escape(repair['host_runtime'])}", soft_wrap=True)
     if repair["chosen"] is not None:
         cost = repair["cost"]

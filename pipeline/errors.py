@@ -24,6 +24,7 @@ __all__ = [
     "ModelError",
     "OutputDirError",
     "StageError",
+    "one_line",
 ]
 
 EXIT_OK = 0
@@ -62,3 +63,9 @@ class StageError(EdgeqError):
         self.reason = message
         done = ", ".join(after) if after else "none"
         super().__init__(f"stage '{stage}' failed (after: {done}): {message}")
+
+
+def one_line(e: BaseException) -> str:
+    """An exception in one line for a report: its type and the first line of its message (300 characters
+    at most)."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]

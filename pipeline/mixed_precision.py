@@ -8,6 +8,12 @@ model's inputs and outputs int8 / int16; ``float_io`` puts a QUANTIZE after each
 DEQUANTIZE before each output that was float32 in the float model, so the artifact keeps the same
 float32 signature as the converter's INT8 model. Calibration runs the float model on LiteRT over the
 samples given.
+
+Ranges: ``minmax`` (the min / max over the samples, as the TFLite converter calibrates),
+``moving_average`` (litert-quantizer's default), or a per-tensor choice (``choose_ranges``): for each
+activation the candidate with the least squared error of its 8-bit values on the calibration
+samples, among its min / max, two percentiles and min / max scaled down (the MSE-optimal clip on a
+grid).
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ import numpy as np
 
 from edgeq._fds import redirect_output
 
-__all__ = ["RANGES", "float_io", "op_scope_regex", "quantize_mixed"]
+__all__ = ["RANGES", "choose_ranges", "float_io", "op_scope_regex", "quantize_mixed"]
 
 RANGES = ("minmax", "moving_average")
+PERCENTILES = (99.9, 99.99)  # candidates: each side's percentile (0 always inside the range)
+CLIP_RATIOS = tuple(round(0.30 + 0.05 * k, 2) for k in range(14))  # 0.30 ... 0.95 of min / max
+MAX_VALUES = 1 << 17  # values kept per tensor (a seeded random subset of each sample's), for the error
+MIN_GAIN = 0.02  # a clipped range is chosen only when its error is this much (relative) below min / max's
+FIXED_RANGE_OPS = ("LOGISTIC", "SOFTMAX", "LOG_SOFTMAX", "TANH")  # their output's range is set by the op
 
 
 def op_scope_regex(tensors: Sequence[str]) -> str:
@@ -33,14 +44,82 @@ def op_scope_regex(tensors: Sequence[str]) -> str:
     return "^(?:" + "|".join(re.escape(t) for t in tensors) + ");"
 
 
+def _int8_error(v: np.ndarray, lo: float, hi: float) -> float:
+    """Mean squared error of ``v`` quantized to asymmetric int8 over [lo, hi] (0 inside) and back."""
+    if hi - lo <= 0:
+        return float(np.mean(v * v))
+    scale = (hi - lo) / 255.0
+    zp = np.round(-128.0 - lo / scale)
+    q = np.clip(np.round(v / scale) + zp, -128, 127)
+    d = v - (q - zp) * scale
+    return float(np.mean(d * d))
+
+
+def choose_ranges(float_tflite: bytes, signature: str,
+                  samples: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    """Per float32 activation of the float model (by tensor name; fixed-range op outputs left out):
+    ``{"min", "max", "method", "error", "error_minmax"}``, the 8-bit range with the least mean squared
+    error on the samples' values: min / max, percentile 99.9 / 99.99, or min / max times a clip ratio
+    (``MIN_GAIN`` better than min / max, else min / max)."""
+    from edgeq.tflite_run import every_tensor
+
+    samples = list(samples)
+    run = every_tensor(float_tflite, signature, samples)
+    interp, details, ops = next(run)
+    fixed = {o for op in ops if op["op_name"] in FIXED_RANGE_OPS for o in op["outputs"]}
+    active = [int(o) for op in ops for o in op["outputs"]] + [d["index"] for d in interp.get_input_details()]
+    by_index = {d["index"]: d for d in details}
+    tensors = [i for i in dict.fromkeys(active) if i not in fixed and by_index[i]["dtype"] == np.float32]
+    rng = np.random.default_rng(0)
+    per_sample = max(1, MAX_VALUES // max(1, len(samples)))
+    lo: dict[int, float] = {}
+    hi: dict[int, float] = {}
+    kept: dict[int, list[np.ndarray]] = {i: [] for i in tensors}
+    for _ in samples:
+        next(run)
+        for i in list(kept):
+            try:
+                v = np.asarray(interp.get_tensor(i), dtype=np.float64).ravel()
+            except ValueError:  # "Tensor data is null": not kept by LiteRT (an unrolled loop's)
+                del kept[i]
+                continue
+            if not v.size:
+                continue
+            lo[i], hi[i] = min(lo.get(i, 0.0), float(v.min())), max(hi.get(i, 0.0), float(v.max()))
+            kept[i].append(v if v.size <= per_sample else v[rng.choice(v.size, per_sample, replace=False)])
+    chosen: dict[str, dict[str, Any]] = {}
+    for i, parts in kept.items():
+        if not parts or i not in lo:
+            continue
+        v = np.concatenate(parts)
+        mn, mx = lo[i], hi[i]
+        candidates = [("min/max", mn, mx)]
+        candidates += [(f"percentile {p}", min(0.0, float(np.percentile(v, 100.0 - p))),
+                        max(0.0, float(np.percentile(v, p)))) for p in PERCENTILES]
+        candidates += [(f"MSE clip {r:.2f}", mn * r, mx * r) for r in CLIP_RATIOS]
+        errors = [_int8_error(v, a, b) for _, a, b in candidates]
+        best = int(np.argmin(errors))
+        if errors[best] >= (1.0 - MIN_GAIN) * errors[0]:
+            best = 0
+        method, a, b = candidates[best]
+        chosen[by_index[i]["name"]] = {"min": a, "max": b, "method": method, "error": errors[best],
+                                       "error_minmax": errors[0]}
+    return chosen
+
+
 def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[str, np.ndarray]],
-                   int16: Sequence[str] = (), ranges: str = "minmax") -> bytes:
+                   int16: Sequence[str] = (), ranges: str = "minmax",
+                   tensor_ranges: dict[str, dict[str, Any]] | None = None, float_ops: Sequence[str] = ()) -> bytes:
     """The float model quantized: a8w8 everywhere, a16w8 for the ops writing the tensors in ``int16``;
     float32 inputs and outputs. ``samples``: the signature's feeds (TFLite names and layout).
     ``ranges``: each tensor's range is the min / max over all samples (``minmax``, as the TFLite
     converter calibrates), or the moving average of the samples' min / max (``moving_average``,
-    litert-quantizer's default: rare outliers are clipped)."""
+    litert-quantizer's default: rare outliers are clipped). ``tensor_ranges`` (``choose_ranges``)
+    replaces the calibrated range of each 8-bit tensor it names. The ops writing the tensors in
+    ``float_ops`` are left in float32 (litert-quantizer's no_quantize: DEQUANTIZE before, QUANTIZE
+    after)."""
     from litert_quantizer import Quantizer, calibrator
+    from litert_quantizer.algorithm_manager import AlgorithmName
     from litert_quantizer.utils import qsv_utils
 
     if ranges not in RANGES:
@@ -53,6 +132,8 @@ def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[s
         q.add_static_config(".*", "*", 8, 8)
         if int16:
             q.add_static_config(op_scope_regex(int16), "*", 16, 8)
+        if float_ops:
+            q.update_quantization_recipe(op_scope_regex(float_ops), "*", algorithm_key=AlgorithmName.NO_QUANTIZE)
         update = qsv_utils.min_max_update if ranges == "minmax" else qsv_utils.moving_average_update
         calibration = None
         for mode in (calibrator.CalibrationMode.CALIBRATION_PRESERVE_ALL_TENSORS,
@@ -66,6 +147,13 @@ def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[s
                 continue
             calibration = calib.get_model_qsvs()
             break
+        if calibration is not None and tensor_ranges:
+            wide = set(int16)
+            for name, r in tensor_ranges.items():
+                qsv = calibration.get(name)
+                if qsv is not None and name not in wide and r["method"] != "min/max":
+                    qsv["min"] = np.full_like(np.asarray(qsv["min"], dtype=np.float32), r["min"])
+                    qsv["max"] = np.full_like(np.asarray(qsv["max"], dtype=np.float32), r["max"])
         quantized = bytes(q.quantize(calibration, enable_progress_report=False, enable_progress_bar=False).quantized_model)
     return float_io(quantized, float_tflite)
 

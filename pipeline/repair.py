@@ -7,12 +7,18 @@ Rules:
   repair`` and the command line allow it; the shipped artifact is not changed otherwise.
 * Each graph's float32 .tflite is quantized again with litert-quantizer (edgeq.mixed_precision): try 0
   gives every op 8-bit activations with ranges from the min / max over the calibration set; try 1
-  clips them (the moving average of each sample's min / max). The attribution of the better of the
-  two against the float .tflite (edgeq.attribution.attribute_tflite) finds the tensors where the
-  error originates (SQNR drops by ``MIN_DROP_DB`` or more); the least accurate of them come first,
-  and each following try, with those ranges, gives 16-bit activations (int8
-  weights) to the ops of the next ranked tensors, doubling the number of origins each time; a try
-  that does not do better than the best so far takes its ops back (and their budget).
+  chooses each tensor's range by its error: min / max, a percentile or an
+  MSE-optimal clip, whichever quantizes that tensor's calibration values with the least squared
+  error. The attribution of the better of the two against the float .tflite
+  (edgeq.attribution.attribute_tflite) finds the tensors where the error originates (SQNR drops by
+  ``MIN_DROP_DB`` or more); the least accurate of them come first, and each following try, with
+  those ranges, gives 16-bit activations (int8 weights) to the ops of the next ranked tensors,
+  doubling the number of origins each time; a try that does not do better than the best so far
+  takes its ops back (and their budget). Last, when the user allows float ops of a type
+  (``[quantization] allow_float_ops``), one more try keeps the origins of those types in float32.
+* A try that cannot be made or run (litert-quantizer leaves an op in float32 that is not allowed; a
+  delegate refuses an op) is recorded with its error and the next one is tried; when none can, repair
+  fails with the first error.
 * Budget: compute ops (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, BATCH_MATMUL) with 16-bit
   activations, at most ``[quantization] max_int16_ops`` (default 10% of the compute ops, rounded
   down) over all graphs; an origin that would exceed it is skipped. Other ops (concatenations,
@@ -30,22 +36,25 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeq.artifacts import Artifact
 from edgeq.context import BuildContext
+from edgeq.errors import one_line
 from edgeq.results import CalibrationResult
 from edgeq.tflite_io import to_tflite
 
-__all__ = ["BUDGET_SHARE", "MAX_TRIES", "MIN_DROP_DB", "Checker", "repair"]
+__all__ = ["BUDGET_SHARE", "CHOSEN", "MAX_TRIES", "MIN_DROP_DB", "Checker", "repair"]
 
 BUDGET_SHARE = 0.10  # compute ops that may get 16-bit activations, by default
 MAX_TRIES = 7  # the two range choices and up to five promotions
 MIN_DROP_DB = 1.0  # a tensor whose SQNR drops less than this is no origin
 CALIBRATION_SAMPLES = 200  # at most, from the calibration set
 LATENCY_RUNS = 20
+CHOSEN = "per_tensor"  # the ranges of try 1: chosen per tensor by error (edgeq.mixed_precision.choose_ranges)
 
 # Given a runtime and the shipped artifacts to check there (graph -> Artifact), the gate results
 Checker = Callable[[str, dict[str, Artifact]], list[dict[str, Any]]]
@@ -61,6 +70,27 @@ def _score(gates: list[dict[str, Any]]) -> tuple[int, float]:
     failed = [g for g in gates if not g["passed"]]
     margins = [g["margin"] / max(abs(g["limit"]), 1e-9) for g in failed if g.get("margin") is not None]
     return (len(failed), -min(margins, default=0.0))
+
+
+def _range_counts(graphs: list[_Graph]) -> str:
+    """How many tensors took each kind of range, e.g. "12 min/max, 3 percentile, 20 MSE clip"."""
+    from collections import Counter
+
+    kinds = Counter(r["method"].rsplit(" ", 1)[0] if r["method"] != "min/max" else "min/max"
+                    for g in graphs for r in g.tensor_ranges().values())
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+
+
+def _refuse_float_ops(path: Path, allowed: tuple[str, ...], floated: list[str]) -> None:
+    """ValueError when the try computes an op in float32 that neither the user allows nor repair chose:
+    litert-quantizer leaves the ops it cannot quantize in float32 without a word."""
+    from edgeq.tflite_inspect import inspect_tflite
+
+    refused = {op: info for op, info in inspect_tflite(path)["float_ops"].items()
+               if op not in allowed and not set(info["tensors"]) <= set(floated)}
+    if refused:
+        ops = ", ".join(f"{op} x{info['count']}" for op, info in refused.items())
+        raise ValueError(f"litert-quantizer leaves {ops} in float32, which [quantization] allow_float_ops does not allow")
 
 
 def _latency_ms(model: bytes, signature: str, feed: dict[str, np.ndarray], threads: int) -> float:
@@ -95,6 +125,7 @@ class _Graph:
         sets = ctx.result(CalibrationResult).sets[name]
         self.feeds = [to_tflite(feed, self.float_art.meta) for _, feed in zip(range(CALIBRATION_SAMPLES), sets, strict=False)]
         self.compute: set[str] = set()
+        self._ranges: dict[str, dict[str, Any]] | None = None
         from ai_edge_litert.interpreter import Interpreter
 
         interp = Interpreter(model_content=self.float_bytes)
@@ -102,6 +133,14 @@ class _Graph:
         for op in interp._get_ops_details():
             if op["op_name"] in COMPUTE_OPS and len(op["outputs"]):
                 self.compute.add(details[op["outputs"][0]]["name"])
+
+    def tensor_ranges(self) -> dict[str, dict[str, Any]]:
+        """Each activation's 8-bit range chosen by its error on the calibration feeds (computed once)."""
+        if self._ranges is None:
+            from edgeq.mixed_precision import choose_ranges
+
+            self._ranges = choose_ranges(self.float_bytes, self.signature, self.feeds)
+        return self._ranges
 
 
 def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str]) -> dict[str, Any]:
@@ -126,35 +165,51 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
     budget = ctx.spec.quantization.max_int16_ops
     if budget is None:
         budget = math.floor(BUDGET_SHARE * total_compute)
+    allowed = ctx.spec.quantization.allow_float_ops
     folder = ctx.build_dir / "repair"
     folder.mkdir(exist_ok=True)
     original = dict(ctx.artifacts[shipped_key])
     tries: list[dict[str, Any]] = []
     models: list[dict[str, bytes]] = []
 
-    def attempt(promoted: dict[str, list[str]], why: str, ranges: str) -> bool:
+    def attempt(promoted: dict[str, list[str]], why: str, ranges: str, floats: dict[str, list[str]] | None = None) -> bool:
         k = len(tries)
+        floats = floats or {}
+        record: dict[str, Any] = {"try": k, "change": why, "ranges": ranges,
+                                  "int16_ops": {g: list(v) for g, v in promoted.items() if v},
+                                  "int16_compute_ops": sum(1 for g in graphs for t in promoted.get(g.name, []) if t in g.compute)}
+        if any(floats.values()):
+            record["float_ops"] = {g: list(v) for g, v in floats.items() if v}
         files: dict[str, bytes] = {}
-        arts: dict[str, Artifact] = {}
-        for g in graphs:
-            files[g.name] = quantize_mixed(g.float_bytes, g.signature, g.feeds, promoted.get(g.name, []), ranges)
-            path = folder / f"try{k}.{g.name}.tflite"
-            path.write_bytes(files[g.name])
-            arts[g.name] = Artifact(shipped_key, path, "tflite", "int8+int16" if promoted.get(g.name) else "int8",
-                                    dict(g.float_art.meta), graph=g.name)
-        gates = check(host, arts)
+        try:
+            arts: dict[str, Artifact] = {}
+            for g in graphs:
+                files[g.name] = quantize_mixed(g.float_bytes, g.signature, g.feeds, promoted.get(g.name, []), ranges,
+                                               tensor_ranges=g.tensor_ranges() if ranges == CHOSEN else None,
+                                               float_ops=floats.get(g.name, []))
+                path = folder / f"try{k}.{g.name}.tflite"
+                path.write_bytes(files[g.name])
+                _refuse_float_ops(path, allowed, floats.get(g.name, []))
+                arts[g.name] = Artifact(shipped_key, path, "tflite", "int8+int16" if promoted.get(g.name) else "int8",
+                                        dict(g.float_art.meta), graph=g.name)
+            gates = check(host, arts)
+        except Exception as e:  # a try that cannot be made or run: recorded, and the next one is tried
+            tries.append({**record, "bytes": sum(len(b) for b in files.values()) or None, "passed": False,
+                          "error": one_line(e), "gates": [], "_score": (math.inf, 0.0), "_arts": {}})
+            models.append(files)
+            return False
         passed = all(x["passed"] for x in gates)
-        int16_compute = sum(1 for g in graphs for t in promoted.get(g.name, []) if t in g.compute)
-        tries.append({"try": k, "change": why, "ranges": ranges, "int16_ops": {g: list(v) for g, v in promoted.items() if v},
-                      "int16_compute_ops": int16_compute, "bytes": sum(len(b) for b in files.values()),
-                      "passed": passed, "gates": _gate_summary(gates), "_score": _score(gates), "_arts": arts})
+        tries.append({**record, "bytes": sum(len(b) for b in files.values()), "passed": passed,
+                      "gates": _gate_summary(gates), "_score": _score(gates), "_arts": arts})
         models.append(files)
         return passed
 
     passed = attempt({}, "litert-quantizer, 8-bit activations and weights everywhere; ranges: min/max", "minmax")
     if not passed:
-        passed = attempt({}, "ranges clipped: the moving average of each sample's min/max (rare outliers clipped)",
-                         "moving_average")
+        passed = attempt({}, "ranges chosen per tensor: min/max, percentile or MSE-optimal clipping, the least "
+                             "error on the calibration set (" + _range_counts(graphs) + ")", CHOSEN)
+    if not passed and all("error" in t for t in tries):
+        raise RuntimeError(f"no try could be made and run ({tries[0]['error']})")
     if not passed:
         base = min(tries, key=lambda t: t["_score"])
         ranges = base["ranges"]
@@ -196,6 +251,18 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
                     promoted[gname] = [n for n in promoted[gname] if n not in names]
                 compute_used -= step_cost
             step *= 2
+        # c. float kernels, where the user allows float ops: the origins of those op types not yet 16-bit
+        floats: dict[str, list[str]] = {}
+        named: list[str] = []
+        for drop, gname, _, row in origins:
+            writer = row["promote"][0] if row["op"] not in ("QUANTIZE", "DEQUANTIZE") else None
+            if writer and row["op"] in allowed and writer not in promoted.get(gname, []) + floats.get(gname, []):
+                floats.setdefault(gname, []).append(writer)
+                named.append(f"{row['op']} {row['tensor']} (SQNR drops {drop:.1f} dB there)")
+        if not passed and floats:
+            passed = attempt({g: list(v) for g, v in promoted.items()},
+                             "float32 kernels (allowed by [quantization] allow_float_ops) for the ops where the error "
+                             "originates: " + "; ".join(named), ranges, floats)
     chosen = next((t["try"] for t in tries if t["passed"]), None)
     best = chosen if chosen is not None else min(tries, key=lambda t: t["_score"])["try"]
     if chosen is not None:
@@ -210,7 +277,10 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
     if chosen is not None:
         t = tries[chosen]
         entry["recipe"] = {"quantizer": "litert-quantizer", "default": "a8w8 (int8 activations, int8 weights)",
-                           "a16w8": t["int16_ops"], "ranges": t["ranges"],
+                           "a16w8": t["int16_ops"], "float32": t.get("float_ops", {}), "ranges": t["ranges"],
+                           "tensor_ranges": {g.name: {n: {k: r[k] for k in ("min", "max", "method")}
+                                                      for n, r in g.tensor_ranges().items() if r["method"] != "min/max"}
+                                             for g in graphs} if t["ranges"] == CHOSEN else {},
                            "calibration_samples": {g.name: len(g.feeds) for g in graphs}}
         g0 = graphs[0]
         entry["cost"] = {

@@ -284,6 +284,11 @@ def render_markdown(report: dict[str, Any]) -> str:
 ATTRIBUTION_ROWS = 10  # tensors in report.md's table per graph (report.json has every one)
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a '|' in a name does not split the row."""
+    return text.replace("|", "\\|")
+
+
 def _repair_lines(repair: dict[str, Any]) -> list[str]:
     """What repair tried, the gates after each try, and what the shipped recipe costs."""
     if not repair:
@@ -295,8 +300,8 @@ def _repair_lines(repair: dict[str, Any]) -> list[str]:
               f"{_num(g['limit'], 4)})" for g in repair.get("gates_before", []) if not g["passed"]]
     if before:
         lines += [f"The INT8 model as converted failed: {'; '.join(before)}.", ""]
-    lines += [f"A gate failed, so edgeq quantized the float32 .tflite again with litert-quantizer and gave 16-bit "
-              f"activations to the ops where the error originates, a few at a time (budget: "
+    lines += [f"A gate failed, so edgeq quantized the float32 .tflite again with litert-quantizer: ranges chosen per "
+              f"tensor, then 16-bit activations for the ops where the error originates, a few at a time (budget: "
               f"{repair['budget_int16_compute_ops']} of {repair['compute_ops']} compute ops). Each try ran on "
               f"{repair['host_runtime']}.", "",
               "| try | change | 16-bit ops | of them compute ops | bytes | gates failed on the host |",
@@ -304,8 +309,9 @@ def _repair_lines(repair: dict[str, Any]) -> list[str]:
     for t in repair["tries"]:
         failed = [f"{g['name']} {_num(g['value'], 4)} (limit {_num(g['limit'], 4)})" for g in t["gates"] if not g["passed"]]
         n16 = sum(len(v) for v in t["int16_ops"].values())
-        lines.append(f"| {t['try']} | {t['change']} | {n16} | {t['int16_compute_ops']} | {t['bytes']} | "
-                     f"{'; '.join(failed) or 'none: passes'} |")
+        outcome = f"could not run: {t['error']}" if t.get("error") else "; ".join(failed) or "none: passes"
+        lines.append(f"| {t['try']} | {_cell(t['change'])} | {n16} | {t['int16_compute_ops']} | {t['bytes'] or '-'} | "
+                     f"{_cell(outcome)} |")
     lines.append("")
     if repair["chosen"] is None:
         lines.append(f"No try met the gates within the budget; the best was try {repair['best']}. The INT8 model "
@@ -315,6 +321,8 @@ def _repair_lines(repair: dict[str, Any]) -> list[str]:
     lines += [f"Shipped: try {repair['chosen']} (recipe.json). Ops with 16-bit activations:", ""]
     for graph, names in repair["recipe"]["a16w8"].items():
         lines += [f"- {graph}: {n}" for n in names]
+    for graph, names in repair["recipe"].get("float32", {}).items():
+        lines += [f"- {graph}: {n} (float32 kernels)" for n in names]
     lines += ["", f"Cost: {cost['bytes']} bytes (all-int8 try 0: {cost['bytes_all_int8']}); {cost['int16_compute_ops']} "
               f"compute op(s) outside int8; {cost['kernels']}; host latency {cost['host_latency_ms']:.3f} ms vs "
               f"{cost['host_latency_ms_all_int8']:.3f} ms all-int8 ({cost['latency_graph']}, median of 20 runs)."]
@@ -328,7 +336,8 @@ def _attribution_lines(attribution: dict[str, Any], tflite: dict[str, Any], plot
     lines = ["", "## Where the INT8 error comes from (calibration samples)", "",
              "channel SQNR: the mean of the SQNRs of a tensor's channels (ONNX: axis 1; .tflite: the last axis, "
              "and axis 1 for tensors of 3 axes or more, the lower). drop: the channel SQNR a node's inputs carry minus "
-             "its output's - error that appears at that node, not error carried in.", ""]
+             "its output's - error that appears at that node, not error carried in. ONNX node: for a .tflite tensor, "
+             "the node of the float ONNX model that computes the same values (both float models on one sample).", ""]
     if plot:
         lines += [f"![SQNR along the graph]({plot})", "", f"{plot}: the SQNR of every tensor along the graph, per "
                   "quantized artifact; the least accurate tensor of each is named.", ""]
@@ -343,12 +352,14 @@ def _attribution_lines(attribution: dict[str, Any], tflite: dict[str, Any], plot
             if isinstance(rows, dict):
                 lines += [f"- {graph}: not measured ({rows.get('error')})", ""]
                 continue
-            lines += [f"{graph}:", "", "| tensor | op | SQNR dB | channel SQNR dB | drop dB | float range | scale |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [f"{graph}:", "", "| tensor | op | ONNX node | SQNR dB | channel SQNR dB | drop dB | float range | "
+                      "scale |", "|---|---|---|---|---|---|---|---|"]
             for r in rows[:ATTRIBUTION_ROWS]:
                 lo, hi = r["float_range"]
-                lines.append(f"| {r['tensor']} | {r['op']} | {r['sqnr_db']:.1f} | {r['channel_sqnr_db']:.1f} | "
-                             f"{r['drop_db']:.1f} | {lo:.4g}..{hi:.4g} | {_num(r['scale'], 6)} |")
+                node = r.get("onnx_node") or ({"node": r["node"], "op": r["op"]} if "node" in r else None)
+                where = f"{node['node']} ({node['op']})" if node else "-"
+                lines.append(f"| {_cell(r['tensor'])} | {r['op']} | {_cell(where)} | {r['sqnr_db']:.1f} | "
+                             f"{r['channel_sqnr_db']:.1f} | {r['drop_db']:.1f} | {lo:.4g}..{hi:.4g} | {_num(r['scale'], 6)} |")
             lines.append("")
     return lines
 

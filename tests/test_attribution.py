@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import SHAPE, ApiBuild
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.attribution import attribute
@@ -83,3 +84,31 @@ def test_the_report_shows_the_top_tensors(tiny_report: dict[str, object]) -> Non
     """A real build: report.json carries the attribution of the shipped model's graph."""
     rows = tiny_report["attribution"]["model"]  # type: ignore[index]
     assert isinstance(rows, list) and rows and {"tensor", "op", "sqnr_db", "drop_db", "float_range", "scale"} <= set(rows[0])
+
+
+def test_each_tflite_tensor_is_mapped_to_the_onnx_node_computing_it(onnx_int8_build: ApiBuild) -> None:
+    """The converter fuses Conv + Relu into one CONV_2D, moves NCHW to NHWC and renames everything:
+    the values tell which ONNX node computed a .tflite tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeq.attribution import onnx_nodes
+
+    keep = onnx_int8_build.keep
+    float_tflite = (keep / "model.float32.tflite").read_bytes()
+    model = onnx.load_model(str(keep / "model.float.onnx"))
+    nodes = {n.name: n.op_type for n in model.graph.node}
+    interp = Interpreter(model_content=float_tflite)
+    signature = next(iter(interp.get_signature_list()))
+    (tflite_input,) = interp.get_signature_list()[signature]["inputs"]
+    x = np.random.default_rng(0).normal(0, 1, SHAPE).astype(np.float32)
+    found = onnx_nodes(keep / "model.float.onnx", float_tflite, signature, {model.graph.input[0].name: x},
+                       {tflite_input: x.transpose(0, 2, 3, 1)})
+    details = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    by_op: dict[str, list[dict[str, str] | None]] = {}
+    for op in interp._get_ops_details():
+        for t in op["outputs"]:
+            by_op.setdefault(op["op_name"], []).append(found.get(details[t]))
+    assert all(v["node"] in nodes and nodes[v["node"]] == v["op"] for v in found.values())
+    assert [v["op"] for v in by_op["CONV_2D"] if v] == ["Relu", "Relu"]  # conv and relu fused: the relu's values
+    assert [v["op"] for v in by_op["FULLY_CONNECTED"] if v] == ["Gemm"]
+    assert len(found) >= len([v for vs in by_op.values() for v in vs]) - 2  # a reshape's int32 shape, a pad

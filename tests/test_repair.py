@@ -82,6 +82,54 @@ def test_sixteen_bit_activations_keep_float_io_and_cut_the_error(tmp_path: Path)
         assert interp.get_signature_list() == Interpreter(model_content=f).get_signature_list()
 
 
+def test_ranges_are_chosen_per_tensor_by_their_error() -> None:
+    """Laplace-distributed inputs with a few values 8x wider (131,072 values in all): min / max spends
+    the int8 steps on the rare extremes, and the per-tensor choice clips (an MSE clip or a percentile,
+    with less error on the calibration values); every choice is at least as good as min / max, and
+    quantize_mixed uses the chosen ranges."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeq.mixed_precision import MIN_GAIN, choose_ranges
+
+    rng = np.random.default_rng(SEED)
+    inp = tf.keras.Input((4096,), batch_size=1, name="x")
+    dense = tf.keras.layers.Dense(4, name="head")
+    model = tf.keras.Model(inp, dense(inp))
+    dense.set_weights([rng.normal(0, 0.02, (4096, 4)).astype(np.float32), np.zeros(4, np.float32)])
+    f = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    feeds = []
+    for _ in range(32):
+        x = rng.laplace(0, 1, (1, 4096)).astype(np.float32)
+        x[0, :4] *= 8.0
+        feeds.append({"x": x})
+    chosen = choose_ranges(f, SIGNATURE, feeds)
+    x = chosen["serving_default_x:0"]
+    widest = max(float(v["x"].max()) for v in feeds) - min(float(v["x"].min()) for v in feeds)
+    assert x["method"] != "min/max" and x["max"] - x["min"] < 0.95 * widest, x
+    assert x["error"] < (1 - MIN_GAIN) * x["error_minmax"]
+    assert all(r["error"] <= r["error_minmax"] and r["min"] <= 0.0 <= r["max"] for r in chosen.values())
+    q = quantize_mixed(f, SIGNATURE, feeds, tensor_ranges=chosen)
+    scales = {d["name"]: d["quantization_parameters"]["scales"] for d in Interpreter(model_content=q).get_tensor_details()}
+    assert scales["serving_default_x:0_quantized_io"][0] == pytest.approx((x["max"] - x["min"]) / 255, rel=0.02)
+    assert choose_ranges(f, SIGNATURE, feeds) == chosen  # seeded: a rebuild repeats a repaired model
+
+
+def test_float_ops_are_left_in_float32_between_int8_ops(tmp_path: Path) -> None:
+    from edgeq.tflite_inspect import inspect_tflite
+
+    f = _float_mlp(2)
+    feeds = _feeds()
+    top = attribute_tflite(f, quantize_mixed(f, SIGNATURE, feeds), SIGNATURE, feeds)[0]
+    q = quantize_mixed(f, SIGNATURE, feeds, float_ops=[top["promote"][0]])
+    (tmp_path / "q.tflite").write_bytes(q)
+    insp = inspect_tflite(tmp_path / "q.tflite")
+    assert insp["float_ops"]["FULLY_CONNECTED"]["tensors"] == [top["promote"][0]]
+    assert (insp["compute_ops"], insp["int8_compute_ops"]) == (4, 3)
+    after = {r["tensor"]: r for r in attribute_tflite(f, q, SIGNATURE, feeds)}[top["promote"][0]]
+    assert after["dtype"] == "float32" and after["channel_sqnr_db"] > top["channel_sqnr_db"] + 20
+
+
 def test_float_io_leaves_a_float_model_as_it_is() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -144,23 +192,45 @@ def test_a_rebuild_gives_the_same_bytes(repaired: tuple[Path, object], tmp_path:
     assert (again / "model.tflite").read_bytes() == (out / "model.tflite").read_bytes()
 
 
-def test_a_repair_that_cannot_meet_the_gates_exits_1_with_every_try(tmp_path: Path) -> None:
+def test_a_repair_that_cannot_meet_the_gates_exits_1_with_every_try(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """No compute op may get 16-bit activations and the cosine limit is out of reach: exit 1, the
-    report lists each try, names the best, and the converter's INT8 model ships."""
+    report lists each try, names the best, and the converter's INT8 model ships. A try that cannot be
+    made (the first, here) is listed with its error and the next is tried; with float ops allowed the
+    last try keeps the origins of those types in float32."""
+    import edgeq.mixed_precision
+
+    real = edgeq.mixed_precision.quantize_mixed
+    calls: list[int] = []
+
+    def first_fails(*args: object, **kwargs: object) -> bytes:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("failed to delegate SPLIT node #16")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(edgeq.mixed_precision, "quantize_mixed", first_fails)
     out = tmp_path / "dist" / "detector"
     model_dir = make_detector_dir(tmp_path)
     toml = model_dir / "edgeq.toml"
-    toml.write_text(toml.read_text(encoding="utf-8") + "\n[quantization]\nmax_int16_ops = 0\n", encoding="utf-8")
+    toml.write_text(toml.read_text(encoding="utf-8") + "\n[quantization]\nmax_int16_ops = 0\n"
+                    'allow_float_ops = ["CONV_2D", "LOGISTIC", "CONCATENATION"]\n', encoding="utf-8")
     r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert",
                     "--gate", "output_cosine=0.9999999"])
     assert r.exit_code == 1, r.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     rep = report["repair"]
-    assert rep["chosen"] is None and len(rep["tries"]) >= 2 and rep["best"] in [t["try"] for t in rep["tries"]]
-    assert all(not t["passed"] and t["int16_compute_ops"] == 0 for t in rep["tries"])
+    tries = rep["tries"]
+    assert rep["chosen"] is None and len(tries) >= 3 and rep["best"] in [t["try"] for t in tries[1:]]
+    assert all(not t["passed"] and t["int16_compute_ops"] == 0 for t in tries)
+    assert tries[0]["error"] == "RuntimeError: failed to delegate SPLIT node #16" and tries[0]["gates"] == []
+    assert tries[1]["ranges"] == "per_tensor" and "error" not in tries[1] and tries[1]["gates"]
+    assert "float_ops" in tries[-1] and "float32 kernels" in tries[-1]["change"]
     assert not (out / "recipe.json").exists()
     assert "repair did not meet the gates" in r.stdout and "FAIL output_cosine" in r.stdout
-    assert "No try met the gates" in (out / "report.md").read_text(encoding="utf-8")
+    assert "repair try 0:" in r.stdout and "could not run (RuntimeError: failed to delegate SPLIT" in r.stdout
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "No try met the gates" in md and "could not run: RuntimeError" in md
 
 
 def test_repair_is_skipped_for_int8_io(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from edgeq.artifacts import Artifact
 from edgeq.attribution import MAX_SAMPLES
 from edgeq.context import BuildContext, Evaluation, Pair
+from edgeq.errors import one_line
 from edgeq.execution import DecodeJob, FeedSet, Runtime, Work
 from edgeq.gates import evaluate
 from edgeq.results import CalibrationResult, ConvertResult, ValidationResult
@@ -78,7 +79,7 @@ class ValidateStage:
                 repaired = repair(ctx, on, SHIPPED, failed)
             except Exception as e:  # the gates already failed: report why repair could not help, ship as converted
                 ctx.artifacts[SHIPPED] = converted
-                repaired = {"skipped": f"repair failed: {_error_text(e)}"[:300]}
+                repaired = {"skipped": f"repair failed: {one_line(e)}"[:300]}
             repaired["gates_before"] = [dict(g) for g in result.gates]
             if repaired.get("chosen") is not None:
                 result = check(ctx, validation_pairs(ctx))
@@ -139,15 +140,10 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
     return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates))
 
 
-def _error_text(e: Exception) -> str:
-    """An exception in one line for the report: its type and the first line of its message."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-
-
 def _attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
     """Per graph, the shipped .tflite's tensors, dequantized, against the float32 .tflite's on the
     calibration set (edgeq.attribution.attribute_tflite); a diagnosis, as ``_attribution``."""
-    from edgeq.attribution import attribute_tflite
+    from edgeq.attribution import attribute_tflite, onnx_nodes
     from edgeq.tflite_io import to_tflite
 
     sets = ctx.result(CalibrationResult).sets
@@ -155,11 +151,15 @@ def _attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
     for g in (graph.name for graph in ctx.spec.graphs):
         f = ctx.artifact("tflite_float32", g)
         try:
+            float_bytes = f.path.read_bytes()
+            first = next(iter(sets[g]))
+            onnx_map = onnx_nodes(ctx.artifact("onnx_float", g).path, float_bytes, f.meta["signature"], first,
+                                  to_tflite(first, f.meta))
             feeds = (to_tflite(feed, f.meta) for _, feed in zip(range(MAX_SAMPLES), sets[g], strict=False))
-            out[g] = attribute_tflite(f.path.read_bytes(), ctx.artifact(SHIPPED, g).path.read_bytes(),
-                                      f.meta["signature"], feeds)
+            out[g] = attribute_tflite(float_bytes, ctx.artifact(SHIPPED, g).path.read_bytes(),
+                                      f.meta["signature"], feeds, onnx_map)
         except Exception as e:  # a diagnosis that fails is reported, not fatal
-            out[g] = {"error": _error_text(e)}
+            out[g] = {"error": one_line(e)}
     return out
 
 
@@ -175,5 +175,5 @@ def _attribution(ctx: BuildContext) -> dict[str, Any]:
         try:
             out[g] = attribute(ctx.artifact("onnx_float", g).path, ctx.artifact("onnx_int8", g).path, iter(sets[g]))
         except Exception as e:  # a diagnosis that fails is reported, not fatal
-            out[g] = {"error": _error_text(e)}
+            out[g] = {"error": one_line(e)}
     return out
