@@ -487,14 +487,16 @@ class RebuildRun:
 @pytest.fixture(scope="session")
 def gate_fail_rebuild(tiny_build: CliBuild, tmp_path_factory: pytest.TempPathFactory) -> RebuildRun:
     """Build 3: the PyTorch TinyNet again, from the same folder, into a copy of build 1's bundle,
-    with `--gate model_bytes=100` so that one gate fails (summary output, not --json)."""
+    with `--gate model_bytes=100` so that one gate fails (summary output, not --json); on the host
+    runtimes (build 1 ran the emulated cores)."""
     assert tiny_build.exit_code == 0, tiny_build.stderr
 
     def make(root: Path) -> RebuildRun:
         out = root / "bundle"
         shutil.copytree(tiny_build.out, out)
         before = snapshot(out)
-        result = invoke_cli(["build", str(tiny_build.model_dir), "--out", str(out), "--gate", "model_bytes=100"])
+        result = invoke_cli(["build", str(tiny_build.model_dir), "--out", str(out), "--gate", "model_bytes=100",
+                             *HOST_RUNTIME_ARGS])
         return RebuildRun(out, before, result.exit_code, result.stdout, result.stderr)
 
     return shared(tmp_path_factory, "gate_fail_rebuild", make)
@@ -567,6 +569,7 @@ def stub_stages(monkeypatch: pytest.MonkeyPatch) -> StubStages:
 # The host runtimes of the android target: what tests of stage logic validate on. The emulated
 # cores are tested by the shared builds and tests/emulator/.
 HOST_RUNTIMES = ("litert", "litert-ref")
+HOST_RUNTIME_ARGS = tuple(a for rt in HOST_RUNTIMES for a in ("-r", rt))  # the same, as command-line options
 
 
 def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tuple[str, ...] = HOST_RUNTIMES) -> Any:

@@ -89,13 +89,20 @@ def test_the_slice_gate_does_not_apply_without_varying_slices() -> None:
 
 
 def test_a_detector_whose_scores_die_in_int8_fails_with_exit_1(tmp_path: Path) -> None:
+    """Pixel boxes next to scores in one output: the scores die in int8 and the detections with them;
+    the whole-tensor gates pass."""
     out = tmp_path / "dist" / "detector"
-    r = invoke_cli(["build", str(make_detector_dir(tmp_path)), "--target", "android", "--out", str(out),
+    model_dir = make_detector_dir(tmp_path, task={"kind": "detection", "output": "output0"})
+    r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out),
                     "-r", "litert", "-r", "litert-ref", "--no-repair"])
     assert r.exit_code == 1, r.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    failed = [g for g in report["gates"] if not g["passed"]]
-    assert {g["name"] for g in failed} == {"output_slice_levels"}  # the whole-tensor gates pass
+    assert json.loads((out / "model.json").read_text(encoding="utf-8"))["task"]["kind"] == "detection"
+    assert all(g["passed"] for g in report["gates"] if g["name"] == "output_cosine")
+    agreement = [g for g in report["gates"] if g["name"] == "detection_agreement"]
+    assert agreement and all(not g["passed"] and g["value"] < 0.9 for g in agreement)  # half the detections go
+    failed = [g for g in report["gates"] if not g["passed"] and g["name"] != "detection_agreement"]
+    assert {g["name"] for g in failed} == {"output_slice_levels"}
     assert {g["runtime"] for g in failed} == {"litert", "litert-ref"}
     assert all(g["value"] <= 2 for g in failed)
     assert "model/output0[axis 1: 4:7]" in failed[0]["detail"] and "one int8 scale" in failed[0]["detail"]
@@ -136,9 +143,11 @@ def test_bad_declared_slices_are_refused_before_any_work(tmp_path: Path, outputs
     ({"axis": 3, "slices": {"boxes": "0:4"}}, "axis 3 is not an axis of the output (shape [1, 7, 16])"),
     ({"axis": 1, "slices": {"boxes": "0:9"}}, "slice boxes = 0:9 is outside axis 1 of size 7"),
 ])
-def test_declared_slices_that_do_not_fit_the_output_exit_2(tmp_path: Path, outputs: dict[str, object], fragment: str) -> None:
+def test_declared_slices_that_do_not_fit_the_output_exit_2_before_conversion(tmp_path: Path, outputs: dict[str, object],
+                                                                           fragment: str) -> None:
     out = tmp_path / "dist" / "detector"
     r = invoke_cli(["build", str(make_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(out),
                     "-r", "litert"])
     assert r.exit_code == 2 and fragment in r.stderr, r.stderr
+    assert "[1/6] export failed" in r.stderr and "[4/6] convert" not in r.stderr  # checked on the ONNX shapes
     assert not out.exists()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import onnx
 import onnx_models as om
-import pytest
 from conftest import invoke_cli
 
 
@@ -40,15 +39,8 @@ def test_minus_one_dimensions_build_with_input_shape(tmp_path: Path) -> None:
     assert "input 'x' [-1, 3, 0, -1] -> [1, 3, 16, 16]" in report["export"]["graphs"]["model"]["rewrites"]
 
 
-@pytest.mark.parametrize("how", ["edgeq.toml", "--input-value"])
-def test_scalar_sr_frozen_with_shape_driven_ifs_and_state_builds(tmp_path: Path, how: str) -> None:
-    case = om.scalar_config_and_ifs()
-    args: tuple[str, ...] = ()
-    if how == "--input-value":
-        case.inputs = case.inputs[:-1]  # sr left out of [[inputs]]: it must be named somewhere
-        case.inputs.append({"name": "sr", "shape": [], "dtype": "int32"})  # ... and the option freezes it
-        args = ("--input-value", "sr=16000")
-    out, report = _build(tmp_path, case, *args)
+def test_scalar_sr_frozen_with_shape_driven_ifs_and_state_builds(tmp_path: Path) -> None:
+    out, report = _build(tmp_path, om.scalar_config_and_ifs())
     float_onnx = onnx.load(str(tmp_path / "keep" / "model.float.onnx"))
     assert not [n for n in float_onnx.graph.node if n.op_type == "If"]
     model_json = json.loads((out / "model.json").read_text())
@@ -61,6 +53,23 @@ def test_scalar_sr_frozen_with_shape_driven_ifs_and_state_builds(tmp_path: Path,
     assert "checked on onnxruntime: the float ONNX computes what the model does" in text
     cosine = {o: m["cosine"] for o, m in report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["outputs"]["model"].items()}
     assert set(cosine) == {"score", "stateN"} and min(cosine.values()) > 0.99
+
+
+def test_input_value_on_the_command_line_freezes_as_edgeq_toml_does(tmp_path: Path) -> None:
+    """`--input-value sr=16000` with sr declared without a value gives the very spec edgeq.toml's
+    `value = 16000` gives, so the build above stands for both."""
+    from edgeq.config import load_model_spec, parse_input_value
+
+    om.write_model_dir(om.scalar_config_and_ifs(), tmp_path / "toml")
+    case = om.scalar_config_and_ifs()
+    case.inputs = case.inputs[:-1]  # sr left out of [[inputs]]: it must be named somewhere
+    case.inputs.append({"name": "sr", "shape": [], "dtype": "int32"})  # ... and the option freezes it
+    om.write_model_dir(case, tmp_path / "cli")
+    from_toml = load_model_spec(tmp_path / "toml")
+    from_cli = load_model_spec(tmp_path / "cli", None, dict([parse_input_value("sr=16000")]))
+    assert [(g.inputs, g.outputs, g.frozen) for g in from_cli.graphs] == \
+        [(g.inputs, g.outputs, g.frozen) for g in from_toml.graphs]
+    assert [(f.name, f.value) for f in from_cli.graphs[0].frozen] == [("sr", 16000)]
 
 
 def test_lstm_op_with_its_state_as_inputs_and_outputs_builds(tmp_path: Path) -> None:

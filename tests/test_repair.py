@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke_cli
+from conftest import invoke_cli, make_context
 from tiny_detector import make_detector_dir
 
 from edgeq.attribution import attribute_tflite
@@ -233,14 +233,23 @@ def test_a_repair_that_cannot_meet_the_gates_exits_1_with_every_try(tmp_path: Pa
     assert "No try met the gates" in md and "could not run: RuntimeError" in md
 
 
-def test_repair_is_skipped_for_int8_io(tmp_path: Path) -> None:
-    out = tmp_path / "dist" / "detector"
-    r = invoke_cli(["build", str(make_detector_dir(tmp_path)), "--target", "android", "--out", str(out), "-r", "litert",
-                    "--io-dtype", "int8"])
-    assert r.exit_code == 1, r.stderr
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert "float32 model inputs and outputs" in report["repair"]["skipped"]
-    assert "repair skipped" in r.stdout
+@pytest.mark.parametrize(("io_dtype", "failed", "why"), [
+    ("int8", ["output_cosine"], "repair keeps float32 model inputs and outputs; this build's io dtype is int8"),
+    ("float32", ["model_bytes", "int8_compute_ops"], "measure the file, which 16-bit activations do not make smaller"),
+])
+def test_repair_is_skipped_where_it_cannot_help(tmp_path: Path, io_dtype: str, failed: list[str], why: str) -> None:
+    """int8 model I/O (the app's contract would change), or only the file's own gates failed: repair
+    says why and touches nothing (the terminal line for a skipped repair: the broken repair's test)."""
+    from edgeq.repair import repair
+
+    ctx = make_context(make_detector_dir(tmp_path), tmp_path / "work", io_dtype=io_dtype)
+
+    def check(*args: object) -> list[dict[str, object]]:
+        raise AssertionError("a skipped repair validates nothing")
+
+    entry = repair(ctx, check, "tflite_int8", failed)
+    assert why in entry["skipped"] and set(entry) == {"skipped"}
+    assert not (ctx.build_dir / "repair").exists()
 
 
 def test_max_int16_ops_must_be_a_count(tmp_path: Path) -> None:
@@ -275,17 +284,20 @@ def test_weights_litert_quantizer_stores_after_the_flatbuffer_survive_float_io()
 
 def test_a_repair_that_breaks_ships_the_model_as_converted_with_exit_1(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import edgeq.repair
+    """No try can be made (litert-quantizer fails every time): repair fails with the first try's error,
+    the report says so, and the converter's model ships with exit 1."""
+    import edgeq.mixed_precision
 
-    def broken(*args: object, **kwargs: object) -> dict[str, object]:
+    def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("the quantizer fell over")
 
-    monkeypatch.setattr(edgeq.repair, "repair", broken)
+    monkeypatch.setattr(edgeq.mixed_precision, "quantize_mixed", broken)
     out = tmp_path / "dist" / "detector"
     r = invoke_cli(["build", str(make_detector_dir(tmp_path)), "--target", "android", "--out", str(out), "-r", "litert"])
     assert r.exit_code == 1, r.stderr
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert report["repair"]["skipped"] == "repair failed: RuntimeError: the quantizer fell over"
+    assert report["repair"]["skipped"] == ("repair failed: RuntimeError: no try could be made and run "
+                                           "(RuntimeError: the quantizer fell over)")
     assert [g["name"] for g in report["gates"] if not g["passed"]] == ["output_slice_levels"]
     assert "repair skipped: repair failed" in r.stdout and not (out / "recipe.json").exists()
 

@@ -1,12 +1,12 @@
-"""End to end: `edgeq build sample_models/translator --target android` on the host runtimes, then the
-bundle on its own.
+"""End to end: `edgeq build sample_models/translator --target android` on host LiteRT, then the bundle
+on its own.
 
-The build validates on host LiteRT and its reference kernels (`-r litert -r litert-ref`), not on the
-target's two emulated arm64 cores: decoding the 300 sentences there takes about 4.5 minutes of this
-suite's time and checks no code that the tiny translator's build (tests/test_translation_build.py:
-every eval sentence decoded inside qemu on both profiles, the BLEU gate between runtimes) does not.
-The sample's numbers on the emulated cores are measured by `make bench` (bench/RESULTS.md) and
-`make demo-translator`."""
+The build validates on host LiteRT only (`-r litert`): not on LiteRT's reference kernels, whose
+decoding of the 300 sentences takes 28 s of this suite's time, nor on the target's two emulated
+arm64 cores (about 4.5 minutes). Neither checks code that the tiny translator's build
+(tests/test_translation_build.py: every eval sentence decoded on the reference kernels and inside
+qemu on both profiles, the BLEU gate between runtimes) does not. The sample's numbers on every
+runtime are measured by `make bench` (bench/RESULTS.md) and `make demo-translator`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_models" / "translator"
 EDGEQ = [sys.executable, "-m", "edgeq"]
-HOST_RUNTIMES = ["-r", "litert", "-r", "litert-ref"]
+HOST_RUNTIMES = ["-r", "litert"]
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +78,8 @@ def test_the_bundle_alone_decodes_the_test_set(bundle: Path) -> None:
     assert bleu == pytest.approx(report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]["bleu"])
 
 
-def test_validated_on_host_litert_and_its_reference_kernels(bundle: Path) -> None:
+def test_validated_on_host_litert(bundle: Path) -> None:
     report = json.loads((bundle / "report.json").read_text())
     runtimes = report["artifacts"]["tflite_int8"]["runtimes"]
-    assert sorted(runtimes) == ["litert", "litert-ref"]
-    assert runtimes["litert-ref"]["task"]["sentences"] == 300
-    gate = next(g for g in report["gates"] if g["name"] == "runtime_bleu_diff" and g["runtime"] == "litert-ref")
-    assert gate["passed"] and gate["value"] <= 0.5
+    assert sorted(runtimes) == ["litert"]
+    assert runtimes["litert"]["task"]["sentences"] == 300

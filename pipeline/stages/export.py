@@ -100,6 +100,7 @@ class ExportStage:
         rewrites += _fuse_exact_gelu(model) + _int8_friendly(model)
         tf_node_names(model, rewrites)
         model = complete_output_shapes(model, source, rewrites)
+        _check_declared_slices(model, graph)
         rewrites += stale_shapes(declared, model)
         drift = check_same_function(original, model, frozen, source, rewrites)
         check_weights_fit(model, source)  # before writing: the float32 .tflite must hold these tensors
@@ -115,6 +116,17 @@ class ExportStage:
 
 
 STAGE = ExportStage()
+
+
+def _check_declared_slices(model: Any, graph: GraphSpec) -> None:
+    """edgeq.toml's [[outputs]] axis and slices against the outputs' shapes, before any conversion."""
+    from edgeq.tasks.metrics import check_declared_slices
+
+    shapes = {o.name: tuple(d.dim_value if d.HasField("dim_value") else 0 for d in o.type.tensor_type.shape.dim)
+              for o in model.graph.output if o.type.HasField("tensor_type") and o.type.tensor_type.HasField("shape")}
+    for spec in graph.outputs:
+        if spec.slices and spec.name in shapes:
+            check_declared_slices(spec.name, (spec.axis, spec.slices), shapes[spec.name])
 
 def _load_onnx(path: Path, source: Path) -> Any:
     import onnx

@@ -22,7 +22,7 @@ from edgeq.artifacts import Artifact
 from edgeq.errors import ConfigError
 from edgeq.inputs.shown import shown
 
-__all__ = ["ChannelStats", "Parity", "ParityMetrics", "TensorMetrics"]
+__all__ = ["ChannelStats", "Parity", "ParityMetrics", "TensorMetrics", "check_declared_slices"]
 
 
 class TensorMetrics:
@@ -99,14 +99,27 @@ class TensorMetrics:
         axis, declared = self.declared
         if not declared:
             return [ChannelStats(a, n) for a, n in enumerate(shape) if a > 0 and len(shape) >= 3 and 2 <= n <= MAX_AXIS]
-        if axis is None or axis >= len(shape):
-            raise ConfigError(f"[[outputs]] {shown(self.name)}: axis {axis} is not an axis of the output (shape "
-                              f"{list(shape)}); fix axis in edgeq.toml")
-        for name, start, stop in declared:
-            if start >= shape[axis] or (stop is not None and stop > shape[axis]):
-                raise ConfigError(f"[[outputs]] {shown(self.name)}: slice {shown(name)} = {start}:{'' if stop is None else stop} "
-                                  f"is outside axis {axis} of size {shape[axis]}; fix it in edgeq.toml")
-        return [ChannelStats(axis, shape[axis])]
+        check_declared_slices(self.name, self.declared, shape)
+        return [ChannelStats(axis, shape[axis])] if axis is not None else []
+
+
+def check_declared_slices(output: str, declared: tuple[int | None, tuple[tuple[str, int, int | None], ...]],
+                          shape: tuple[int, ...]) -> None:
+    """ConfigError when edgeq.toml's axis or slices for ``output`` do not fit its shape (a size of 0 or
+    less: not known, not checked). The export stage checks with the ONNX shapes, before any
+    conversion; the metrics again with the values."""
+    axis, slices = declared
+    if not slices:
+        return
+    if axis is None or axis >= len(shape):
+        raise ConfigError(f"[[outputs]] {shown(output)}: axis {axis} is not an axis of the output (shape "
+                          f"{list(shape)}); fix axis in edgeq.toml")
+    if shape[axis] <= 0:
+        return
+    for name, start, stop in slices:
+        if start >= shape[axis] or (stop is not None and stop > shape[axis]):
+            raise ConfigError(f"[[outputs]] {shown(output)}: slice {shown(name)} = {start}:{'' if stop is None else stop} "
+                              f"is outside axis {axis} of size {shape[axis]}; fix it in edgeq.toml")
 
 
 class ParityMetrics:

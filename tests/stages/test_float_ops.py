@@ -240,14 +240,13 @@ def _insert_gelu(model_dir: Path, *, divide: bool = True, one: float = 1.0) -> N
     onnx.save_model(model, str(path))
 
 
-@pytest.mark.parametrize("divide", [True, False], ids=["div-sqrt2", "mul-inv-sqrt2"])
-def test_exact_gelu_is_fused_and_converts_to_int8(tmp_path: Path, divide: bool) -> None:
+def test_exact_gelu_is_fused_and_converts_to_int8(tmp_path: Path) -> None:
     """PyTorch's exact GELU (an Erf, which TFLite cannot run) becomes one com.microsoft Gelu: the same
     outputs on onnxruntime, TFLite's int8 GELU after conversion; onnx2tf never rewrites the float ONNX."""
     import onnxruntime as ort
 
     d = make_model_dir(tmp_path, "onnx")
-    _insert_gelu(d, divide=divide)
+    _insert_gelu(d, divide=True)
     out, keep = tmp_path / "dist" / "bundle", tmp_path / "keep"
     code, output = _build(d, out, "--keep-build", str(keep))
     assert code == 0, output
@@ -265,6 +264,28 @@ def test_exact_gelu_is_fused_and_converts_to_int8(tmp_path: Path, divide: bool) 
         ref = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
         new = ort.InferenceSession(str(keep / "model.float.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
         np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_gelu_written_with_a_mul_by_one_over_sqrt2_is_fused_too(tmp_path: Path) -> None:
+    """The other way exporters write x / sqrt(2): the same rewrite (the build that converts it to int8
+    is the Div form's, above), the same outputs on onnxruntime."""
+    import onnxruntime as ort
+
+    from edgeq.stages.export import _fuse_exact_gelu
+
+    d = make_model_dir(tmp_path, "onnx")
+    _insert_gelu(d, divide=False)
+    model = onnx.load_model(str(d / "model.onnx"))
+    (rewrite,) = _fuse_exact_gelu(model)
+    assert rewrite.startswith("exact GELU (Div/Erf/Add/Mul/Mul) -> com.microsoft Gelu (x1)"), rewrite
+    assert [(n.op_type, n.domain) for n in model.graph.node if n.op_type == "Gelu"] == [("Gelu", "com.microsoft")]
+    assert "Erf" not in {n.op_type for n in model.graph.node}
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    new = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for k in range(4):
+        feed = {"image": x[k:k + 1]}
+        np.testing.assert_allclose(new.run(None, feed)[0], ref.run(None, feed)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_a_pattern_that_is_not_gelu_is_left_alone(tmp_path: Path) -> None:
