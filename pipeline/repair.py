@@ -184,7 +184,8 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
         try:
             arts: dict[str, Artifact] = {}
             for g in graphs:
-                files[g.name] = quantize_mixed(g.float_bytes, g.signature, g.feeds, promoted.get(g.name, []), ranges,
+                files[g.name] = quantize_mixed(g.float_bytes, g.signature, g.feeds, promoted.get(g.name, []),
+                                               "minmax" if ranges == CHOSEN else ranges,  # then the chosen ones replace them
                                                tensor_ranges=g.tensor_ranges() if ranges == CHOSEN else None,
                                                float_ops=floats.get(g.name, []))
                 path = folder / f"try{k}.{g.name}.tflite"
