@@ -11,7 +11,8 @@ Rules:
   MSE-optimal clip, whichever quantizes that tensor's calibration values with the least squared
   error. The attribution of the better of the two against the float .tflite
   (edgeq.attribution.attribute_tflite) finds the tensors where the error originates (SQNR drops by
-  ``MIN_DROP_DB`` or more); the least accurate of them come first, and each following try, with
+  ``MIN_DROP_DB`` or more); those left less accurate than ``ACCURATE_DB`` come first, the largest
+  drop (where the most error appears) first among them, and each following try, with
   those ranges, gives 16-bit activations (int8 weights) to the ops of the next ranked tensors,
   doubling the number of origins each time; a try that does not do better than the best so far
   takes its ops back (and their budget). Last, when the user allows float ops of a type
@@ -47,11 +48,12 @@ from edgeq.errors import one_line
 from edgeq.results import CalibrationResult
 from edgeq.tflite_io import to_tflite
 
-__all__ = ["BUDGET_SHARE", "CHOSEN", "MAX_TRIES", "MIN_DROP_DB", "Checker", "repair"]
+__all__ = ["ACCURATE_DB", "BUDGET_SHARE", "CHOSEN", "MAX_TRIES", "MIN_DROP_DB", "Checker", "repair"]
 
 BUDGET_SHARE = 0.10  # compute ops that may get 16-bit activations, by default
 MAX_TRIES = 7  # the two range choices and up to five promotions
 MIN_DROP_DB = 1.0  # a tensor whose SQNR drops less than this is no origin
+ACCURATE_DB = 30.0  # a tensor with this channel SQNR or more is as accurate as 8 bits make it: ranked after the rest
 CALIBRATION_SAMPLES = 200  # at most, from the calibration set
 LATENCY_RUNS = 20
 CHOSEN = "per_tensor"  # the ranges of try 1: chosen per tensor by error (edgeq.mixed_precision.choose_ranges)
@@ -219,9 +221,9 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
             rows = attribute_tflite(g.float_bytes, models[base["try"]][g.name], g.signature, g.feeds)
             origins += [(r["drop_db"], g.name, r["promote"], r) for r in rows
                         if r["drop_db"] >= MIN_DROP_DB and r["promote"]]
-        # the worst tensors first, among those where error appears: a first layer fed a lossless input
-        # drops most from its clean input, yet loses no more than 8 bits always do
-        origins.sort(key=lambda o: (o[3]["channel_sqnr_db"], -o[0]))
+        # where the most error appears first, among the tensors left inaccurate: a first layer fed a
+        # lossless input drops most from its clean input, yet loses no more than 8 bits always do
+        origins.sort(key=lambda o: (o[3]["channel_sqnr_db"] >= ACCURATE_DB, -o[0], o[3]["channel_sqnr_db"]))
         promoted: dict[str, list[str]] = {}
         compute_used = 0
         step, taken = 1, 0
