@@ -48,7 +48,7 @@ from edgeq.errors import one_line
 from edgeq.results import CalibrationResult
 from edgeq.tflite_io import to_tflite
 
-__all__ = ["ACCURATE_DB", "BUDGET_SHARE", "CHOSEN", "MAX_TRIES", "MIN_DROP_DB", "Checker", "repair"]
+__all__ = ["ACCURATE_DB", "BUDGET_SHARE", "CHOSEN", "MAX_TRIES", "MIN_DROP_DB", "Checker", "rank_origins", "repair"]
 
 BUDGET_SHARE = 0.10  # compute ops that may get 16-bit activations, by default
 MAX_TRIES = 7  # the two range choices and up to five promotions
@@ -72,6 +72,18 @@ def _score(gates: list[dict[str, Any]]) -> tuple[int, float]:
     failed = [g for g in gates if not g["passed"]]
     margins = [g["margin"] / max(abs(g["limit"]), 1e-9) for g in failed if g.get("margin") is not None]
     return (len(failed), -min(margins, default=0.0))
+
+
+def rank_origins(rows: dict[str, list[dict[str, Any]]]) -> list[tuple[float, str, list[str], dict[str, Any]]]:
+    """(drop, graph, ops to promote, attribution row) for every tensor where the error originates (a
+    drop of ``MIN_DROP_DB`` or more, with ops to promote), in the order repair tries them: the tensors
+    left less accurate than ``ACCURATE_DB`` first, the largest drop first among them (a first layer
+    fed a lossless input drops most from its clean input, yet loses no more than 8 bits always do;
+    a low SQNR carried in from upstream is no reason to promote an op)."""
+    origins = [(r["drop_db"], graph, r["promote"], r) for graph, graph_rows in rows.items() for r in graph_rows
+               if r["drop_db"] >= MIN_DROP_DB and r["promote"]]
+    origins.sort(key=lambda o: (o[3]["channel_sqnr_db"] >= ACCURATE_DB, -o[0], o[3]["channel_sqnr_db"]))
+    return origins
 
 
 def _range_counts(graphs: list[_Graph]) -> str:
@@ -216,14 +228,8 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
     if not passed:
         base = min(tries, key=lambda t: t["_score"])
         ranges = base["ranges"]
-        origins: list[tuple[float, str, list[str], dict[str, Any]]] = []
-        for g in graphs:
-            rows = attribute_tflite(g.float_bytes, models[base["try"]][g.name], g.signature, g.feeds)
-            origins += [(r["drop_db"], g.name, r["promote"], r) for r in rows
-                        if r["drop_db"] >= MIN_DROP_DB and r["promote"]]
-        # where the most error appears first, among the tensors left inaccurate: a first layer fed a
-        # lossless input drops most from its clean input, yet loses no more than 8 bits always do
-        origins.sort(key=lambda o: (o[3]["channel_sqnr_db"] >= ACCURATE_DB, -o[0], o[3]["channel_sqnr_db"]))
+        origins = rank_origins({g.name: attribute_tflite(g.float_bytes, models[base["try"]][g.name], g.signature,
+                                                         g.feeds) for g in graphs})
         promoted: dict[str, list[str]] = {}
         compute_used = 0
         step, taken = 1, 0

@@ -233,6 +233,22 @@ def test_a_repair_that_cannot_meet_the_gates_exits_1_with_every_try(tmp_path: Pa
     assert "No try met the gates" in md and "could not run: RuntimeError" in md
 
 
+def test_repair_promotes_where_error_appears_before_where_it_was_carried() -> None:
+    """A tensor that carries a low SQNR in from upstream (drop 1.7 dB) comes after the one where most
+    of it appeared (drop 31.4 dB); a first layer's big drop from its clean input at 40 dB, as
+    accurate as 8 bits make it, comes last; drops under 1 dB and rows with nothing to promote are left out."""
+    from edgeq.repair import rank_origins
+
+    def row(tensor: str, sqnr: float, drop: float, promote: tuple[str, ...] = ("op",)) -> dict[str, object]:
+        return {"tensor": tensor, "channel_sqnr_db": sqnr, "drop_db": drop, "promote": list(promote)}
+
+    rows = {"model": [row("carried", 7.7, 1.7), row("first_layer", 40.0, 80.0), row("appears", 9.4, 31.4),
+                      row("tiny", 5.0, 0.5), row("model_input", 3.0, 20.0, ())],
+            "decoder": [row("other", 12.0, 10.0)]}
+    assert [(g, r["tensor"]) for _, g, _, r in rank_origins(rows)] == [
+        ("model", "appears"), ("decoder", "other"), ("model", "carried"), ("model", "first_layer")]
+
+
 @pytest.mark.parametrize(("io_dtype", "failed", "why"), [
     ("int8", ["output_cosine"], "repair keeps float32 model inputs and outputs; this build's io dtype is int8"),
     ("float32", ["model_bytes", "int8_compute_ops"], "measure the file, which 16-bit activations do not make smaller"),
