@@ -38,6 +38,18 @@ def _float_mlp(outlier_layer: int | None) -> bytes:
     return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
 
+def _float_dense(width: int, units: int, std: float) -> bytes:
+    """A float32 .tflite of one Dense layer (input "x" [1, width]), seeded normal weights."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(SEED)
+    inp = tf.keras.Input((width,), batch_size=1, name="x")
+    dense = tf.keras.layers.Dense(units, name="dense")
+    model = tf.keras.Model(inp, dense(inp))
+    dense.set_weights([rng.normal(0, std, (width, units)).astype(np.float32), np.zeros(units, np.float32)])
+    return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
 def _feeds(n: int = 24) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(SEED + 1)
     return [{"x": rng.normal(0, 1, (1, WIDTH)).astype(np.float32)} for _ in range(n)]
@@ -87,17 +99,12 @@ def test_ranges_are_chosen_per_tensor_by_their_error() -> None:
     the int8 steps on the rare extremes, and the per-tensor choice clips (an MSE clip or a percentile,
     with less error on the calibration values); every choice is at least as good as min / max, and
     quantize_mixed uses the chosen ranges."""
-    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeq.mixed_precision import MIN_GAIN, choose_ranges
 
     rng = np.random.default_rng(SEED)
-    inp = tf.keras.Input((4096,), batch_size=1, name="x")
-    dense = tf.keras.layers.Dense(4, name="head")
-    model = tf.keras.Model(inp, dense(inp))
-    dense.set_weights([rng.normal(0, 0.02, (4096, 4)).astype(np.float32), np.zeros(4, np.float32)])
-    f = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    f = _float_dense(4096, 4, 0.02)
     feeds = []
     for _ in range(32):
         x = rng.laplace(0, 1, (1, 4096)).astype(np.float32)
@@ -214,7 +221,7 @@ def test_a_repair_that_cannot_meet_the_gates_exits_1_with_every_try(tmp_path: Pa
     model_dir = make_detector_dir(tmp_path)
     toml = model_dir / "edgeq.toml"
     toml.write_text(toml.read_text(encoding="utf-8") + "\n[quantization]\nmax_int16_ops = 0\n"
-                    'allow_float_ops = ["CONV_2D", "LOGISTIC", "CONCATENATION"]\n', encoding="utf-8")
+                    'allow_float_ops = ["FULLY_CONNECTED"]\n', encoding="utf-8")
     r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert",
                     "--gate", "output_cosine=0.9999999"])
     assert r.exit_code == 1, r.stderr
@@ -279,15 +286,10 @@ def test_max_int16_ops_must_be_a_count(tmp_path: Path) -> None:
 def test_weights_litert_quantizer_stores_after_the_flatbuffer_survive_float_io() -> None:
     """litert-quantizer writes a model with 256 KB of weights or more with its buffers after the
     flatbuffer, found by offset; float_io must carry them over (else LiteRT refuses the file)."""
-    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(SEED)
-    inp = tf.keras.Input((640,), batch_size=1, name="x")
-    dense = tf.keras.layers.Dense(640, name="wide")
-    model = tf.keras.Model(inp, dense(inp))
-    dense.set_weights([rng.normal(0, 0.05, (640, 640)).astype(np.float32), np.zeros(640, np.float32)])
-    f = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    f = _float_dense(640, 640, 0.05)
     feeds = [{"x": rng.normal(0, 1, (1, 640)).astype(np.float32)} for _ in range(8)]
     q = quantize_mixed(f, SIGNATURE, feeds)
     outs = []
