@@ -173,10 +173,11 @@ _REQUANTIZED = re.compile(r"(_quantized(_io)?|_requantized)+$")
 
 def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: dict[int, dict[str, Any]]) -> list[str]:
     """The ops (by output tensor, as named in the float model) to give 16-bit activations to undo the
-    error that appears at ``op``: the op (unless it only changes type: a requantizing QUANTIZE, where
-    the error is the scale its consumer asks for) and the ops that read its output, so that the
-    tensor stays 16-bit between them; then every data-movement op downstream, which would otherwise
-    requantize the result back to 8 bits."""
+    error that appears at ``op``: the op (or, when it only changes type - a requantizing QUANTIZE,
+    where the error is the scale its consumer asks for - that consumer) and the ops that read its
+    output, through data-movement ops (a concatenation, a reshape) to the ops that compute with it,
+    so that the tensor stays 16-bit between them; then every data-movement op downstream of those,
+    which would otherwise requantize the result back to 8 bits."""
     from edgeq.tflite_inspect import DATA_MOVEMENT_OPS, TYPE_CHANGE_OPS
 
     readers: dict[int, list[dict[str, Any]]] = {}
@@ -191,10 +192,20 @@ def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: dict[int,
                 found += consumers(r) if r["op_name"] in TYPE_CHANGE_OPS else [r]
         return found
 
-    # The tensor stays 16-bit only if its writer and its readers both take 16-bit activations.
-    chosen: dict[int, dict[str, Any]] = {} if op["op_name"] in TYPE_CHANGE_OPS else {op["index"]: op}
-    for r in consumers(op):
-        chosen.setdefault(r["index"], r)
+    def reach(o: dict[str, Any]) -> list[dict[str, Any]]:  # its readers, and through data movement the ops computing with it
+        found = []
+        for r in consumers(o):
+            found += [r, *reach(r)] if r["op_name"] in DATA_MOVEMENT_OPS else [r]
+        return found
+
+    # The tensor stays 16-bit only if its writer and the ops that compute with it all take 16-bit
+    # activations (a concatenation between them too, or it requantizes to 8 bits for its readers). A
+    # requantizing op's error is the scale its consumer asks for: that consumer is the origin then.
+    origins = consumers(op) if op["op_name"] in TYPE_CHANGE_OPS else [op]
+    chosen: dict[int, dict[str, Any]] = {o["index"]: o for o in origins}
+    for o in origins:
+        for r in reach(o):
+            chosen.setdefault(r["index"], r)
     todo, seen = list(chosen.values()), set(chosen)
     while todo:
         for t in todo.pop()["outputs"]:

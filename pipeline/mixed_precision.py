@@ -86,12 +86,12 @@ def choose_ranges(float_tflite: bytes, signature: str,
             if not v.size:
                 continue
             lo[i], hi[i] = min(lo.get(i, 0.0), float(v.min())), max(hi.get(i, 0.0), float(v.max()))
-            kept[i].append(v if v.size <= per_sample else v[rng.choice(v.size, per_sample, replace=False)])
+            kept[i].append((v if v.size <= per_sample else v[rng.choice(v.size, per_sample, replace=False)]).astype(np.float32))
     chosen: dict[str, dict[str, Any]] = {}
     for i, parts in kept.items():
         if not parts or i not in lo:
             continue
-        v = np.concatenate(parts)
+        v = np.concatenate(parts).astype(np.float64)
         mn, mx = lo[i], hi[i]
         candidates = [("min/max", mn, mx)]
         candidates += [(f"percentile {p}", min(0.0, float(np.percentile(v, 100.0 - p))),
