@@ -260,7 +260,7 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
                     promoted[gname] = [n for n in promoted[gname] if n not in names]
                 compute_used -= step_cost
             step *= 2
-        # c. float kernels, where the user allows float ops: the origins of those op types not yet 16-bit
+        # last, float kernels where the user allows float ops: the origins of those op types not yet 16-bit
         floats: dict[str, list[str]] = {}
         named: list[str] = []
         for drop, gname, _, row in origins:
