@@ -43,18 +43,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def run_job(module: str, job: dict[str, Any], job_path: Path, log_path: Path) -> tuple[int, dict[str, Any] | None]:
+def run_job(module: str, job: dict[str, Any], job_path: Path, log_path: Path,
+            timeout: float | None = None) -> tuple[int, dict[str, Any] | None]:
     """Run ``python -m MODULE JOB.json``, its output appended to ``log_path``, killed if edgeq dies.
 
     The protocol of edgeq's child processes: the job is a JSON file; the child writes
     ``JOB.result.json`` (``{"ok": true, ...}`` or ``{"ok": false, "error": "<one line>"}``).
-    Returns the exit code (negative: killed by that signal) and the result, None if none was written."""
+    Returns the exit code (negative: killed by that signal) and the result, None if none was written.
+    ``timeout`` (seconds): the child is killed after that long and ``subprocess.TimeoutExpired`` raised."""
     job_path.write_text(json.dumps(job, indent=2), encoding="utf-8")
     result_path = job_path.with_suffix(".result.json")
     with open(log_path, "ab") as log:
         proc = subprocess.run(
             [sys.executable, "-m", module, str(job_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=timeout,
             preexec_fn=die_with_parent(),  # a killed build leaves no child running
         )
     result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None

@@ -34,7 +34,10 @@ from edgeq.runner import EventHook, run_stages
 from edgeq.runtimes import require_emulators, with_runtimes
 from edgeq.tasks import make_task
 
-__all__ = ["BuildOptions", "BuildOutcome", "build"]
+__all__ = ["CONVERT_TIMEOUT", "BuildOptions", "BuildOutcome", "build"]
+
+
+CONVERT_TIMEOUT = 1800.0  # seconds the converter child may run for one graph, unless --convert-timeout says
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class BuildOptions:
     input_values: dict[str, Any] | None = None  # --input-value NAME=VALUE: inputs frozen into the graph
     allow_float_ops: tuple[str, ...] = ()  # --allow-float-op: added to [quantization].allow_float_ops
     repair: bool = True  # False: --no-repair (overrides [quantization].repair)
+    convert_timeout: float = CONVERT_TIMEOUT  # --convert-timeout: seconds the converter may run per graph
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -115,6 +119,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         ctx = BuildContext(
             spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates, task=task,
             calibration=calibration, eval=evaluation, trust_model=opts.trust_model,
+            convert_timeout=opts.convert_timeout,
         )
         try:
             run_stages(ctx, on_event)

@@ -105,6 +105,10 @@ def build(
         bool, typer.Option("--no-repair", help="When a gate fails, do not try 16-bit activations where the error "
                            "originates (same as [quantization] repair = false).")
     ] = False,
+    convert_timeout: Annotated[
+        float, typer.Option("--convert-timeout", min=1.0, help="Seconds the converter may run for one graph before it is "
+                            "stopped (exit 2).")
+    ] = 1800.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -125,7 +129,7 @@ def build(
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
                             trust_model=trust_model, input_shapes=shapes or None, input_values=values or None,
-                            allow_float_ops=float_ops, repair=not no_repair)
+                            allow_float_ops=float_ops, repair=not no_repair, convert_timeout=convert_timeout)
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)

@@ -100,6 +100,7 @@ class BuildContext:
     results: dict[type, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     trust_model: bool = False  # --trust-model: Keras Lambda layers and custom objects may load
+    convert_timeout: float = 1800.0  # --convert-timeout: seconds the converter child may run per graph
 
     def add(self, artifact: Artifact) -> Artifact:
         """Record an artifact a stage produced."""

@@ -68,7 +68,7 @@ class ConvertStage:
                 "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout}
                            for i in graph.inputs],
             }
-            result = run_child(job, ctx.build_dir / f"{graph.name}.convert_job.json", log_path)
+            result = run_child(job, ctx.build_dir / f"{graph.name}.convert_job.json", log_path, ctx.convert_timeout)
             confinement[str(result.get("confinement", "not confined: the convert child did not say"))] = None
             check_float_ops(int8_path, onnx_art.path, ctx.spec.quantization.allow_float_ops,
                             graph.name if len(ctx.spec.graphs) > 1 else None, result.get("strategies", []))
@@ -92,9 +92,20 @@ class ConvertStage:
 STAGE = ConvertStage()
 
 
-def run_child(job: dict[str, Any], job_path: Path, log_path: Path) -> dict[str, Any]:
-    """Run the converters in ``edgeq.stages._convert_child``; its output goes to ``log_path``."""
-    code, result = run_job("edgeq.stages._convert_child", job, job_path, log_path)
+def run_child(job: dict[str, Any], job_path: Path, log_path: Path, timeout: float | None = None) -> dict[str, Any]:
+    """Run the converters in ``edgeq.stages._convert_child``; its output goes to ``log_path``. Killed
+    after ``timeout`` seconds (ModelError): onnx2tf can search layouts for an op it cannot convert
+    for hours."""
+    import subprocess
+
+    try:
+        code, result = run_job("edgeq.stages._convert_child", job, job_path, log_path, timeout)
+    except subprocess.TimeoutExpired:
+        where = failed_node(log_path, Path(job["onnx"]))
+        raise ModelError(
+            f"the converter was stopped after {timeout:g} s{where}: onnx2tf keeps retrying an op it cannot convert, or "
+            "the model is that large; replace the op it names, or allow more time with --convert-timeout SECONDS "
+            f"(full log: {log_path.name} in the build folder, kept with --keep-build)") from None
     if code == 0 and result and result.get("ok"):
         return result
     if result and not result.get("ok"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import INPUT, NUM_CLASSES, OUTPUT, SHAPE, ApiBuild, CliBuild
+from conftest import INPUT, NUM_CLASSES, OUTPUT, SHAPE, ApiBuild, CliBuild, invoke_cli, make_model_dir
 
 from edgeq.config import InputSpec, load_model_spec
 from edgeq.errors import ModelError
@@ -234,3 +234,24 @@ def test_float_fallback_is_reported_per_graph(tiny_report: dict, capsys: pytest.
     assert "- model: why - the converter has no int8 kernel for them: 'tfl.gelu' op has no int8 kernel" in md
     _summary(report, Path("out"))
     assert "model: some ops stayed float32 (no int8 kernel); report.md lists them" in capsys.readouterr().out
+
+
+def test_a_converter_that_runs_too_long_is_stopped_with_exit_2(tmp_path: Path) -> None:
+    """onnx2tf can retry an op it cannot convert for hours: past --convert-timeout the child is killed,
+    the build exits 2 naming the limit and the option, and --out is not written."""
+    out = tmp_path / "dist" / "bundle"
+    r = invoke_cli(["build", str(make_model_dir(tmp_path, "onnx")), "--out", str(out), "-r", "litert",
+                    "--convert-timeout", "1"])
+    assert r.exit_code == 2, r.stdout + r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: convert: the converter was stopped after 1 s") and "--convert-timeout SECONDS" in line
+    assert not out.exists()
+    children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(tmp_path).encode() in _cmdline(p)]
+    assert children == []  # the converter child was killed, not left running
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
