@@ -34,7 +34,7 @@ from edgeq.runner import EventHook, run_stages
 from edgeq.runtimes import require_emulators, with_runtimes
 from edgeq.tasks import make_task
 
-__all__ = ["CONVERT_TIMEOUT", "BuildOptions", "BuildOutcome", "build"]
+__all__ = ["BuildOptions", "BuildOutcome", "build"]
 
 
 CONVERT_TIMEOUT = 1800.0  # seconds the converter child may run for one graph, unless --convert-timeout says
