@@ -106,7 +106,7 @@ def build(
                            "originates (same as [quantization] repair = false).")
     ] = False,
     convert_timeout: Annotated[
-        float, typer.Option("--convert-timeout", min=1.0, help="Seconds the converter may run for one graph before it is "
+        float, typer.Option("--convert-timeout", help="Seconds the converter may run for one graph before it is "
                             "stopped (exit 2).")
     ] = 1800.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
@@ -122,6 +122,8 @@ def build(
         shapes = dict(parse_input_shape(t) for t in input_shape or [])
         values = dict(parse_input_value(t) for t in input_value or [])
         float_ops = check_tflite_ops(list(allow_float_op or []), "--allow-float-op")
+        if not 1 <= convert_timeout < float("inf"):
+            raise ConfigError(f"--convert-timeout must be a number of seconds, 1 or more; got {convert_timeout:g}")
         if out is None:
             spec = load_model_spec(model_dir, shapes, values)
             out = Path("dist") / f"{spec.name}-{target}"
@@ -361,6 +363,28 @@ def targets() -> None:
 
     for t in available_targets():
         typer.echo(f"{t.name:<10} {t.description}")
+
+
+@app.command()
+def precisions() -> None:
+    """List the precisions a model can be quantized to: alias, name (what is quantized), bits per weight."""
+    from edgeq.precisions import precision_lines
+
+    typer.echo("\n".join(precision_lines()))
+
+
+@app.command()
+def inspect(
+    params: Annotated[float, typer.Option("--params", help="A parameter count, e.g. 7e9: the size of such a model's "
+                                          "weights at every precision.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")] = False,
+) -> None:
+    """The size of a model's weights at every precision, scales included (fp32 to blockwise int4)."""
+    from edgeq.precisions import ladder, ladder_lines
+
+    if not 1 <= params < float("inf"):
+        _fail(ConfigError(f"--params must be a parameter count of 1 or more, e.g. 7e9; got {params:g}"), False, EXIT_BAD_INPUT)
+    typer.echo(json.dumps({"params": params, "ladder": ladder(params)}, indent=2) if as_json else "\n".join(ladder_lines(params)))
 
 
 def main() -> None:

@@ -255,3 +255,12 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.parametrize("value", ["0", "inf"])
+def test_a_convert_timeout_that_is_no_time_is_refused_before_any_work(tmp_path: Path, value: str) -> None:
+    r = invoke_cli(["build", str(make_model_dir(tmp_path, "onnx")), "--out", str(tmp_path / "out"),
+                    "--convert-timeout", value])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == f"error: --convert-timeout must be a number of seconds, 1 or more; got {value}"
+    assert not (tmp_path / "out").exists()
