@@ -219,13 +219,32 @@ def _promotion(op: dict[str, Any], ops: list[dict[str, Any]], details: dict[int,
     return list(dict.fromkeys(names))
 
 
+def _as_inputs_of(model: bytes, signature: str, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The float feeds quantized for the inputs of ``model`` that are int8 / int16 (a build with int8
+    model I/O), with each input's own scale and zero point; other inputs as they are."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeq.tflite_io import quantize
+
+    details = Interpreter(model_content=model).get_signature_runner(signature).get_input_details()
+    wanted = {name: d for name, d in details.items() if np.dtype(d["dtype"]).kind == "i" and d["quantization"][0]}
+
+    def one(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: quantize(v, {"scale": wanted[k]["quantization"][0], "zero_point": wanted[k]["quantization"][1]},
+                            np.dtype(wanted[k]["dtype"]).name) if k in wanted and v.dtype.kind == "f" else v
+                for k, v in feed.items()}
+
+    return [one(f) for f in feeds]
+
+
 def attribute_tflite(float_tflite: bytes, quant_tflite: bytes, signature: str, feeds: Iterable[dict[str, np.ndarray]],
                      onnx_map: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """Every activation of the quantized .tflite that has a float32 twin, with its SQNR, mean channel
     SQNR, cosine, float range, scale and drop; sorted by drop. ``feeds``: the signature's arguments.
     ``onnx_map`` (``onnx_nodes``): each row gets ``onnx_node``, the ONNX node its float twin maps to."""
     feeds = list(itertools.islice(feeds, MAX_SAMPLES))
-    f_run, q_run = every_tensor(float_tflite, signature, feeds), every_tensor(quant_tflite, signature, feeds)
+    f_run = every_tensor(float_tflite, signature, feeds)
+    q_run = every_tensor(quant_tflite, signature, _as_inputs_of(quant_tflite, signature, feeds))
     f_interp, f_list, f_ops = next(f_run)
     q_interp, q_list, q_ops = next(q_run)
     f_details = {d["index"]: d for d in f_list}

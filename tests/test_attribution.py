@@ -112,3 +112,26 @@ def test_each_tflite_tensor_is_mapped_to_the_onnx_node_computing_it(onnx_int8_bu
     assert [v["op"] for v in by_op["CONV_2D"] if v] == ["Relu", "Relu"]  # conv and relu fused: the relu's values
     assert [v["op"] for v in by_op["FULLY_CONNECTED"] if v] == ["Gemm"]
     assert len(found) >= len([v for vs in by_op.values() for v in vs]) - 2  # a reshape's int32 shape, a pad
+
+
+def test_the_tflite_rows_stand_when_their_onnx_nodes_cannot_be_found(onnx_int8_build: ApiBuild, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ONNX node of each row is a help to read the table: when the mapping fails (a model
+    onnxruntime cannot run with every tensor an output), the rows are there without it. (This build
+    has int8 model I/O: the float feeds are quantized for the INT8 .tflite's inputs.)"""
+    from conftest import context_with_artifacts
+
+    import edgeq.attribution
+    from edgeq.stages.validate import _attribution_tflite
+
+    ctx = context_with_artifacts(onnx_int8_build.model_dir, onnx_int8_build.keep, tmp_path / "a")
+    rows = _attribution_tflite(ctx)["model"]
+    assert isinstance(rows, list) and any(r["onnx_node"] for r in rows)
+
+    def fails(*args: object) -> dict[str, object]:
+        raise RuntimeError("onnxruntime cannot make that tensor an output")
+
+    monkeypatch.setattr(edgeq.attribution, "onnx_nodes", fails)
+    ctx = context_with_artifacts(onnx_int8_build.model_dir, onnx_int8_build.keep, tmp_path / "b")
+    without = _attribution_tflite(ctx)["model"]
+    assert [r["tensor"] for r in without] == [r["tensor"] for r in rows] and all("onnx_node" not in r for r in without)
