@@ -164,6 +164,7 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
     from edgeq.attribution import attribute_tflite
     from edgeq.gates import GATES
     from edgeq.mixed_precision import quantize_mixed
+    from edgeq.tflite_inspect import TYPE_CHANGE_OPS
 
     if failed and all(GATES[g].over == "artifact" for g in failed):
         return {"skipped": f"the failed gates ({', '.join(dict.fromkeys(failed))}) measure the file, which 16-bit "
@@ -264,7 +265,7 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
         floats: dict[str, list[str]] = {}
         named: list[str] = []
         for drop, gname, _, row in origins:
-            writer = row["promote"][0] if row["op"] not in ("QUANTIZE", "DEQUANTIZE") else None
+            writer = row["promote"][0] if row["op"] not in TYPE_CHANGE_OPS else None  # as _promotion lists them
             if writer and row["op"] in allowed and writer not in promoted.get(gname, []) + floats.get(gname, []):
                 floats.setdefault(gname, []).append(writer)
                 named.append(f"{row['op']} {row['tensor']} (SQNR drops {drop:.1f} dB there)")
