@@ -29,9 +29,10 @@ from edgeq.config import TargetSpec, load_model_spec, load_target
 from edgeq.context import BuildContext
 from edgeq.errors import ConfigError
 from edgeq.model_files import check_model_files
+from edgeq.precisions import SELECTORS
 from edgeq.results import PackageResult
 from edgeq.runner import EventHook, run_stages
-from edgeq.runtimes import require_emulators, with_runtimes
+from edgeq.runtimes import cannot_run, require_emulators, with_runtimes
 from edgeq.tasks import make_task
 
 __all__ = ["BuildOptions", "BuildOutcome", "build"]
@@ -58,6 +59,7 @@ class BuildOptions:
     allow_float_ops: tuple[str, ...] = ()  # --allow-float-op: added to [quantization].allow_float_ops
     repair: bool = True  # False: --no-repair (overrides [quantization].repair)
     convert_timeout: float = CONVERT_TIMEOUT  # --convert-timeout: seconds the converter may run per graph
+    precision: str | None = None  # --precision: a rung (alias or name), "auto" or "all"; None: edgeq.toml's, the target's
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -74,7 +76,8 @@ class BuildOutcome:
         return bool(self.report["passed"])
 
 
-def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
+def _resolve_target(opts: BuildOptions, model_io: str | None, model_precision: str | None) -> tuple[TargetSpec, str | None]:
+    """The target with its I/O dtype and the rung it ships; "auto" / "all" (or None) as the ladder asked."""
     target = with_runtimes(load_target(opts.target), opts.runtimes)
     io_dtype = opts.io_dtype or model_io
     if io_dtype is not None and io_dtype not in target.io_dtypes:
@@ -82,7 +85,19 @@ def _resolve_target(opts: BuildOptions, model_io: str | None) -> TargetSpec:
             f"io dtype '{io_dtype}' is not supported by target '{target.name}'; "
             f"choose one of: {', '.join(target.io_dtypes)}"
         )
-    return target.with_io_dtype(io_dtype)
+    asked = opts.precision or model_precision
+    ladder = asked if asked in SELECTORS else None
+    target = target.with_io_dtype(io_dtype).with_precision(None if ladder else asked)
+    if target.io_dtype != "float32" and (ladder or target.precision != "int8"):
+        raise ConfigError(f"int8 inputs and outputs come with the int8 precision only; drop --io-dtype int8 or "
+                          f"build --precision int8 (asked: {asked})")
+    for alias in target.precisions if ladder else (target.precision,):
+        if all(cannot_run(rt, alias) for rt in target.runtimes):
+            if ladder:
+                continue
+            raise ConfigError(f"no runtime of the target runs precision '{alias}' "
+                              f"({cannot_run(target.runtimes[0], alias)}); add -r litert")
+    return target, ladder
 
 
 def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
@@ -94,7 +109,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         spec = replace(spec, quantization=replace(q, allow_float_ops=allowed))
     if not opts.repair:
         spec = replace(spec, quantization=replace(spec.quantization, repair=False))
-    target = _resolve_target(opts, spec.io_dtype)
+    target, ladder = _resolve_target(opts, spec.io_dtype, spec.precision)
     gates = target.gate_limits(spec.gates, opts.gates or {})
     out = Path(os.path.abspath(opts.out))
     check_out_dir(out)
@@ -119,7 +134,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         ctx = BuildContext(
             spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates, task=task,
             calibration=calibration, eval=evaluation, trust_model=opts.trust_model,
-            convert_timeout=opts.convert_timeout,
+            convert_timeout=opts.convert_timeout, precision=target.precision, ladder=ladder,
         )
         try:
             run_stages(ctx, on_event)

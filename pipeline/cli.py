@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from edgeq import __version__
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgeqError
@@ -65,7 +64,14 @@ def _internal(e: Exception, debug: bool) -> None:
 def build(
     model_dir: Annotated[Path, typer.Argument(help="Folder holding edgeq.toml, the model and its data.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Edge target (see `edgeq targets`).")] = "android",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle folder \\[default: dist/<model>-<target>].")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Bundle folder \\[default: dist/<model>-<target>-<precision>].")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", "-p", help="What to ship: a rung of `edgeq precisions` (fp32, fp16, "
+                                 "dynamic-int8, int8, int16x8, int4), auto (the smallest that passes every gate) or all "
+                                 "(validate every rung, ship the target's default) \\[default: the target's, int8].")
+    ] = None,
     gate: Annotated[
         list[str] | None, typer.Option("--gate", help="Override a gate limit, NAME=VALUE (repeatable).")
     ] = None,
@@ -116,6 +122,7 @@ def build(
     from edgeq.build import BuildOptions
     from edgeq.build import build as run_build
     from edgeq.config import check_tflite_ops, load_model_spec, parse_gate_override, parse_input_shape, parse_input_value
+    from edgeq.summary import print_summary
 
     try:
         overrides = dict(parse_gate_override(g) for g in gate or [])
@@ -126,12 +133,13 @@ def build(
             raise ConfigError(f"--convert-timeout must be a number of seconds, 1 or more; got {convert_timeout:g}")
         if out is None:
             spec = load_model_spec(model_dir, shapes, values)
-            out = Path("dist") / f"{spec.name}-{target}"
+            out = Path("dist") / f"{spec.name}-{target}-{_rung(precision or spec.precision, target)}"
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
                             trust_model=trust_model, input_shapes=shapes or None, input_values=values or None,
-                            allow_float_ops=float_ops, repair=not no_repair, convert_timeout=convert_timeout)
+                            allow_float_ops=float_ops, repair=not no_repair, convert_timeout=convert_timeout,
+                            precision=precision)
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         _fail(e, debug, e.exit_code)
@@ -144,8 +152,21 @@ def build(
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
-        _summary(report, outcome.out)
+        print_summary(report, outcome.out)
     raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
+
+
+def _rung(asked: str | None, target: str) -> str:
+    """The precision a default --out names: the rung asked for, "auto" / "all", or the target's default."""
+    from edgeq.config import load_target
+    from edgeq.precisions import precision
+
+    if asked is None:
+        return load_target(target).precision
+    try:
+        return precision(asked).alias
+    except KeyError:
+        return asked  # "auto", "all"; anything else is refused by the build, before --out is used
 
 
 def _progress(name: str, k: int, total: int, status: str, seconds: float) -> None:
@@ -155,82 +176,6 @@ def _progress(name: str, k: int, total: int, status: str, seconds: float) -> Non
         err.print(f"[{k}/{total}] {name} done in {seconds:.1f} s", markup=False)
     else:
         err.print(f"[{k}/{total}] {name} failed after {seconds:.1f} s", markup=False)
-
-
-def _min_sqnr(entry: dict[str, Any]) -> str:
-    """The worst SQNR over every output of every graph ("inf" where outputs are identical)."""
-    values = [m for outs in entry["outputs"].values() for m in outs.values()]
-    finite = [m["sqnr_db"] for m in values if m["sqnr_db"] is not None]
-    if finite:
-        return f"{min(finite):.1f}"
-    return "inf" if all(m.get("identical") for m in values) else "-"
-
-
-def _summary(report: dict[str, Any], out: Path) -> None:
-    from edgeq.report import format_gate
-    from edgeq.tasks import task_class
-
-    cols = task_class(report["task"]).summary_columns
-    console = Console(highlight=False)
-    table = Table(title=f"{shown(report['model']['name'])} -> {shown(report['target']['name'])}")
-    for col in ("artifact", "bytes", "runtime", *(c.title for c in cols), "SQNR dB"):
-        left = col in ("artifact", "runtime")
-        table.add_column(col, justify="left" if left else "right", overflow="fold" if col == "runtime" else "ellipsis")
-
-    def fmt(task: dict[str, Any], key: str, digits: int) -> str:
-        return f"{task[key]:.{digits}f}" if key in task else "-"
-
-    ref = report["reference"]
-    table.add_row("onnx_float (reference)", str(report["artifacts"]["onnx_float"]["bytes"]), ref["runtime"],
-                  *(fmt(ref["metrics"], c.key, c.digits) if c.reference else "-" for c in cols), "-")
-    for key, art in report["artifacts"].items():
-        for rt, entry in art["runtimes"].items():
-            task = entry.get("task", {})
-            rt_text = rt.replace(":", ":\n")  # litert-arm64: / cortex-a53 on two lines
-            table.add_row(key, str(art["bytes"]), rt_text, *(fmt(task, c.key, c.digits) for c in cols), _min_sqnr(entry))
-    console.print(table)
-    for g in report["gates"]:
-        style = "green" if g["passed"] else "red"
-        console.print(f"[{style}]{escape(printable(format_gate(g)))}[/{style}]", soft_wrap=True)
-    size = report["size"]
-    console.print(f"INT8 .tflite is {size['int8_to_float32_ratio']:.3f} x the float32 .tflite")
-    for graph in report["artifacts"]["tflite_int8"].get("float_fallback", {}):
-        console.print(f"{escape(shown(graph))}: some ops stayed float32 (no int8 kernel); report.md lists them")
-    _print_repair(console, report.get("repair", {}))
-    if not report["passed"]:
-        for graph, rows in report.get("attribution", {}).items():
-            if isinstance(rows, list) and rows:
-                top = rows[0]
-                console.print(f"INT8 error appears first at {escape(shown(graph))}/{escape(shown(top['tensor']))} "
-                              f"({escape(shown(top['op']))}): channel SQNR {top['channel_sqnr_db']:.1f} dB, "
-                              f"{top['drop_db']:.1f} dB below its inputs; report.md ranks the others", soft_wrap=True)
-    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    console.print(f"{verdict}: bundle in {escape(printable(str(out)))} (report.md has the details)", soft_wrap=True)
-
-
-def _print_repair(console: Console, repair: dict[str, Any]) -> None:
-    """One line per try of the repair, then what was shipped."""
-    if not repair:
-        return
-    if "skipped" in repair:
-        console.print(f"repair skipped: {escape(printable(repair['skipped']))}", soft_wrap=True)
-        return
-    for t in repair["tries"]:
-        failed = [g for g in t["gates"] if not g["passed"]]
-        state = "passes" if t["passed"] else "fails " + ", ".join(dict.fromkeys(g["name"] for g in failed))
-        if t.get("error"):
-            state = f"could not run ({t['error']})"
-        console.print(f"repair try {t['try']}: {escape(printable(shown(t['change'])))}: {escape(printable(shown(state)))} on "
-                      f"{escape(repair['host_runtime'])}", soft_wrap=True)
-    if repair["chosen"] is not None:
-        cost = repair["cost"]
-        console.print(f"repaired: try {repair['chosen']} ships, {cost['int16_ops']} op(s) with 16-bit activations "
-                      f"({cost['int16_compute_ops']} of {repair['compute_ops']} compute ops; budget "
-                      f"{repair['budget_int16_compute_ops']}); recipe.json has the recipe", soft_wrap=True)
-    else:
-        console.print(f"repair did not meet the gates within the budget ({repair['budget_int16_compute_ops']} compute "
-                      f"ops with 16-bit activations); best: try {repair['best']}; the INT8 model ships as converted",
-                      soft_wrap=True)
 
 
 @app.command()
@@ -375,16 +320,26 @@ def precisions() -> None:
 
 @app.command()
 def inspect(
-    params: Annotated[float, typer.Option("--params", help="A parameter count, e.g. 7e9: the size of such a model's "
-                                          "weights at every precision.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the ladder as JSON.")] = False,
+    file: Annotated[Path | None, typer.Argument(metavar="FILE", help="A .onnx, .tflite, .safetensors or .gguf file, or a "
+                                                "bundle folder.")] = None,
+    params: Annotated[float | None, typer.Option("--params", help="A parameter count, e.g. 7e9: the size of such a model's "
+                                                 "weights at every precision.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The size of a model's weights at every precision, scales included (fp32 to blockwise int4)."""
+    """What a model file's weights weigh per dtype and at every precision, or a model of --params weights."""
+    from edgeq.inspection import inspect_path, inspection_lines
     from edgeq.precisions import ladder, ladder_lines
 
-    if not 1 <= params < float("inf"):
-        _fail(ConfigError(f"--params must be a parameter count of 1 or more, e.g. 7e9; got {params:g}"), False, EXIT_BAD_INPUT)
-    typer.echo(json.dumps({"params": params, "ladder": ladder(params)}, indent=2) if as_json else "\n".join(ladder_lines(params)))
+    try:
+        if (file is None) == (params is None):
+            raise ConfigError("pass a model FILE or --params N, one of the two; e.g. edgeq inspect model.gguf")
+        if params is not None and not 1 <= params < float("inf"):
+            raise ConfigError(f"--params must be a parameter count of 1 or more, e.g. 7e9; got {params:g}")
+        info = inspect_path(file) if file is not None else {"params": params, "ladder": ladder(params or 0)}
+    except ConfigError as e:
+        _fail(e, False, EXIT_BAD_INPUT)
+    lines = inspection_lines(info) if file is not None else ladder_lines(params or 0)
+    typer.echo(json.dumps(info, indent=2) if as_json else "\n".join(lines))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from edgeq.artifacts import Artifact
 from edgeq.config import ModelSpec, TargetSpec
 from edgeq.execution import DecodeJob, FeedSet, Runtime
 from edgeq.gates import GateLimit
+from edgeq.precisions import precision
 
 __all__ = ["BuildContext", "Column", "Evaluation", "Pair", "Task", "TaskValidation"]
 
@@ -101,6 +102,17 @@ class BuildContext:
     timings: dict[str, float] = field(default_factory=dict)
     trust_model: bool = False  # --trust-model: Keras Lambda layers and custom objects may load
     convert_timeout: float = 1800.0  # --convert-timeout: seconds the converter child may run per graph
+    precision: str = "int8"  # the rung being validated and shipped (an alias of edgeq.precisions)
+    ladder: str | None = None  # "auto" or "all": validate every rung the target allows (edgeq.stages.validate)
+
+    @property
+    def shipped(self) -> str:
+        """The artifact key of the rung being validated and shipped."""
+        return precision(self.precision).key
+
+    def rungs(self) -> list[str]:
+        """The rungs this build makes: the one it ships, or every one the target allows for a ladder."""
+        return list(self.target.precisions) if self.ladder else [self.precision]
 
     def add(self, artifact: Artifact) -> Artifact:
         """Record an artifact a stage produced."""

@@ -137,9 +137,10 @@ GATES: dict[str, Gate] = {g.name: g for g in (
          explain=_explain_levels),
     Gate("int8_compute_ops", "min", "fraction",
          "share of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL ops that run in integer kernels: "
-         "int8, or 16-bit activations with int8 weights where repair chose them (within [quantization] max_int16_ops)",
+         "int8, or 16-bit activations with int8 weights where repair chose them (within [quantization] max_int16_ops); "
+         "full-integer precisions only (int8, int16x8)",
          "artifact",
-         _int8_share),
+         _int8_share, applies=lambda e: bool(e.get("full_integer", True))),
     Gate("model_bytes", "max", "bytes", "size of the shipped model file", "artifact",
          lambda ref, shipped, e: float(shipped["bytes"])),
 )}

@@ -109,7 +109,8 @@ def choose_ranges(float_tflite: bytes, signature: str,
 
 def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[str, np.ndarray]],
                    int16: Sequence[str] = (), ranges: str = "minmax",
-                   tensor_ranges: dict[str, dict[str, Any]] | None = None, float_ops: Sequence[str] = ()) -> bytes:
+                   tensor_ranges: dict[str, dict[str, Any]] | None = None, float_ops: Sequence[str] = (),
+                   activation_bits: int = 8) -> bytes:
     """The float model quantized: a8w8 everywhere, a16w8 for the ops writing the tensors in ``int16``;
     float32 inputs and outputs. ``samples``: the signature's feeds (TFLite names and layout).
     ``ranges``: each tensor's range is the min / max over all samples (``minmax``, as the TFLite
@@ -117,7 +118,7 @@ def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[s
     litert-quantizer's default: rare outliers are clipped). ``tensor_ranges`` (``choose_ranges``)
     replaces the calibrated range of each 8-bit tensor it names. The ops writing the tensors in
     ``float_ops`` are left in float32 (litert-quantizer's no_quantize: DEQUANTIZE before, QUANTIZE
-    after)."""
+    after). ``activation_bits`` 16: a16w8 everywhere (the int16x8 rung)."""
     from litert_quantizer import Quantizer, calibrator
     from litert_quantizer.algorithm_manager import AlgorithmName
     from litert_quantizer.utils import qsv_utils
@@ -129,7 +130,7 @@ def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[s
             warnings.catch_warnings():  # its progress bars (fd and Python level); LiteRT's debug warning
         warnings.simplefilter("ignore")
         q = Quantizer(bytearray(float_tflite))
-        q.add_static_config(".*", "*", 8, 8)
+        q.add_static_config(".*", "*", activation_bits, 8)
         if int16:
             q.add_static_config(op_scope_regex(int16), "*", 16, 8)
         if float_ops:

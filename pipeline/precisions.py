@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["INT4_BLOCK", "PRECISIONS", "Precision", "ladder", "ladder_lines", "precision", "precision_lines", "size_text"]
+__all__ = ["INT4_BLOCK", "PRECISIONS", "SELECTORS", "Precision", "ladder", "ladder_lines", "precision", "precision_lines",
+           "size_text"]
 
 INT4_BLOCK = 32  # weights per float16 scale in the blockwise int4 rung
 SCALE_BITS = 16  # a block scale is a float16
@@ -30,6 +31,12 @@ class Precision:
     weight_bits: float
     activation_bits: int
     about: str
+    full_integer: bool = False  # every compute op runs in integer kernels (the int8_compute_ops gate applies)
+
+    @property
+    def key(self) -> str:
+        """The build's artifact key for this rung's .tflite (the converter's own for fp32 and int8)."""
+        return {"fp32": "tflite_float32", "int8": "tflite_int8"}.get(self.alias, f"tflite_{self.alias}")
 
     @property
     def bytes_per_param(self) -> float:
@@ -46,14 +53,19 @@ PRECISIONS: tuple[Precision, ...] = (
               "int8 weights; float activations quantized on the fly by the kernels (dynamic range): no calibration"),
     Precision("int8", "static_wi8_ai8", 8, 8,
               "int8 weights and activations, integer kernels throughout (full-integer, calibrated): the common "
-              "deployment format, 4x smaller than fp32"),
+              "deployment format, 4x smaller than fp32", full_integer=True),
     Precision("int16x8", "static_wi8_ai16", 8, 16,
               "int8 weights, 16-bit activations (LiteRT's 16x8 kernels; XNNPACK has none): int8's size, far less "
-              "activation error"),
+              "activation error", full_integer=True),
     Precision("int4", f"dynamic_wi4_afp32_block{INT4_BLOCK}", 4 + SCALE_BITS / INT4_BLOCK, 32,
-              f"4-bit weights in blocks of {INT4_BLOCK} with a float16 scale each, float activations: about 7x "
-              "smaller than fp32, some accuracy lost"),
+              f"4-bit weights in blocks of {INT4_BLOCK} with a float16 scale each (convolutions: a scale per output "
+              "channel), float activations quantized on the fly: about 7x smaller than fp32, some accuracy lost"),
 )
+
+
+# What --precision takes besides a rung: ``auto`` ships the smallest rung that passes every gate,
+# ``all`` validates every rung the target allows and ships the target's default.
+SELECTORS = ("auto", "all")
 
 
 def precision(name: str) -> Precision:

@@ -34,19 +34,16 @@ Rules:
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edgeq.artifacts import Artifact
 from edgeq.context import BuildContext
 from edgeq.errors import one_line
 from edgeq.results import CalibrationResult
 from edgeq.tflite_io import to_tflite
+from edgeq.tflite_run import latency_ms
 
 __all__ = ["ACCURATE_DB", "BUDGET_SHARE", "CHOSEN", "MAX_TRIES", "MIN_DROP_DB", "Checker", "rank_origins", "repair"]
 
@@ -105,25 +102,6 @@ def _refuse_float_ops(path: Path, allowed: tuple[str, ...], floated: list[str]) 
     if refused:
         ops = ", ".join(f"{op} x{info['count']}" for op, info in refused.items())
         raise ValueError(f"litert-quantizer leaves {ops} in float32, which [quantization] allow_float_ops does not allow")
-
-
-def _latency_ms(model: bytes, signature: str, feed: dict[str, np.ndarray], threads: int) -> float:
-    """Median host latency (LiteRT, default kernels) of one sample, in milliseconds."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from edgeq._fds import redirect_output
-
-    with redirect_output(stdout=False):
-        interp = Interpreter(model_content=model, num_threads=threads)
-        interp.allocate_tensors()
-        runner = interp.get_signature_runner(signature)
-        runner(**feed)
-    times = []
-    for _ in range(LATENCY_RUNS):
-        t0 = time.perf_counter()
-        runner(**feed)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
 
 
 class _Graph:
@@ -292,13 +270,13 @@ def repair(ctx: BuildContext, check: Checker, shipped_key: str, failed: list[str
                                                       for n, r in g.tensor_ranges().items() if r["method"] != "min/max"}
                                              for g in graphs} if t["ranges"] == CHOSEN else {},
                            "calibration_samples": {g.name: len(g.feeds) for g in graphs}}
-        g0 = graphs[0]
+        g0, threads = graphs[0], ctx.target.threads
         entry["cost"] = {
             "bytes": t["bytes"], "bytes_all_int8": tries[0]["bytes"], "int16_compute_ops": t["int16_compute_ops"],
             "int16_ops": sum(len(v) for v in t["int16_ops"].values()),
             "kernels": "ops with 16-bit activations run on LiteRT's builtin kernels (XNNPACK has no 16x8 kernels)",
-            "host_latency_ms": _latency_ms(models[chosen][g0.name], g0.signature, g0.feeds[0], ctx.target.threads),
-            "host_latency_ms_all_int8": _latency_ms(models[0][g0.name], g0.signature, g0.feeds[0], ctx.target.threads),
+            "host_latency_ms": latency_ms(models[chosen][g0.name], g0.signature, g0.feeds[0], threads, LATENCY_RUNS),
+            "host_latency_ms_all_int8": latency_ms(models[0][g0.name], g0.signature, g0.feeds[0], threads, LATENCY_RUNS),
             "all_int8_try": 0,
             "latency_graph": g0.name,
         }

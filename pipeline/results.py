@@ -16,6 +16,7 @@ __all__ = [
     "ConvertResult",
     "ExportResult",
     "PackageResult",
+    "PrecisionResult",
     "QuantizeResult",
     "StageResultType",
     "ValidationResult",
@@ -79,6 +80,18 @@ class ConvertResult:
 
 
 @dataclass(frozen=True)
+class PrecisionResult:
+    """The rungs made from the float32 .tflite (edgeq.rungs): alias -> name, files' bytes, or why it
+    could not be made; and how long each took."""
+
+    rungs: Mapping[str, Mapping[str, Any]]
+
+    def facts(self) -> dict[str, Any]:
+        """The report's ``rungs`` section."""
+        return {k: dict(v) for k, v in self.rungs.items()}
+
+
+@dataclass(frozen=True)
 class ValidationResult:
     """The float reference, every artifact on every runtime that ran it, and the gates."""
 
@@ -90,12 +103,15 @@ class ValidationResult:
     repair: Mapping[str, Any] = field(default_factory=dict)  # the tries of edgeq.repair, when a gate failed
     # artifact ("tflite_int8": as converted, "tflite_repaired") -> graph -> its tensors vs the float .tflite
     attribution_tflite: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = "int8"  # the rung validated and shipped
+    ladder: tuple[Mapping[str, Any], ...] = ()  # --precision auto / all: one row per rung validated
 
     def facts(self) -> dict[str, Any]:
         """reference, artifacts, gates and passed, as the report carries them."""
         return {"reference": dict(self.reference), "artifacts": dict(self.artifacts),
                 "gates": [dict(g) for g in self.gates], "passed": self.passed, "attribution": dict(self.attribution),
-                "repair": dict(self.repair), "attribution_tflite": dict(self.attribution_tflite)}
+                "repair": dict(self.repair), "attribution_tflite": dict(self.attribution_tflite),
+                "precision": self.precision, "ladder": [dict(r) for r in self.ladder]}
 
 
 @dataclass(frozen=True)
@@ -106,4 +122,5 @@ class PackageResult:
     files: tuple[str, ...] = field(default_factory=tuple)
 
 
-StageResultType = ExportResult | CalibrationResult | QuantizeResult | ConvertResult | ValidationResult | PackageResult
+StageResultType = (ExportResult | CalibrationResult | QuantizeResult | ConvertResult | PrecisionResult | ValidationResult
+                   | PackageResult)

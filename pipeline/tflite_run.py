@@ -1,4 +1,6 @@
-"""Every tensor of a .tflite, sample by sample: LiteRT's builtin kernels with every tensor kept.
+"""Running a .tflite on the host: every tensor, sample by sample; the latency of one sample.
+
+``every_tensor``: LiteRT's builtin kernels with every tensor kept.
 
 ``experimental_preserve_all_tensors`` keeps each intermediate tensor after ``invoke`` (LiteRT reuses
 their memory otherwise); XNNPACK is left out (BUILTIN_WITHOUT_DEFAULT_DELEGATES) because its fused
@@ -8,6 +10,8 @@ the per-tensor range choice of edgeq.mixed_precision (the float tensors' values)
 
 from __future__ import annotations
 
+import statistics
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -16,7 +20,7 @@ import numpy as np
 
 from edgeq._fds import redirect_output
 
-__all__ = ["every_tensor"]
+__all__ = ["every_tensor", "latency_ms"]
 
 
 def every_tensor(model: bytes, signature: str, feeds: Iterable[dict[str, np.ndarray]]) -> Iterator[tuple[Any, ...]]:
@@ -36,3 +40,21 @@ def every_tensor(model: bytes, signature: str, feeds: Iterable[dict[str, np.ndar
         with redirect_output(stdout=False):
             runner(**feed)
         yield (interp,)
+
+
+def latency_ms(model: bytes, signature: str, feed: dict[str, np.ndarray], threads: int, runs: int) -> float:
+    """Median host latency of one sample (LiteRT, default kernels: XNNPACK), in milliseconds, over
+    ``runs`` invokes after one warm-up."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with redirect_output(stdout=False):
+        interp = Interpreter(model_content=model, num_threads=threads)
+        interp.allocate_tensors()
+        runner = interp.get_signature_runner(signature)
+        runner(**feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        runner(**feed)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)

@@ -8,8 +8,10 @@ from typing import Any
 
 from edgeq.errors import ConfigError
 from edgeq.inputs.shown import shown
+from edgeq.precisions import PRECISIONS, SELECTORS
 
-__all__ = ["BOX_FORMATS", "CALIBRATION_METHODS", "CONFIG_FILE", "INPUT_DTYPES", "IO_DTYPES", "MODEL_FORMATS", "TASK_KINDS",
+__all__ = ["BOX_FORMATS", "CALIBRATION_METHODS", "CONFIG_FILE", "INPUT_DTYPES", "IO_DTYPES", "MODEL_FORMATS",
+           "PRECISION_CHOICES", "TASK_KINDS",
            "DataSpec", "FrozenInput", "GraphSpec", "InputSpec", "ModelSpec", "OutputSpec", "QuantSpec", "TaskSpec"]
 
 CONFIG_FILE = "edgeq.toml"
@@ -20,6 +22,7 @@ TASK_KINDS = ("classification", "detection", "generic", "translation")
 BOX_FORMATS = ("xywh", "xyxy")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("float32", "int8")
+PRECISION_CHOICES = (*(p.alias for p in PRECISIONS), *SELECTORS)  # --precision, [target] precision
 # Channels-first, PyTorch's convention; a layout ending in C declares a channels-last input.
 _DEFAULT_LAYOUTS = {0: "", 1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}
 
@@ -185,6 +188,7 @@ class ModelSpec:
     quantization: QuantSpec
     gates: dict[str, float]
     io_dtype: str | None
+    precision: str | None = None  # [target] precision: a rung's alias, "auto" or "all" (edgeq.precisions)
 
     def __post_init__(self) -> None:
         if self.format == "pytorch" and not self.class_name:

@@ -17,6 +17,7 @@ from edgeq.config.model import (
     INPUT_DTYPES,
     IO_DTYPES,
     MODEL_FORMATS,
+    PRECISION_CHOICES,
     TASK_KINDS,
     DataSpec,
     FrozenInput,
@@ -333,11 +334,12 @@ def load_model_spec(model_dir: Path | str, input_shapes: dict[str, tuple[int, ..
 
     tgt = top.table("target", {})
     io_dtype = tgt.get("io_dtype", str, None, choices=IO_DTYPES)
+    precision = tgt.get("precision", str, None, choices=PRECISION_CHOICES)
     tgt.finish()
     top.finish()
 
     return ModelSpec(
         root=root, name=name, format=fmt, file=file, class_name=class_name, weights=weights,
         init_args=dict(init_args), graphs=tuple(graphs), task=task,
-        data=data, quantization=quant, gates=gates, io_dtype=io_dtype,
+        data=data, quantization=quant, gates=gates, io_dtype=io_dtype, precision=precision,
     )

@@ -15,6 +15,7 @@ from edgeq.config.toml import Table, check_gate
 from edgeq.errors import ConfigError
 from edgeq.gates import GATES, GateLimit
 from edgeq.inputs.shown import shown
+from edgeq.precisions import PRECISIONS, SELECTORS, precision
 
 __all__ = ["TargetSpec", "available_targets", "load_target"]
 
@@ -33,6 +34,7 @@ class TargetSpec:
     gates: dict[str, float]
     model_file: str
     threads: int = 1
+    precisions: tuple[str, ...] = ("int8",)  # the rungs it may ship (aliases, edgeq.precisions); precision: the default
 
     def __post_init__(self) -> None:
         if self.io_dtype not in self.io_dtypes:
@@ -40,6 +42,24 @@ class TargetSpec:
                 f"target '{self.name}': io_dtype '{self.io_dtype}' is not supported; "
                 f"choose one of: {', '.join(self.io_dtypes)}"
             )
+        if self.precision not in self.precisions:
+            raise ConfigError(f"target '{self.name}': precision '{self.precision}' is not among its precisions "
+                              f"({', '.join(self.precisions)})")
+
+    def with_precision(self, asked: str | None) -> TargetSpec:
+        """The target shipping the rung ``asked`` (an alias or full name; None: its default); ConfigError
+        naming the choices when the target does not allow it. "auto" / "all" are resolved by the build."""
+        if asked is None:
+            return self
+        try:
+            alias = precision(asked).alias
+        except KeyError:
+            raise ConfigError(f"unknown precision '{shown(asked)}'; choose one of: "
+                              f"{', '.join((*self.precisions, *SELECTORS))} (see `edgeq precisions`)") from None
+        if alias not in self.precisions:
+            raise ConfigError(f"target '{self.name}' does not ship precision '{alias}'; choose one of: "
+                              f"{', '.join((*self.precisions, *SELECTORS))}")
+        return replace(self, precision=alias)
 
     def with_io_dtype(self, io_dtype: str | None) -> TargetSpec:
         """The target with ``io_dtype`` as its I/O dtype (unchanged when None)."""
@@ -59,6 +79,18 @@ def _names(items: list[Any], where: str) -> tuple[str, ...]:
     if not all(isinstance(i, str) for i in items):
         raise ConfigError(f"{where}: every entry must be a string")
     return tuple(items)
+
+
+def _precisions(items: list[Any], where: str) -> tuple[str, ...]:
+    """The rungs a target allows: known aliases, none twice."""
+    names = _names(items, f"{where}: precisions")
+    known = [p.alias for p in PRECISIONS]
+    for n in names:
+        if n not in known:
+            raise ConfigError(f"{where}: precisions: unknown precision '{shown(n)}'; choose from {', '.join(known)}")
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"{where}: precisions must name each rung once, at least one")
+    return names
 
 
 def _target_files() -> dict[str, Any]:
@@ -90,7 +122,8 @@ def load_target(name: str) -> TargetSpec:
         name=t.get("name", str),
         description=t.get("description", str),
         format=t.get("format", str, choices=("tflite",)),
-        precision=t.get("precision", str, choices=("int8",)),
+        precision=t.get("precision", str, choices=tuple(p.alias for p in PRECISIONS)),
+        precisions=_precisions(t.get("precisions", list, ["int8"]), where),
         io_dtype=t.get("io_dtype", str, choices=IO_DTYPES),
         io_dtypes=tuple(t.get("io_dtypes", list)),
         runtimes=_names(t.get("runtimes", list), f"{where}: runtimes"),

@@ -40,6 +40,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("calibrate", "edgeq.stages.calibrate"),
     ("quantize", "edgeq.stages.quantize"),
     ("convert", "edgeq.stages.convert"),
+    ("precision", "edgeq.stages.precision"),
     ("validate", "edgeq.stages.validate"),
     ("package", "edgeq.stages.package"),
 )

@@ -36,7 +36,7 @@ from edgeq.errors import ModelError
 from edgeq.layout import channels_last_perm, input_perm, match_name
 from edgeq.results import CalibrationResult, ConvertResult
 
-__all__ = ["STAGE", "ConvertStage", "check_float_ops", "io_mapping", "run_child"]
+__all__ = ["STAGE", "ConvertStage", "check_float_ops", "io_mapping", "onnx_output_shapes", "run_child"]
 
 SIGNATURE = "serving_default"
 
@@ -74,7 +74,7 @@ class ConvertStage:
                             graph.name if len(ctx.spec.graphs) > 1 else None, result.get("strategies", []))
             ctx.add(Artifact("saved_model", saved, "saved_model", "float32", graph=graph.name))
             onnx_outputs = onnx_art.meta["outputs"]
-            out_shapes = _onnx_output_shapes(onnx_art.path)
+            out_shapes = onnx_output_shapes(onnx_art.path)
             for key, path, precision in (("tflite_float32", f32_path, "float32"), ("tflite_int8", int8_path, "int8")):
                 meta = io_mapping(path, graph.inputs, onnx_outputs, out_shapes)
                 ctx.add(Artifact(key, path, "tflite", precision, meta, graph=graph.name))
@@ -180,7 +180,8 @@ def _tail(log_path: Path) -> str:
     return f"last error: {last[:300]}"
 
 
-def _onnx_output_shapes(onnx_path: Path) -> dict[str, list[int]]:
+def onnx_output_shapes(onnx_path: Path) -> dict[str, list[int]]:
+    """Each output of the ONNX model and its shape as the graph declares it (0 for a dynamic dimension)."""
     import onnx
 
     model = onnx.load_model(str(onnx_path), load_external_data=False)

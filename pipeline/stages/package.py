@@ -18,8 +18,9 @@ from edgeq import __version__
 from edgeq.bundle.layout import ATTRIBUTION_PNG, MANIFEST, MODEL_JSON, RECIPE_JSON, REPORT_JSON, REPORT_MD, graph_file
 from edgeq.context import BuildContext
 from edgeq.hashing import sha256_file
+from edgeq.precisions import precision
 from edgeq.report import build_report, render_markdown
-from edgeq.results import ConvertResult, ExportResult, PackageResult, QuantizeResult, ValidationResult
+from edgeq.results import ConvertResult, ExportResult, PackageResult, PrecisionResult, QuantizeResult, ValidationResult
 
 __all__ = ["STAGE", "TOOLS", "PackageStage", "file_entry", "write_json"]
 
@@ -80,7 +81,7 @@ class PackageStage:
     """The bundle: model files, model.json, the task's files, report.json/.md, manifest.json."""
 
     name = "package"
-    requires: tuple[str | type, ...] = ("tflite_int8", ExportResult, QuantizeResult, ConvertResult, ValidationResult)
+    requires: tuple[str | type, ...] = (ExportResult, QuantizeResult, ConvertResult, PrecisionResult, ValidationResult)
     produces: tuple[str | type, ...] = (PackageResult,)
 
     def run(self, ctx: BuildContext) -> PackageResult:
@@ -91,7 +92,7 @@ class PackageStage:
         single = len(spec.graphs) == 1
         graphs = {}
         for graph in spec.graphs:
-            art = ctx.artifact("tflite_int8", graph.name)
+            art = ctx.artifact(ctx.shipped, graph.name)
             name = graph_file(graph.name, target.model_file, single)
             shutil.copyfile(art.path, out / name)
             graphs[graph.name] = _graph_json(graph, art, name)
@@ -101,7 +102,8 @@ class PackageStage:
         model_json: dict[str, Any] = {
             "name": spec.name,
             "format": target.format,
-            "precision": target.precision,
+            "precision": ctx.precision,  # the rung shipped: edgeq precisions
+            "precision_name": precision(ctx.precision).name,
             "io_dtype": target.io_dtype,
         }
         if single:
@@ -122,12 +124,14 @@ class PackageStage:
         validation = ctx.result(ValidationResult)
         from edgeq.plots import attribution_plot
 
-        plotted = attribution_plot([("INT8 ONNX (onnxruntime)", validation.attribution),
-                                    *((ATTRIBUTION_LABELS.get(k, k), v) for k, v in validation.attribution_tflite.items())],
+        plotted = attribution_plot([*([("INT8 ONNX (onnxruntime)", validation.attribution)] if validation.attribution else []),
+                                    *((ATTRIBUTION_LABELS.get(k, f"{ctx.precision} .tflite (LiteRT)"), v)
+                                      for k, v in validation.attribution_tflite.items())],
                                    out / ATTRIBUTION_PNG)
 
         report = build_report(spec, target, export, ctx.result(QuantizeResult), ctx.result(ConvertResult),
                               validation, ctx.timings)
+        report["rungs"] = ctx.result(PrecisionResult).facts()
         if plotted:
             report["attribution_plot"] = ATTRIBUTION_PNG
         write_json(out / REPORT_JSON, report)

@@ -11,8 +11,13 @@ Rules:
   then streams the eval set through the reference and every runtime in lockstep, accumulating its
   task metrics and the tensor metrics of every output of every graph (cosine, SQNR, max/mean abs
   error of dequantized outputs), and the parity of the shipped artifact across runtimes.
-* Gates are evaluated on the shipped artifact (the INT8 .tflite), once per validating runtime for
-  the metrics that depend on the runtime (edgeq.gates).
+* Gates are evaluated on the shipped artifact (the rung the build ships, INT8 by default), once per
+  validating runtime for the metrics that depend on the runtime (edgeq.gates). A runtime whose
+  kernels cannot compute the rung (``RuntimeFacts.cannot_run``) does not run it; the report says why.
+* ``--precision auto`` validates the rungs the target allows from the smallest file up and ships the
+  first that passes every gate; ``--precision all`` validates every rung and ships the target's
+  default. Each rung validated is a row of the ladder (``ladder_row``): bytes, task metric and drop,
+  output SQNR, host latency against fp32, kernels, gates.
 """
 
 from __future__ import annotations
@@ -23,28 +28,30 @@ from typing import Any
 from edgeq.artifacts import Artifact
 from edgeq.attribution import MAX_SAMPLES
 from edgeq.context import BuildContext, Evaluation, Pair
-from edgeq.errors import one_line
+from edgeq.errors import ModelError, one_line
 from edgeq.execution import DecodeJob, FeedSet, Runtime, Work
 from edgeq.gates import evaluate
-from edgeq.results import CalibrationResult, ConvertResult, ValidationResult
-from edgeq.runtimes import RUNTIMES, open_runtime, start_all, stop_all
+from edgeq.precisions import precision
+from edgeq.results import CalibrationResult, ConvertResult, PrecisionResult, ValidationResult
+from edgeq.runtimes import RUNTIMES, cannot_run, open_runtime, start_all, stop_all
 from edgeq.tflite_inspect import inspect_tflite
 
-__all__ = ["SHIPPED", "STAGE", "VARIANTS", "ValidateStage", "check", "validation_pairs"]
+__all__ = ["LATENCY_RUNS", "SHIPPED", "STAGE", "VARIANTS", "ValidateStage", "check", "validation_pairs"]
 
-SHIPPED = "tflite_int8"
+SHIPPED = "tflite_int8"  # the INT8 .tflite as converted: what repair starts from
 REFERENCE = ("onnx_float", "onnxruntime")
-VARIANTS = ("onnx_int8", "tflite_float32", SHIPPED)
+VARIANTS = ("onnx_int8", "tflite_float32")  # validated besides the shipped rung, on one runtime each
+LATENCY_RUNS = 50  # invokes per graph for a ladder row's host latency (median)
 
 
-def validation_pairs(ctx: BuildContext) -> list[Pair]:
-    """(artifact, runtime) pairs: the shipped artifact on every runtime of the target, every other
-    variant on the first runtime that runs its format."""
-    pairs: list[Pair] = []
-    for key in VARIANTS:
+def validation_pairs(ctx: BuildContext, variants: bool = True) -> list[Pair]:
+    """(artifact, runtime) pairs: the shipped rung on every runtime of the target that can run it,
+    every other variant (``variants``) on the first runtime that runs its format."""
+    shipped = ctx.shipped
+    pairs: list[Pair] = [(shipped, rt) for rt in ctx.target.runtimes if cannot_run(rt, ctx.precision) is None]
+    for key in VARIANTS if variants else ():
         fmt = next(iter(ctx.artifacts[key].values())).format
-        names = ctx.target.runtimes if key == SHIPPED else [r for r, f in RUNTIMES.items() if f.format == fmt][:1]
-        pairs += [(key, rt) for rt in names if (key, rt) not in pairs]
+        pairs += [(key, rt) for rt in [r for r, f in RUNTIMES.items() if f.format == fmt][:1] if (key, rt) not in pairs]
     return pairs
 
 
@@ -53,16 +60,21 @@ class ValidateStage:
 
     name = "validate"
     requires: tuple[str | type, ...] = ("onnx_float", "onnx_int8", "tflite_float32", SHIPPED, CalibrationResult,
-                                        ConvertResult)
+                                        ConvertResult, PrecisionResult)
     produces: tuple[str | type, ...] = (ValidationResult,)
 
     def run(self, ctx: BuildContext) -> ValidationResult:
-        """Validate on every runtime; when a gate fails, repair (edgeq.repair) and validate the repair."""
+        """Validate on every runtime; when an INT8 build fails a gate, repair (edgeq.repair) and validate
+        the repair. ``--precision auto`` / ``all``: the ladder first, then the rung it ships."""
+        ladder = _ladder(ctx) if ctx.ladder else []
+        if ctx.shipped not in ctx.artifacts:
+            made = ctx.result(PrecisionResult).rungs.get(ctx.precision, {})
+            raise ModelError(f"the {ctx.precision} rung could not be made: {made.get('error', 'no file')}")
         result = check(ctx, validation_pairs(ctx))
-        attribution = _attribution(ctx)
-        attribution_tflite = {"tflite_int8": _attribution_tflite(ctx)}
+        attribution = _attribution(ctx) if ctx.shipped == SHIPPED else {}  # the INT8 ONNX's error: INT8 builds
+        attribution_tflite = {ctx.shipped: _attribution_tflite(ctx)}
         repaired: dict[str, Any] = {}
-        if not result.passed and ctx.spec.quantization.repair:
+        if not result.passed and ctx.spec.quantization.repair and ctx.shipped == SHIPPED and not ctx.ladder:
             from edgeq.repair import repair
 
             def on(runtime: str, arts: dict[str, Artifact]) -> list[dict[str, Any]]:
@@ -84,10 +96,93 @@ class ValidateStage:
             if repaired.get("chosen") is not None:
                 result = check(ctx, validation_pairs(ctx))
                 attribution_tflite["tflite_repaired"] = _attribution_tflite(ctx)
-        return replace(result, attribution=attribution, attribution_tflite=attribution_tflite, repair=repaired)
+        return replace(result, attribution=attribution, attribution_tflite=attribution_tflite, repair=repaired,
+                       precision=ctx.precision, ladder=tuple(ladder))
 
 
 STAGE = ValidateStage()
+
+
+def _ladder(ctx: BuildContext) -> list[dict[str, Any]]:
+    """Validate the rungs the target allows, smallest file first, on every runtime that can run each;
+    one row per rung. Sets ``ctx.precision`` to the rung to ship: for ``auto`` the first that passes
+    every gate (the target's default when none does), for ``all`` the target's default."""
+    made = ctx.result(PrecisionResult).rungs
+    graphs = [g.name for g in ctx.spec.graphs]
+    fp32_bytes = sum(ctx.artifact("tflite_float32", g).bytes for g in graphs)
+    fp32_ms = _latency(ctx, "tflite_float32")
+    rows: list[dict[str, Any]] = []
+    sizes = []
+    for alias in ctx.target.precisions:
+        rung = precision(alias)
+        if rung.key in ctx.artifacts:
+            sizes.append((sum(ctx.artifact(rung.key, g).bytes for g in graphs), alias))
+        else:
+            rows.append({"rung": alias, "name": rung.name, "error": made.get(alias, {}).get("error", "not made")})
+    chosen = None
+    for nbytes, alias in sorted(sizes):
+        ctx.precision = alias
+        try:
+            result = check(ctx, validation_pairs(ctx, variants=False))
+        except Exception as e:  # a runtime that refuses the rung (LiteRT's 16-bit DIV): listed, the ladder goes on
+            rows.append({"rung": alias, "name": precision(alias).name, "bytes": nbytes, "error": one_line(e)[:300]})
+            continue
+        rows.append(_ladder_row(ctx, result, nbytes, fp32_bytes, fp32_ms))
+        if result.passed and chosen is None:
+            chosen = alias
+            if ctx.ladder == "auto":
+                break
+    ctx.precision = chosen if ctx.ladder == "auto" and chosen is not None else ctx.target.precision
+    for row in rows:
+        row["shipped"] = row["rung"] == ctx.precision
+    return rows
+
+
+def _latency(ctx: BuildContext, key: str) -> float | None:
+    """Host LiteRT latency of one calibration sample, summed over the artifact's graphs (median of
+    ``LATENCY_RUNS`` invokes each, the target's threads); None when it cannot run."""
+    from edgeq.tflite_io import to_tflite
+    from edgeq.tflite_run import latency_ms
+
+    sets = ctx.result(CalibrationResult).sets
+    total = 0.0
+    try:
+        for g in (graph.name for graph in ctx.spec.graphs):
+            art = ctx.artifact(key, g)
+            feed = to_tflite(next(iter(sets[g])), art.meta)
+            total += latency_ms(art.path.read_bytes(), art.meta["signature"], feed, ctx.target.threads, LATENCY_RUNS)
+    except Exception:
+        return None
+    return total
+
+
+def _ladder_row(ctx: BuildContext, result: ValidationResult, nbytes: int, fp32_bytes: int,
+                fp32_ms: float | None) -> dict[str, Any]:
+    """One rung of the ladder: bytes and ratio to fp32, the task metric and its drop on the target's
+    first runtime, the lowest output SQNR over the runtimes, host latency against fp32, kernels, gates."""
+    art = result.artifacts[ctx.shipped]
+    ref = result.reference["metrics"]
+    runtimes: dict[str, Any] = art["runtimes"]
+    entries: list[dict[str, Any]] = list(runtimes.values())
+    first: dict[str, Any] = entries[0].get("task", {}) if entries else {}
+    metric = next((c for c in ctx.task.columns if c.key in ref and c.key in first), None)
+    sqnrs = [o["sqnr_db"] for e in runtimes.values() for outs in e["outputs"].values() for o in outs.values()
+             if o.get("sqnr_db") is not None]
+    ms = fp32_ms if ctx.shipped == "tflite_float32" else _latency(ctx, ctx.shipped)
+    return {
+        "rung": ctx.precision, "name": precision(ctx.precision).name, "bytes": nbytes,
+        "ratio_to_fp32": nbytes / fp32_bytes if fp32_bytes else None,
+        "metric": metric.key if metric else None, "metric_title": metric.title if metric else None,
+        "value": first.get(metric.key) if metric else None,
+        "drop": (ref[metric.key] - first[metric.key]) if metric else None,
+        "min_sqnr_db": min(sqnrs) if sqnrs else None,
+        "host_latency_ms": ms, "latency_ratio_to_fp32": ms / fp32_ms if ms and fp32_ms else None,
+        "kernels": {rt: e["describe"].get("kernels", "") for rt, e in runtimes.items()},
+        "not_run": dict(art.get("not_run", {})),
+        "gates_passed": sum(bool(g["passed"]) for g in result.gates), "gates": len(result.gates),
+        "failed": [f"{g['name']}{' on ' + g['runtime'] if g.get('runtime') else ''}" for g in result.gates if not g["passed"]],
+        "passed": result.passed,
+    }
 
 
 def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
@@ -100,6 +195,7 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
     def opened(key: str, rt: str) -> Runtime:
         return open_runtime(rt, ctx.artifacts[key], threads, folder / f"{key}-{rt.replace(':', '-')}")
 
+    shipped = ctx.shipped
     reference = opened(*REFERENCE)
     runners = {(key, rt): opened(key, rt) for key, rt in pairs}
     everyone = [reference, *runners.values()]
@@ -108,13 +204,13 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
         start_all(everyone, Work(feeds, decode, folder / "feeds"))
 
     try:
-        found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, SHIPPED))
+        found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, shipped))
     finally:
         stop_all(everyone)
 
     ref_entry = {"artifact": REFERENCE[0], **reference.describe(), "metrics": found.reference, "samples": len(ctx.eval)}
     artifacts: dict[str, Any] = {}
-    for key in (REFERENCE[0], *VARIANTS):
+    for key in dict.fromkeys((REFERENCE[0], *VARIANTS, shipped)):
         arts = ctx.artifacts[key]
         first = arts[graphs[0]]
         artifacts[key] = {
@@ -128,15 +224,20 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
             entry["task"] = found.task[(key, rt_name)]
         artifacts[key]["runtimes"][rt_name] = entry
     conv = ctx.result(ConvertResult).graphs
-    for key in ("tflite_float32", SHIPPED):
+    for key in dict.fromkeys(("tflite_float32", shipped)):
         artifacts[key]["inspection"] = {g: inspect_tflite(ctx.artifact(key, g).path) for g in graphs}
     fallback = {g: conv[g]["float_fallback"] for g in graphs if conv.get(g, {}).get("float_fallback")}
-    if fallback:
+    if fallback and shipped == SHIPPED:
         artifacts[SHIPPED]["float_fallback"] = fallback
     if found.parity:
-        artifacts[SHIPPED]["parity"] = found.parity
+        artifacts[shipped]["parity"] = found.parity
+    rung = precision(ctx.precision)
+    artifacts[shipped].update(rung=rung.alias, rung_name=rung.name, full_integer=rung.full_integer)
+    skipped = {rt: why for rt in ctx.target.runtimes if (why := cannot_run(rt, rung.alias)) is not None}
+    if skipped:
+        artifacts[shipped]["not_run"] = skipped
 
-    gates = evaluate(ctx.gates, ctx.spec.task.kind, ref_entry["metrics"], artifacts[SHIPPED], SHIPPED)
+    gates = evaluate(ctx.gates, ctx.spec.task.kind, ref_entry["metrics"], artifacts[shipped], shipped)
     return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates))
 
 
@@ -159,7 +260,7 @@ def _attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
             except Exception:
                 onnx_map = None
             feeds = (to_tflite(feed, f.meta) for _, feed in zip(range(MAX_SAMPLES), sets[g], strict=False))
-            out[g] = attribute_tflite(float_bytes, ctx.artifact(SHIPPED, g).path.read_bytes(),
+            out[g] = attribute_tflite(float_bytes, ctx.artifact(ctx.shipped, g).path.read_bytes(),
                                       f.meta["signature"], feeds, onnx_map)
         except Exception as e:  # a diagnosis that fails is reported, not fatal
             out[g] = {"error": one_line(e)}
