@@ -82,8 +82,8 @@ def job_edgeq(work: Path) -> dict[str, Any]:
         "int8_tflite": {"accuracy": shipped["top1_accuracy"], "agreement": shipped["top1_agreement"],
                         "sqnr_db": sq["tflite_int8"]},
         "float32_tflite_bytes": r["size"]["float32_tflite_bytes"],
-        "int8_tflite_bytes": r["size"]["int8_tflite_bytes"],
-        "size_ratio": r["size"]["int8_to_float32_ratio"],
+        "int8_tflite_bytes": r["size"]["shipped_tflite_bytes"],
+        "size_ratio": r["size"]["shipped_to_float32_ratio"],
         "passed": r["passed"],
         "runtimes": runtime_summary(r),
     }

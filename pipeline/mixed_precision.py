@@ -182,27 +182,27 @@ def float_io(quantized: bytes, float_tflite: bytes) -> bytes:
     for sg_index, (sg, ref_sg) in enumerate(zip(model.subgraphs, ref.subgraphs, strict=True)):
         renamed: dict[int, int] = {}
 
-        def float_twin(index: int, sg: Any = sg) -> int:
+        def float_twin(index: int, name: Any, sg: Any = sg) -> int:
             old = sg.tensors[index]
             new = fb.TensorT()
-            new.name, new.shape, new.shapeSignature = old.name, old.shape, old.shapeSignature
+            new.name, new.shape, new.shapeSignature = name, old.shape, old.shapeSignature
             new.type, new.buffer = fb.TensorType.FLOAT32, 0
             old.name = (old.name.decode() if isinstance(old.name, bytes) else old.name) + "_quantized_io"
             sg.tensors.append(new)
             return len(sg.tensors) - 1
 
-        def was_float(index: int, ref_sg: Any = ref_sg, sg: Any = sg) -> bool:
-            name = sg.tensors[index].name
-            return any(t.name == name and t.type == fb.TensorType.FLOAT32 for t in ref_sg.tensors) \
+        def was_float(index: int, ref_index: int, ref_sg: Any = ref_sg, sg: Any = sg) -> bool:
+            # by position: litert-quantizer may rename an output it quantizes ("e" -> "e_quantized")
+            return ref_sg.tensors[ref_index].type == fb.TensorType.FLOAT32 \
                 and sg.tensors[index].type in (fb.TensorType.INT8, fb.TensorType.INT16)
 
         head: list[Any] = []  # QUANTIZE after each float input
         tail: list[Any] = []  # DEQUANTIZE before each float output
-        for ends, code, ops in ((sg.inputs, fb.BuiltinOperator.QUANTIZE, head),
-                                (sg.outputs, fb.BuiltinOperator.DEQUANTIZE, tail)):
-            for pos, index in enumerate(list(ends)):
-                if was_float(index):
-                    new = float_twin(index)
+        for ends, ref_ends, code, ops in ((sg.inputs, ref_sg.inputs, fb.BuiltinOperator.QUANTIZE, head),
+                                          (sg.outputs, ref_sg.outputs, fb.BuiltinOperator.DEQUANTIZE, tail)):
+            for pos, (index, ref_index) in enumerate(zip(list(ends), list(ref_ends), strict=True)):
+                if was_float(index, ref_index):
+                    new = float_twin(index, ref_sg.tensors[ref_index].name)
                     op = fb.OperatorT()
                     op.opcodeIndex = opcode(code)
                     op.inputs, op.outputs = ([new], [index]) if ops is head else ([index], [new])

@@ -10,7 +10,8 @@ the float32 .tflite, with float32 inputs and outputs kept:
 * ``int16x8``: ``static_wi8_ai16`` for every op, calibrated on the calibration samples (min / max);
 * ``int4``: ``dynamic_wi4b32_afp32``: 4-bit weights in blocks of 32 with a scale each; CONV_2D
   weights 4-bit with a scale per output channel (litert-quantizer has no blockwise convolution;
-  DEPTHWISE_CONV_2D has no int4 kernel and stays float32).
+  DEPTHWISE_CONV_2D has no int4 kernel and stays float32), and so are a FULLY_CONNECTED's whose rows
+  are not a multiple of 32 long (litert-quantizer refuses those blocks).
 
 litert-quantizer quantizes the weights of the ops it knows (FULLY_CONNECTED, CONV, EMBEDDING_LOOKUP
 ...) but not a GATHER's table, which is how converted models look up embeddings: a translator's
@@ -31,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from edgeq._fds import redirect_output
-from edgeq.precisions import Precision
+from edgeq.mixed_precision import op_scope_regex
+from edgeq.precisions import INT4_BLOCK, Precision
 
 __all__ = ["MADE_HERE", "MIN_TABLE", "make_rung", "quantized_tables"]
 
@@ -71,10 +73,33 @@ def make_rung(float_tflite: bytes, signature: str, rung: Precision,
             table = "int8"
         else:  # litert-quantizer has no blockwise convolution: a CONV_2D's int4 weights get a scale per output channel
             q.load_quantization_recipe(recipe.dynamic_wi4b32_afp32())
-            q.add_dynamic_config(".*", qtyping.TFLOperationName.CONV_2D, 4, qtyping.QuantGranularity.CHANNELWISE)
+            channelwise = qtyping.QuantGranularity.CHANNELWISE
+            q.add_dynamic_config(".*", qtyping.TFLOperationName.CONV_2D, 4, channelwise)
+            short = _short_rows(float_tflite, INT4_BLOCK)
+            if short:  # rows that blocks of 32 do not divide: a scale per output channel instead
+                q.add_dynamic_config(op_scope_regex(short), qtyping.TFLOperationName.FULLY_CONNECTED, 4, channelwise)
             table = "int4"
         quantized = bytes(q.quantize().quantized_model)
     return quantized_tables(quantized, table)
+
+
+def _short_rows(model: bytes, block: int) -> list[str]:
+    """The output tensors of the FULLY_CONNECTED ops whose weight rows ``block`` does not divide."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    fc = {k for k, oc in enumerate(m.operatorCodes)
+          if max(oc.builtinCode, oc.deprecatedBuiltinCode) == fb.BuiltinOperator.FULLY_CONNECTED}
+    out = []
+    for sg in m.subgraphs:
+        for op in sg.operators:
+            if op.opcodeIndex in fc and op.inputs is not None and len(op.inputs) > 1 and op.inputs[1] >= 0:
+                shape = sg.tensors[op.inputs[1]].shape
+                if shape is not None and len(shape) and int(shape[-1]) % block:
+                    name = sg.tensors[op.outputs[0]].name
+                    out.append(name.decode() if isinstance(name, bytes) else str(name))
+    return out
 
 
 def quantized_tables(model: bytes, dtype: str, min_values: int = MIN_TABLE) -> bytes:

@@ -576,7 +576,7 @@ def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tu
     """A BuildContext for ``model_dir`` holding the four artifacts of a kept build folder (``--keep-build``),
     ready for the validate and package stages without converting again; validated on ``runtimes``."""
     from edgeq.artifacts import Artifact
-    from edgeq.results import CalibrationResult, ConvertResult, ExportResult, QuantizeResult
+    from edgeq.results import CalibrationResult, ConvertResult, ExportResult, PrecisionResult, QuantizeResult
     from edgeq.stages.convert import io_mapping
 
     ctx = make_context(model_dir, work, runtimes=runtimes)
@@ -595,6 +595,7 @@ def context_with_artifacts(model_dir: Path, keep: Path, work: Path, runtimes: tu
     ctx.put(QuantizeResult({"format": "QDQ"}))
     ctx.put(ConvertResult("onnx2tf", "TFLITE_BUILTINS_INT8", ctx.target.io_dtype, "convert.log",
                           {"model": {"float_fallback": None, "strategies": []}}, "not confined: kept build"))
+    ctx.put(PrecisionResult({"int8": {"name": "static_wi8_ai8", "made_by": "converter"}}))
     return ctx
 
 

@@ -79,7 +79,7 @@ def test_build_help_lists_its_options() -> None:
     for option in ("--target", "--out", "--gate", "--io-dtype", "--keep-build", "--json", "--debug"):
         assert option in result.stdout
     # bracketed help text is escaped, not taken for rich markup and dropped
-    assert "[list]" in result.stdout and "dist/<model>-<target>]" in result.stdout
+    assert "[list]" in result.stdout and "dist/<model>-<target>-<precision>]" in result.stdout
 
 
 def test_help_imports_no_heavy_module() -> None:
@@ -279,10 +279,10 @@ def test_manifest_hashes_every_bundle_file(tiny_build: CliBuild) -> None:
 
 def test_progress_goes_to_stderr_one_line_per_stage_event(tiny_build: CliBuild) -> None:
     err = lines(tiny_build.stderr)
-    stages = ["export", "calibrate", "quantize", "convert", "validate", "package"]
-    assert [ln for ln in err if ln.endswith(" ...")] == [f"[{k}/6] {s} ..." for k, s in enumerate(stages, 1)]
+    stages = ["export", "calibrate", "quantize", "convert", "precision", "validate", "package"]
+    assert [ln for ln in err if ln.endswith(" ...")] == [f"[{k}/7] {s} ..." for k, s in enumerate(stages, 1)]
     done = [ln for ln in err if " done in " in ln]
-    assert [ln.split(" done in ")[0] for ln in done] == [f"[{k}/6] {s}" for k, s in enumerate(stages, 1)]
+    assert [ln.split(" done in ")[0] for ln in done] == [f"[{k}/7] {s}" for k, s in enumerate(stages, 1)]
     assert not any(ln.startswith("error") for ln in err)
 
 
@@ -375,7 +375,7 @@ def test_stage_failure_exits_2_naming_the_stage(
     result = invoke_cli(["build", str(make_model_dir(tmp_path)), "--out", str(out_dir)])
     assert result.exit_code == 2
     err = lines(result.stderr)
-    assert err[:2] == ["[1/6] export ...", err[1]] and err[1].startswith("[1/6] export failed after ")
+    assert err[:2] == ["[1/7] export ...", err[1]] and err[1].startswith("[1/7] export failed after ")
     assert err[-1] == (
         "error: stage 'export' failed (after: none): ValueError: boom (run with --debug for the traceback)"
     )
@@ -439,7 +439,7 @@ def test_stubbed_gate_failure_exits_1(tmp_path: Path, stub_stages: Any) -> None:
     assert json.loads(result.stdout)["passed"] is False
 
 
-def test_default_out_is_dist_model_target(
+def test_default_out_is_dist_model_target_precision(
     tmp_path: Path, stub_stages: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_model_dir(tmp_path)
@@ -448,7 +448,7 @@ def test_default_out_is_dist_model_target(
     monkeypatch.chdir(work)
     result = invoke_cli(["build", str(root), "--json"])
     assert result.exit_code == 0, result.stderr
-    assert (work / "dist" / "tiny-android" / "model.tflite").is_file()
+    assert (work / "dist" / "tiny-android-int8" / "model.tflite").is_file()
 
 
 def test_default_out_works_without_a_dist_folder(
@@ -460,7 +460,7 @@ def test_default_out_works_without_a_dist_folder(
     monkeypatch.chdir(work)
     result = invoke_cli(["build", str(root), "--json"])
     assert result.exit_code == 0, result.stderr
-    assert (work / "dist" / "tiny-android" / "model.tflite").is_file()
+    assert (work / "dist" / "tiny-android-int8" / "model.tflite").is_file()
 
 
 def test_bad_input_creates_no_missing_parents(tmp_path: Path) -> None:
@@ -533,6 +533,6 @@ def _m(sqnr: float | None, identical: bool = False) -> dict[str, Any]:
     ],
 )
 def test_summary_sqnr_is_the_worst_output_of_any_graph(outputs: dict[str, Any], shown: str) -> None:
-    from edgeq.cli import _min_sqnr
+    from edgeq.summary import _min_sqnr
 
     assert _min_sqnr({"outputs": outputs}) == shown

@@ -254,7 +254,7 @@ def test_a_model_name_that_is_not_a_plain_name(tmp_path: Path, name: str) -> Non
     edit(model={"name": name})(root)
     out_default = tmp_path / "dist"
     cwd = os.getcwd()
-    os.chdir(tmp_path)  # without --out the bundle would go to dist/<name>-android
+    os.chdir(tmp_path)  # without --out the bundle would go to dist/<name>-android-int8
     try:
         line = _one_line(invoke_cli(["build", str(root), "--runtime", "litert"]))
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import invoke_cli
+from tflite_models import fc_model
 
 from edgeq import inspection
 from edgeq.errors import ConfigError
@@ -161,64 +162,10 @@ def test_onnx_qdq_weight_carries_its_scales(tmp_path: Path) -> None:
 # .tflite: a float32 model written with LiteRT's flatbuffer schema (no TensorFlow), then quantized
 
 
-def _tflite(f16: bool = False) -> bytes:
-    """Two FULLY_CONNECTED layers, x[1,64] -> 64 -> 16; ``f16``: w1 stored float16 behind a DEQUANTIZE."""
-    from ai_edge_litert import schema_py_generated as fb
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    rng = np.random.default_rng(0)
-    arrays = {"w1": rng.standard_normal((64, 64)).astype(np.float16 if f16 else np.float32),
-              "b1": np.zeros(64, np.float32), "w2": rng.standard_normal((16, 64)).astype(np.float32)}
-    model, sg = fb.ModelT(), fb.SubGraphT()
-    model.version, model.buffers, sg.tensors = 3, [fb.BufferT()], []
-
-    def tensor(name: str, shape: tuple[int, ...], data: np.ndarray | None = None, kind: int = fb.TensorType.FLOAT32) -> int:
-        t, b = fb.TensorT(), fb.BufferT()
-        t.name, t.shape, t.type, t.buffer = name.encode(), list(shape), kind, len(model.buffers)
-        b.data = None if data is None else np.frombuffer(data.tobytes(), np.uint8)
-        model.buffers.append(b)
-        sg.tensors.append(t)
-        return len(sg.tensors) - 1
-
-    codes = [fb.BuiltinOperator.FULLY_CONNECTED, fb.BuiltinOperator.DEQUANTIZE]
-    model.operatorCodes = []
-    for code in codes:
-        c = fb.OperatorCodeT()
-        c.builtinCode = c.deprecatedBuiltinCode = code
-        c.version = 1
-        model.operatorCodes.append(c)
-
-    def op(code: int, ins: list[int], outs: list[int]) -> Any:
-        o = fb.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = codes.index(code), ins, outs
-        if code == fb.BuiltinOperator.FULLY_CONNECTED:
-            o.builtinOptionsType, o.builtinOptions = fb.BuiltinOptions.FullyConnectedOptions, fb.FullyConnectedOptionsT()
-        return o
-
-    x = tensor("x", (1, 64))
-    sg.operators = []
-    w1 = tensor("w1", (64, 64), arrays["w1"], fb.TensorType.FLOAT16 if f16 else fb.TensorType.FLOAT32)
-    if f16:
-        w1_f32 = tensor("w1_dequantized", (64, 64))
-        sg.operators.append(op(fb.BuiltinOperator.DEQUANTIZE, [w1], [w1_f32]))
-        w1 = w1_f32
-    b1, h = tensor("b1", (64,), arrays["b1"]), tensor("h", (1, 64))
-    w2, y = tensor("w2", (16, 64), arrays["w2"]), tensor("y", (1, 16))
-    sg.operators += [op(fb.BuiltinOperator.FULLY_CONNECTED, [x, w1, b1], [h]),
-                     op(fb.BuiltinOperator.FULLY_CONNECTED, [h, w2, -1], [y])]
-    sg.inputs, sg.outputs = [x], [y]
-    model.subgraphs = [sg]
-    sig, tin, tout = fb.SignatureDefT(), fb.TensorMapT(), fb.TensorMapT()
-    tin.name, tin.tensorIndex, tout.name, tout.tensorIndex = b"x", x, b"y", y
-    sig.signatureKey, sig.inputs, sig.outputs = b"serving_default", [tin], [tout]
-    model.signatureDefs = [sig]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
 @pytest.fixture(scope="module")
 def float_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tflite") / "float32.tflite"
-    path.write_bytes(_tflite())
+    path.write_bytes(fc_model())
     return path
 
 
@@ -258,7 +205,7 @@ def test_blockwise_int4_tflite_reports_its_block_size_and_scales(int4_tflite: Pa
 
 def test_float16_weights_are_loaded_as_float32(tmp_path: Path) -> None:
     path = tmp_path / "f16.tflite"
-    path.write_bytes(_tflite(f16=True))
+    path.write_bytes(fc_model(f16=True))
     info = inspect_path(path)
     assert info["by_dtype"]["float16"] == {"tensors": 1, "params": 4096, "bytes": 8192}
     assert info["load_bytes"] == info["weight_bytes"] + 8192  # w1 as float32 after LiteRT's DEQUANTIZE at load

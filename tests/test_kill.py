@@ -31,10 +31,10 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 @pytest.mark.parametrize(("marker", "delay"), [
-    ("[1/6] export ...", 0.5),      # while PyTorch exports
-    ("[4/6] convert ...", 3.0),     # while the converter child process runs
-    ("[5/6] validate ...", 1.5),    # while the emulators run
-    ("[6/6] package ...", 0.0),     # while the bundle is written (or just after it was swapped in)
+    ("[1/7] export ...", 0.5),      # while PyTorch exports
+    ("[4/7] convert ...", 3.0),     # while the converter child process runs
+    ("[6/7] validate ...", 1.5),    # while the emulators run
+    ("[7/7] package ...", 0.0),     # while the bundle is written (or just after it was swapped in)
 ])
 def test_sigkill_leaves_the_previous_bundle_intact(tiny_build: CliBuild, tmp_path: Path, marker: str, delay: float) -> None:
     assert tiny_build.exit_code == 0, tiny_build.stderr
@@ -44,7 +44,7 @@ def test_sigkill_leaves_the_previous_bundle_intact(tiny_build: CliBuild, tmp_pat
     (out / "report.md").write_text("the previous bundle\n")  # marks it; verify would now fail, which is fine
     before = snapshot(out)
     # The emulated cores run only where the kill is meant to find them running.
-    runtimes = [] if marker.startswith("[5/6]") else ["-r", "litert", "-r", "litert-ref"]
+    runtimes = [] if marker.startswith("[6/7]") else ["-r", "litert", "-r", "litert-ref"]
     proc = subprocess.Popen([sys.executable, "-m", "edgeq", "build", str(tiny_build.model_dir), "--out", str(out), *runtimes],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None

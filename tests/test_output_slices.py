@@ -149,5 +149,5 @@ def test_declared_slices_that_do_not_fit_the_output_exit_2_before_conversion(tmp
     r = invoke_cli(["build", str(make_detector_dir(tmp_path, outputs)), "--target", "android", "--out", str(out),
                     "-r", "litert"])
     assert r.exit_code == 2 and fragment in r.stderr, r.stderr
-    assert "[1/6] export failed" in r.stderr and "[4/6] convert" not in r.stderr  # checked on the ONNX shapes
+    assert "[1/7] export failed" in r.stderr and "[4/7] convert" not in r.stderr  # checked on the ONNX shapes
     assert not out.exists()

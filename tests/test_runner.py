@@ -16,6 +16,7 @@ from edgeq.results import (
     ConvertResult,
     ExportResult,
     PackageResult,
+    PrecisionResult,
     QuantizeResult,
     ValidationResult,
 )
@@ -30,13 +31,14 @@ FAKE_RESULTS: dict[type, Any] = {
     CalibrationResult: CalibrationResult({}),
     QuantizeResult: QuantizeResult({"stage": "quantize"}),
     ConvertResult: ConvertResult("c", "o", "float32", "convert.log", {}, "none"),
+    PrecisionResult: PrecisionResult({}),
     ValidationResult: ValidationResult({}, {}, (), True),
     PackageResult: PackageResult({}),
 }
 
 
 def test_stage_table_order_and_contracts() -> None:
-    assert NAMES == ["export", "calibrate", "quantize", "convert", "validate", "package"]
+    assert NAMES == ["export", "calibrate", "quantize", "convert", "precision", "validate", "package"]
     produced: set[str | type] = set()
     for name, module in STAGES:
         stage = load_stage(name)
@@ -79,7 +81,7 @@ def test_all_stages_run_in_order_with_events_and_timings(ctx: Any, fake_stages: 
     assert results["quantize"] is FAKE_RESULTS[QuantizeResult]
     assert ctx.result(QuantizeResult) is FAKE_RESULTS[QuantizeResult]  # kept by type for later stages
     assert set(ctx.results) == set(FAKE_RESULTS)
-    assert events == [e for k, n in enumerate(NAMES, 1) for e in ((n, k, 6, "start"), (n, k, 6, "done"))]
+    assert events == [e for k, n in enumerate(NAMES, 1) for e in ((n, k, 7, "start"), (n, k, 7, "done"))]
     assert list(ctx.timings) == NAMES and all(t >= 0 for t in ctx.timings.values())
     assert set(ctx.artifacts) == {"onnx_float", "onnx_int8", "saved_model", "tflite_float32", "tflite_int8"}
 
@@ -165,7 +167,7 @@ def test_stage_whose_inputs_are_missing(ctx: Any, fake_stages: dict[str, Any]) -
 
 def test_stage_whose_results_are_missing(ctx: Any, fake_stages: dict[str, Any]) -> None:
     """An artifact alone is not enough: package reads the validation (and export ...) results too."""
-    run_stages(ctx, names=["export", "calibrate", "quantize", "convert"])
+    run_stages(ctx, names=["export", "calibrate", "quantize", "convert", "precision"])
     with pytest.raises(StageError, match=r"needs \['ValidationResult'\] that no earlier stage produced"):
         run_stages(ctx, names=["package"])
 

@@ -58,7 +58,7 @@ def test_int8_translates_as_well_as_float(bundle: Path) -> None:
     assert ref["bleu"] >= 80 and ref["sentences"] == 300
     int8 = report["artifacts"]["tflite_int8"]["runtimes"]["litert"]["task"]
     assert ref["bleu"] - int8["bleu"] <= 1.0
-    assert report["size"]["int8_to_float32_ratio"] <= 0.35
+    assert report["size"]["shipped_to_float32_ratio"] <= 0.35
     for insp in report["artifacts"]["tflite_int8"]["inspection"].values():
         assert insp["compute_ops"] > 0 and insp["non_int8_compute_ops"] == []
         assert {"FULLY_CONNECTED", "BATCH_MATMUL"} <= set(insp["ops"])

@@ -344,7 +344,7 @@ def test_build_with_a_tokenizer_of_another_vocabulary_exits_2_after_export(tmp_p
     assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
     assert result.stdout == ""
     err = _lines(result.stderr)
-    assert err[:3] == ["[1/6] export ...", err[1], "[2/6] calibrate ..."] and " done in " in err[1]
+    assert err[:3] == ["[1/7] export ...", err[1], "[2/7] calibrate ..."] and " done in " in err[1]
     errors = [ln for ln in err if ln.startswith("error")]
     assert errors == [err[-1]]
     assert err[-1] == (

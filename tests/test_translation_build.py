@@ -60,8 +60,8 @@ def test_build_exits_0_and_prints_the_report(built: TranslationBuild, report: di
     assert json.loads(built.stdout) == report
     assert report["passed"] is True and report["task"] == "translation"
     err = [_ANSI.sub("", ln) for ln in built.stderr.splitlines() if ln.strip()]
-    stages = ["export", "calibrate", "quantize", "convert", "validate", "package"]
-    assert [ln for ln in err if ln.endswith(" ...")] == [f"[{k}/6] {s} ..." for k, s in enumerate(stages, 1)]
+    stages = ["export", "calibrate", "quantize", "convert", "precision", "validate", "package"]
+    assert [ln for ln in err if ln.endswith(" ...")] == [f"[{k}/7] {s} ..." for k, s in enumerate(stages, 1)]
     assert not any(ln.startswith("error") for ln in err)
 
 
@@ -209,8 +209,8 @@ def test_files_bytes_and_inspection_per_graph(built: TranslationBuild, report: d
     assert all(i["int8_compute_fraction"] == 1.0 and i["compute_ops"] > 0 for i in shipped.values())
     assert "BATCH_MATMUL" in shipped["encoder"]["ops"] and "BATCH_MATMUL" in shipped["decoder"]["ops"]
     assert "float_fallback" not in arts["tflite_int8"]
-    assert report["size"]["int8_tflite_bytes"] == arts["tflite_int8"]["bytes"]
-    assert sum(report["size"]["int8_tflite_breakdown"].values()) == arts["tflite_int8"]["bytes"]
+    assert report["size"]["shipped_tflite_bytes"] == arts["tflite_int8"]["bytes"]
+    assert sum(report["size"]["shipped_tflite_breakdown"].values()) == arts["tflite_int8"]["bytes"]
 
 
 def test_gates_of_a_translation_model(report: dict[str, Any]) -> None:
@@ -264,7 +264,7 @@ def test_report_md_has_translation_columns_and_each_graph(built: TranslationBuil
 
 
 def test_cli_summary_of_a_translation_report(built: TranslationBuild, report: dict[str, Any], capsys: Any) -> None:
-    from edgeq.cli import _summary
+    from edgeq.summary import print_summary as _summary
 
     _summary(report, built.out)
     out = capsys.readouterr().out

@@ -118,14 +118,16 @@ def _ladder(ctx: BuildContext) -> list[dict[str, Any]]:
         if rung.key in ctx.artifacts:
             sizes.append((sum(ctx.artifact(rung.key, g).bytes for g in graphs), alias))
         else:
-            rows.append({"rung": alias, "name": rung.name, "error": made.get(alias, {}).get("error", "not made")})
+            rows.append({"rung": alias, "name": rung.name, "error": made.get(alias, {}).get("error", "not made"),
+                         "passed": False})
     chosen = None
     for nbytes, alias in sorted(sizes):
         ctx.precision = alias
         try:
             result = check(ctx, validation_pairs(ctx, variants=False))
         except Exception as e:  # a runtime that refuses the rung (LiteRT's 16-bit DIV): listed, the ladder goes on
-            rows.append({"rung": alias, "name": precision(alias).name, "bytes": nbytes, "error": one_line(e)[:300]})
+            rows.append({"rung": alias, "name": precision(alias).name, "bytes": nbytes, "error": one_line(e)[:300],
+                         "passed": False})
             continue
         rows.append(_ladder_row(ctx, result, nbytes, fp32_bytes, fp32_ms))
         if result.passed and chosen is None:

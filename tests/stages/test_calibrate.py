@@ -415,7 +415,7 @@ def test_build_with_token_ids_outside_the_vocabulary_exits_2(tmp_path: Path, rol
         f"error: calibrate: {role} data: ids.npy holds token id {value} at row {row}, outside the model's "
         f"vocabulary (ids 0..{VOCAB - 1}); fix the data or the tokenizer"
     )
-    assert "[2/6] calibrate failed after" in " ".join(err)
+    assert "[2/7] calibrate failed after" in " ".join(err)
     assert not out.exists() and snapshot(out.parent) == {} and staging_leftovers(out.parent) == []
 
 

@@ -225,8 +225,8 @@ def test_float_fallback_is_reported_per_graph(tiny_report: dict, capsys: pytest.
     """A graph whose INT8 file kept float ops: report.md says which and why; the summary says where to look."""
     import copy
 
-    from edgeq.cli import _summary
     from edgeq.report import render_markdown
+    from edgeq.summary import print_summary as _summary
 
     report = copy.deepcopy(tiny_report)
     report["artifacts"]["tflite_int8"]["float_fallback"] = {"model": "'tfl.gelu' op has no int8 kernel"}

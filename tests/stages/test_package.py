@@ -101,7 +101,7 @@ def test_report_files_hold_the_same_report(onnx_int8_build: ApiBuild) -> None:
     assert (onnx_int8_build.out / "report.md").read_text(encoding="utf-8") == render_markdown(report)
     assert _json(onnx_int8_build.out / "report.json") == report
     assert report["model"]["name"] == "tiny" and report["task"] == "classification"
-    assert report["size"]["int8_tflite_bytes"] == (onnx_int8_build.out / "model.tflite").stat().st_size
+    assert report["size"]["shipped_tflite_bytes"] == (onnx_int8_build.out / "model.tflite").stat().st_size
 
 
 def test_json_files_have_sorted_keys_and_end_with_a_newline(tiny_build: CliBuild) -> None:

@@ -190,7 +190,7 @@ def test_a_labels_file_that_does_not_fit_the_model_stops_the_build_after_export(
     out = tmp_path / "out"
     r = invoke_cli(["build", str(model_dir), "--target", "android", "--out", str(out), "-r", "litert"])
     assert r.exit_code == 2 and "the classifier output 'logits' has 4 classes, but labels.txt lists 3" in r.stderr, r.stderr
-    assert "[2/6] calibrate failed" in r.stderr and "[3/6]" not in r.stderr and not out.exists()
+    assert "[2/7] calibrate failed" in r.stderr and "[3/7]" not in r.stderr and not out.exists()
 
 
 def test_tensor_metrics_are_finite_numbers(onnx_int8_build: ApiBuild) -> None:
