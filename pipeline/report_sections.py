@@ -99,7 +99,7 @@ def attribution_lines(attribution: dict[str, Any], tflite: dict[str, Any], plot:
     """Where the INT8 error originates: the INT8 ONNX model's tensors, then each quantized .tflite's."""
     if not attribution and not tflite:
         return []
-    lines = ["", "## Where the INT8 error comes from (calibration samples)", "",
+    lines = ["", "## Where the quantization error comes from (calibration samples)", "",
              "channel SQNR: the mean of the SQNRs of a tensor's channels (ONNX: axis 1; .tflite: the last axis, "
              "and axis 1 for tensors of 3 axes or more, the lower). drop: the channel SQNR a node's inputs carry minus "
              "its output's - error that appears at that node, not error carried in. ONNX node: for a .tflite tensor, "
