@@ -73,6 +73,7 @@ def test_what_each_rung_stores(model: tuple[bytes, Any]) -> None:
     assert "INT16" in int16  # 16-bit activations
     blockwise = [q for kind, _, q in stored["int4"].values() if kind == "INT4" and q is not None and q.details is not None]
     assert blockwise and all(q.details.blockSize == 32 for q in blockwise)  # the FULLY_CONNECTED weights
+    assert stored["int16x8"]["table"][:2] == ("INT16", True)  # litert-quantizer's static GATHER: a 16-bit table
     for alias, dtype in (("fp16", "FLOAT16"), ("dynamic-int8", "INT8"), ("int4", "INT4")):
         assert stored[alias]["table"][1] is False  # the float32 table's bytes are gone ...
         assert stored[alias][f"table_{dtype.lower()}"][0] == dtype  # ... into its twin at the rung's type
