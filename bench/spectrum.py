@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
                   f"float reference {metric} {ref.get(metric, float('nan')):.4g}.", "", *table(r), ""]
     lines += ["Latency ratios come from one sample on a shared 2-core machine: differences under about 10% are "
               "noise. int16x8 runs on LiteRT's builtin 16x8 kernels (XNNPACK has none), which is why it is slow on "
-              "the host; int4 is not validated on LiteRT's reference kernels, which compute blockwise int4 wrong "
+              "the host; int4 is not validated on LiteRT's reference kernels, which compute int4 weights wrong "
               "(README, \"Precisions\").", ""]
     (ROOT / "bench" / "SPECTRUM.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

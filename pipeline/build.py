@@ -38,6 +38,7 @@ from edgeq.tasks import make_task
 __all__ = ["BuildOptions", "BuildOutcome", "build"]
 
 
+PRECISION_FIELD = "{precision}"  # in --out: the rung shipped (`edgeq build` defaults to dist/<model>-<target>-{precision})
 CONVERT_TIMEOUT = 1800.0  # seconds the converter child may run for one graph, unless --convert-timeout says
 
 
@@ -100,6 +101,14 @@ def _resolve_target(opts: BuildOptions, model_io: str | None, model_precision: s
     return target, ladder
 
 
+def _outs(out: Path, rungs: tuple[str, ...]) -> dict[str, Path]:
+    """The bundle folder for each rung the build may ship: ``PRECISION_FIELD`` in --out's last part is
+    replaced by the rung shipped (``--precision auto`` learns it at the end of validation)."""
+    if PRECISION_FIELD in str(out.parent):
+        raise ConfigError(f"--out: {PRECISION_FIELD} may stand in the bundle folder's own name only, not in its parents")
+    return {r: out.with_name(out.name.replace(PRECISION_FIELD, r)) for r in rungs}
+
+
 def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
     """Check every input, run every stage, swap the bundle into --out (exit codes: edgeq.errors)."""
     spec = load_model_spec(opts.model_dir, opts.input_shapes, opts.input_values)
@@ -112,9 +121,11 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
     target, ladder = _resolve_target(opts, spec.io_dtype, spec.precision)
     gates = target.gate_limits(spec.gates, opts.gates or {})
     out = Path(os.path.abspath(opts.out))
-    check_out_dir(out)
-    if opts.keep_build_dir is not None:
-        check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), out)
+    outs = _outs(out, target.precisions if ladder else (target.precision,))
+    for candidate in outs.values():
+        check_out_dir(candidate)
+        if opts.keep_build_dir is not None:
+            check_keep_dir(Path(os.path.abspath(opts.keep_build_dir)), candidate)
     check_model_files(spec, opts.trust_model)
     task = make_task(spec)
     calibration, evaluation = task.open_data()
@@ -141,6 +152,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
         finally:  # kept on failure too: convert.log is what explains a failed conversion
             if opts.keep_build_dir is not None:
                 keep_build(build_dir, Path(opts.keep_build_dir))
+        out = outs[ctx.precision]
         swap_into_place(bundle_dir, out)
         report = dict(ctx.result(PackageResult).report)
         done = True

@@ -65,7 +65,8 @@ def build(
     model_dir: Annotated[Path, typer.Argument(help="Folder holding edgeq.toml, the model and its data.")],
     target: Annotated[str, typer.Option("--target", "-t", help="Edge target (see `edgeq targets`).")] = "android",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Bundle folder \\[default: dist/<model>-<target>-<precision>].")
+        Path | None, typer.Option("--out", "-o", help="Bundle folder; {precision} in its name becomes the rung shipped "
+                                  "\\[default: dist/<model>-<target>-{precision}].")
     ] = None,
     precision: Annotated[
         str | None, typer.Option("--precision", "-p", help="What to ship: a rung of `edgeq precisions` (fp32, fp16, "
@@ -133,7 +134,7 @@ def build(
             raise ConfigError(f"--convert-timeout must be a number of seconds, 1 or more; got {convert_timeout:g}")
         if out is None:
             spec = load_model_spec(model_dir, shapes, values)
-            out = Path("dist") / f"{spec.name}-{target}-{_rung(precision or spec.precision, target)}"
+            out = Path("dist") / f"{spec.name}-{target}-{{precision}}"  # the rung shipped, once it is known
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
@@ -154,19 +155,6 @@ def build(
     else:
         print_summary(report, outcome.out)
     raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
-
-
-def _rung(asked: str | None, target: str) -> str:
-    """The precision a default --out names: the rung asked for, "auto" / "all", or the target's default."""
-    from edgeq.config import load_target
-    from edgeq.precisions import precision
-
-    if asked is None:
-        return load_target(target).precision
-    try:
-        return precision(asked).alias
-    except KeyError:
-        return asked  # "auto", "all"; anything else is refused by the build, before --out is used
 
 
 def _progress(name: str, k: int, total: int, status: str, seconds: float) -> None:

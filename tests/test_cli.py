@@ -79,7 +79,7 @@ def test_build_help_lists_its_options() -> None:
     for option in ("--target", "--out", "--gate", "--io-dtype", "--keep-build", "--json", "--debug"):
         assert option in result.stdout
     # bracketed help text is escaped, not taken for rich markup and dropped
-    assert "[list]" in result.stdout and "dist/<model>-<target>-<precision>]" in result.stdout
+    assert "[list]" in result.stdout and "dist/<model>-<target>-{precision}]" in result.stdout
 
 
 def test_help_imports_no_heavy_module() -> None:

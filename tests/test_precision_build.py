@@ -41,14 +41,16 @@ def ladder_all(model_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ladder_auto(model_dir: Path) -> dict[str, Any]:
-    """auto with an output_cosine limit the smallest rungs miss, and no --out: the default names the selector."""
+    """auto with an output_cosine limit the smallest rungs miss, and no --out: the default names the rung shipped."""
     cwd = os.getcwd()
     os.chdir(model_dir.parent)
     try:
         result = invoke_cli(["build", str(model_dir), "--precision", "auto", "--gate", "output_cosine=0.99999", *HOST])
     finally:
         os.chdir(cwd)
-    return _outcome(model_dir.parent / "dist" / "tiny-android-auto", result)
+    made = sorted((model_dir.parent / "dist").glob("tiny-android-*"))
+    assert len(made) == 1, made
+    return _outcome(made[0], result)
 
 
 def test_all_validates_every_rung_and_ships_the_targets_default(ladder_all: dict[str, Any]) -> None:
@@ -87,6 +89,7 @@ def test_auto_ships_the_smallest_rung_that_passes(ladder_auto: dict[str, Any]) -
     assert [r["bytes"] for r in rows] == sorted(r["bytes"] for r in rows)
     rung = shipped[0]["rung"]
     assert ladder_auto["model"]["precision"] == rung and ladder_auto["report"]["precision"]["rung"] == rung
+    assert ladder_auto["out"].name == f"tiny-android-{rung}"
     assert ladder_auto["exit"] == 0
 
 
@@ -125,6 +128,14 @@ def _refused(model_dir: Path, tmp_path: Path, fragment: str, *args: str) -> None
 ])
 def test_refused_precisions(model_dir: Path, tmp_path: Path, args: list[str], fragment: str) -> None:
     _refused(model_dir, tmp_path, fragment, *args)
+
+
+def test_out_names_the_rung_where_it_says_so(model_dir: Path, tmp_path: Path) -> None:
+    from edgeq.build import BuildOptions, build
+
+    with pytest.raises(ConfigError, match="may stand in the bundle folder's own name only"):
+        build(BuildOptions(model_dir, "android", tmp_path / "{precision}" / "x", runtimes=("litert",)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_edgeq_toml_names_the_precision(tmp_path: Path) -> None:

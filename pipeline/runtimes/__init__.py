@@ -77,11 +77,12 @@ class RuntimeFacts:
     cannot_run: tuple[tuple[str, str], ...] = ()  # (precision alias, why): rungs its kernels do not compute right
 
 
-# LiteRT 2.3.0's reference kernels load a model with blockwise int4 weights and compute wrong outputs
-# without an error: on the translator sample's encoder and decoder, output SQNR 4.3 and 0.0 dB against
-# the float32 model where XNNPACK (host and aarch64) gives 17.5 and 13.6 dB.
-_REF_INT4 = ("int4", "LiteRT's reference kernels compute blockwise int4 weights wrong (no error; output SQNR 0 to 4 dB "
-                     "where XNNPACK gives 14 to 18 dB on the translator sample)")
+# LiteRT 2.3.0's reference kernels load a model with int4 weights (dynamic range: FULLY_CONNECTED in
+# blocks of 32, CONV_2D per output channel) and compute wrong outputs without an error: output SQNR
+# 4.3 and 0.0 dB on the translator sample's encoder and decoder, 0.0 dB on the digits sample's
+# convolutions, where XNNPACK (host and aarch64) gives 17.5, 13.6 and 20.1 dB.
+_REF_INT4 = ("int4", "LiteRT's reference kernels compute int4 weights wrong (no error; output SQNR 0 to 4 dB where "
+                     "XNNPACK gives 14 to 20 dB on the samples)")
 
 
 RUNTIMES: dict[str, RuntimeFacts] = {
