@@ -29,7 +29,7 @@ import numpy as np
 
 from edgeq._fds import redirect_output
 
-__all__ = ["RANGES", "choose_ranges", "float_io", "op_scope_regex", "quantize_mixed"]
+__all__ = ["RANGES", "choose_ranges", "float_io", "op_scope_regex", "opcode_index", "quantize_mixed"]
 
 RANGES = ("minmax", "moving_average")
 PERCENTILES = (99.9, 99.99)  # candidates: each side's percentile (0 always inside the range)
@@ -159,6 +159,19 @@ def quantize_mixed(float_tflite: bytes, signature: str, samples: Sequence[dict[s
     return float_io(quantized, float_tflite)
 
 
+def opcode_index(model: Any, code: int) -> int:
+    """The index of builtin op ``code`` in a flatbuffer model object's operator codes (added if missing)."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    for k, oc in enumerate(model.operatorCodes):
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
+            return k
+    oc = fb.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
+
+
 def float_io(quantized: bytes, float_tflite: bytes) -> bytes:
     """``quantized`` with float32 inputs and outputs wherever ``float_tflite`` has them: a QUANTIZE
     op after each such input, a DEQUANTIZE before each such output (names and signature unchanged)."""
@@ -169,15 +182,6 @@ def float_io(quantized: bytes, float_tflite: bytes) -> bytes:
     # litert-quantizer writes them; the object is written back with every buffer inline
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(quantized))
     ref = flatbuffer_utils.read_model_from_bytearray(bytearray(float_tflite))
-
-    def opcode(code: int) -> int:
-        for k, oc in enumerate(model.operatorCodes):
-            if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
-                return k
-        oc = fb.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
-        model.operatorCodes.append(oc)
-        return len(model.operatorCodes) - 1
 
     for sg_index, (sg, ref_sg) in enumerate(zip(model.subgraphs, ref.subgraphs, strict=True)):
         renamed: dict[int, int] = {}
@@ -204,7 +208,7 @@ def float_io(quantized: bytes, float_tflite: bytes) -> bytes:
                 if was_float(index, ref_index):
                     new = float_twin(index, ref_sg.tensors[ref_index].name)
                     op = fb.OperatorT()
-                    op.opcodeIndex = opcode(code)
+                    op.opcodeIndex = opcode_index(model, code)
                     op.inputs, op.outputs = ([new], [index]) if ops is head else ([index], [new])
                     ops.append(op)
                     ends[pos] = renamed[index] = new

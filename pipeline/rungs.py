@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgeq._fds import redirect_output
-from edgeq.mixed_precision import op_scope_regex
+from edgeq.mixed_precision import op_scope_regex, opcode_index
 from edgeq.precisions import INT4_BLOCK, Precision
 
 __all__ = ["MADE_HERE", "MIN_TABLE", "make_rung", "quantized_tables"]
@@ -111,15 +111,6 @@ def quantized_tables(model: bytes, dtype: str, min_values: int = MIN_TABLE) -> b
 
     m = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
 
-    def opcode(code: int) -> int:
-        for k, oc in enumerate(m.operatorCodes):
-            if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
-                return k
-        oc = fb.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
-        m.operatorCodes.append(oc)
-        return len(m.operatorCodes) - 1
-
     gather = [k for k, oc in enumerate(m.operatorCodes)
               if max(oc.builtinCode, oc.deprecatedBuiltinCode) == fb.BuiltinOperator.GATHER]
     if not gather:
@@ -134,7 +125,7 @@ def quantized_tables(model: bytes, dtype: str, min_values: int = MIN_TABLE) -> b
                     twin = _stored_as(m, sg, table, dtype, min_values, fb, pack_data)
                     if twin is not None:
                         deq = fb.OperatorT()
-                        deq.opcodeIndex, deq.inputs, deq.outputs = opcode(fb.BuiltinOperator.DEQUANTIZE), [twin], [table]
+                        deq.opcodeIndex, deq.inputs, deq.outputs = opcode_index(m, fb.BuiltinOperator.DEQUANTIZE), [twin], [table]
                         ops.append(deq)
                         done[(s, table)] = twin
             ops.append(op)
