@@ -130,6 +130,15 @@ def test_refused_precisions(model_dir: Path, tmp_path: Path, args: list[str], fr
     _refused(model_dir, tmp_path, fragment, *args)
 
 
+def test_a_rung_no_runtime_can_run_is_not_shipped_on_its_size(model_dir: Path, tmp_path: Path) -> None:
+    """-r litert-ref runs no int4: the ladder lists int4 as not validated, auto ships a rung that ran."""
+    out = tmp_path / "dist" / "ref"
+    got = _outcome(out, invoke_cli(["build", str(model_dir), "--out", str(out), "--precision", "auto", "-r", "litert-ref"]))
+    int4 = next(r for r in got["report"]["ladder"] if r["rung"] == "int4")
+    assert not int4["passed"] and "no runtime of the target runs it" in int4["error"]
+    assert got["model"]["precision"] != "int4" and got["report"]["artifacts"][got["report"]["shipped"]]["runtimes"]
+
+
 def test_out_names_the_rung_where_it_says_so(model_dir: Path, tmp_path: Path) -> None:
     from edgeq.build import BuildOptions, build
 

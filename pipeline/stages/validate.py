@@ -115,7 +115,11 @@ def _ladder(ctx: BuildContext) -> list[dict[str, Any]]:
     sizes = []
     for alias in ctx.target.precisions:
         rung = precision(alias)
-        if rung.key in ctx.artifacts:
+        why = [cannot_run(rt, alias) for rt in ctx.target.runtimes]
+        if all(why):  # validated nowhere, it would pass on its size alone
+            rows.append({"rung": alias, "name": rung.name, "error": f"no runtime of the target runs it ({why[0]})",
+                         "passed": False})
+        elif rung.key in ctx.artifacts:
             sizes.append((sum(ctx.artifact(rung.key, g).bytes for g in graphs), alias))
         else:
             rows.append({"rung": alias, "name": rung.name, "error": made.get(alias, {}).get("error", "not made"),
