@@ -116,13 +116,25 @@ def build(
         float, typer.Option("--convert-timeout", help="Seconds the converter may run for one graph before it is "
                             "stopped (exit 2).")
     ] = 1800.0,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write the gates as JUnit XML here (CI test results).")
+    ] = None,
+    summary: Annotated[Path | None, typer.Option("--summary", help="Also append a Markdown job summary here, e.g. "
+                                                 "$GITHUB_STEP_SUMMARY.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Build the target's bundle for MODEL_DIR and validate it. Exit 0 pass, 1 gate failed, 2 bad input."""
     from edgeq.build import BuildOptions
     from edgeq.build import build as run_build
-    from edgeq.config import check_tflite_ops, load_model_spec, parse_gate_override, parse_input_shape, parse_input_value
+    from edgeq.config import (
+        check_tflite_ops,
+        load_model_spec,
+        load_target,
+        parse_gate_override,
+        parse_input_shape,
+        parse_input_value,
+    )
     from edgeq.summary import print_summary
 
     try:
@@ -132,9 +144,12 @@ def build(
         float_ops = check_tflite_ops(list(allow_float_op or []), "--allow-float-op")
         if not 1 <= convert_timeout < float("inf"):
             raise ConfigError(f"--convert-timeout must be a number of seconds, 1 or more; got {convert_timeout:g}")
+        for option, path in (("--junit", junit), ("--summary", summary)):
+            _check_result_file(option, path)
         if out is None:
             spec = load_model_spec(model_dir, shapes, values)
-            out = Path("dist") / f"{spec.name}-{target}-{{precision}}"  # the rung shipped, once it is known
+            name = load_target(target).name  # a target file's name, not its path
+            out = Path("dist") / f"{spec.name}-{name}-{{precision}}"  # the rung shipped, once it is known
         opts = BuildOptions(model_dir=model_dir, target=target, out=out, io_dtype=io_dtype, gates=overrides,
                             keep_build_dir=keep_build, runtimes=tuple(runtime) if runtime else None,
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
@@ -150,11 +165,23 @@ def build(
     except Exception as e:  # a bug in edgeq, not in the user's input
         _internal(e, debug)
     report = outcome.report
+    from edgeq.ci_reports import write_job_summary, write_junit
+
+    if junit is not None:
+        write_junit(junit, report)
+    if summary is not None:
+        write_job_summary(summary, report, outcome.out)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         print_summary(report, outcome.out)
     raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
+
+
+def _check_result_file(option: str, path: Path | None) -> None:
+    """--junit / --summary: a file (or a new name) in a folder that exists."""
+    if path is not None and (path.is_symlink() or path.is_dir() or not path.parent.is_dir()):
+        raise ConfigError(f"{option} '{shown(str(path))}': give a file in an existing folder (not a folder or a symlink)")
 
 
 def _progress(name: str, k: int, total: int, status: str, seconds: float) -> None:
@@ -290,12 +317,21 @@ def emulator_status(
 
 
 @app.command()
-def targets() -> None:
-    """List the edge targets edgeq can build for."""
-    from edgeq.config import available_targets
+def targets(
+    files: Annotated[
+        list[Path] | None, typer.Argument(metavar="[FILE.toml]...", help="Target files to check and list too.")
+    ] = None,
+) -> None:
+    """List the edge targets edgeq can build for: the built-in ones, then the target files given, checked."""
+    from edgeq.config import available_targets, load_target
+    from edgeq.runtimes import with_runtimes
 
-    for t in available_targets():
-        typer.echo(f"{t.name:<10} {t.description}")
+    try:
+        listed = [*available_targets(), *(with_runtimes(load_target(str(f))) for f in files or [])]
+    except ConfigError as e:
+        _fail(e, False, EXIT_BAD_INPUT)
+    for t in listed:
+        typer.echo(f"{shown(t.name):<10} {shown(t.description)} (precisions: {', '.join(t.precisions)}; default {t.precision})")
 
 
 @app.command()

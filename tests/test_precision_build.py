@@ -97,8 +97,9 @@ def test_a_rung_ships_with_its_name_and_runs_where_its_kernels_do(model_dir: Pat
     """int4 on the host, its reference kernels (which compute it wrong: not run, said why) and the aarch64
     LiteRT under qemu: the bundle's file is the int4 model, model.json names the rung."""
     out = model_dir.parent / "dist" / "int4"
+    junit, summary = model_dir.parent / "junit.xml", model_dir.parent / "summary.md"
     got = _outcome(out, invoke_cli(["build", str(model_dir), "--out", str(out), "--precision", "int4", *HOST,
-                                    "-r", "litert-arm64:cortex-a53"]))
+                                    "-r", "litert-arm64:cortex-a53", "--junit", str(junit), "--summary", str(summary)]))
     report, model = got["report"], got["model"]
     assert model["precision"] == "int4" and model["precision_name"] == "dynamic_wi4_afp32_block32"
     art = report["artifacts"]["tflite_int4"]
@@ -108,6 +109,13 @@ def test_a_rung_ships_with_its_name_and_runs_where_its_kernels_do(model_dir: Pat
     assert {g["runtime"] for g in report["gates"] if g["name"] == "output_cosine"} == {"litert", "litert-arm64:cortex-a53"}
     assert report["ladder"] == [] and "tflite_int8" not in report["artifacts"]
     assert "litert-ref: not run" in got["md"] and "did not run it" in got["stdout"]
+    from junitparser import JUnitXml
+
+    cases = [c for suite in JUnitXml.fromfile(str(junit)) for c in suite]
+    assert len(cases) == len(report["gates"]) + len({g["name"] for g in report["gates"] if g["runtime"]})  # + skipped
+    assert {c.name for c in cases if not c.is_passed and not c.is_skipped} == \
+        {f"{g['name']} on {g['runtime']}" if g["runtime"] else g["name"] for g in report["gates"] if not g["passed"]}
+    assert summary.read_text(encoding="utf-8").startswith("### edgeq: tiny for android, int4 - ")
 
 
 def _refused(model_dir: Path, tmp_path: Path, fragment: str, *args: str) -> None:

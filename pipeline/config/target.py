@@ -5,19 +5,25 @@ Plain data: the runtime names are checked against what edgeq knows by edgeq.runt
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from edgeq.config.model import IO_DTYPES
 from edgeq.config.toml import Table, check_gate
 from edgeq.errors import ConfigError
 from edgeq.gates import GATES, GateLimit
+from edgeq.inputs.files import load_toml
 from edgeq.inputs.shown import shown
 from edgeq.precisions import PRECISIONS, SELECTORS, precision
 
-__all__ = ["TargetSpec", "available_targets", "load_target"]
+__all__ = ["TargetSpec", "available_targets", "is_target_file", "load_target"]
+
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.tflite")  # a bundle's model file name
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class TargetSpec:
                 f"target '{self.name}': io_dtype '{self.io_dtype}' is not supported; "
                 f"choose one of: {', '.join(self.io_dtypes)}"
             )
+        if not 1 <= self.threads <= 64:
+            raise ConfigError(f"target '{shown(self.name)}': threads must be 1 to 64, got {self.threads}")
         if self.precision not in self.precisions:
             raise ConfigError(f"target '{self.name}': precision '{self.precision}' is not among its precisions "
                               f"({', '.join(self.precisions)})")
@@ -103,16 +111,35 @@ def available_targets() -> list[TargetSpec]:
     return [load_target(n) for n in sorted(_target_files())]
 
 
+def is_target_file(name: str) -> bool:
+    """Whether ``--target`` names a target file (a path ending in .toml) rather than a built-in target."""
+    return name.endswith(".toml") or "/" in name or os.sep in name
+
+
 def load_target(name: str) -> TargetSpec:
-    """The target of that name, read from targets/<name>.toml and checked."""
+    """The built-in target of that name (targets/<name>.toml), or the target file ``name`` names (a
+    path ending in .toml: a board a user describes), read and checked alike."""
+    if is_target_file(name):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"--target {shown(name)}: no such target file; give a .toml file or one of: "
+                              f"{', '.join(sorted(_target_files()))}")
+        raw = load_toml(path, f"target file {shown(name)}")
+        return _parse(raw, f"target file {shown(name)}", path.stem)
     files = _target_files()
     if name not in files:
-        raise ConfigError(f"unknown target '{shown(name)}'; available targets: {', '.join(sorted(files))} (see `edgeq targets`)")
+        raise ConfigError(f"unknown target '{shown(name)}'; available targets: {', '.join(sorted(files))} (see `edgeq targets`), "
+                          "or a target file path/to/board.toml")
     where = f"targets/{name}.toml"
     try:
         raw = tomllib.loads(files[name].read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where}: not valid TOML: {e}") from e
+    return _parse(raw, where, name)
+
+
+def _parse(raw: dict[str, Any], where: str, name: str) -> TargetSpec:
+    """A target's TOML, every key checked; its ``name`` must be the file's name."""
     t = Table(raw, "", where)
     g = t.table("gates", {})
     gates = {k: check_gate(k, v, f"{where}: [gates]") for k, v in g.data.items()}
@@ -134,5 +161,7 @@ def load_target(name: str) -> TargetSpec:
     b.finish()
     t.finish()
     if spec.name != name:
-        raise ConfigError(f"{where}: name = '{spec.name}' does not match the file name '{name}'")
+        raise ConfigError(f"{where}: name = '{shown(spec.name)}' does not match the file name '{shown(name)}'")
+    if not _PLAIN.fullmatch(spec.model_file):
+        raise ConfigError(f"{where}: [bundle] model_file must be a plain file name ending in .tflite, e.g. model.tflite")
     return spec
