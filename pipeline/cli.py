@@ -331,7 +331,21 @@ def targets(
     except ConfigError as e:
         _fail(e, False, EXIT_BAD_INPUT)
     for t in listed:
-        typer.echo(f"{shown(t.name):<10} {shown(t.description)} (precisions: {', '.join(t.precisions)}; default {t.precision})")
+        typer.echo(f"{shown(t.name):<10} {shown(t.description, limit=300)} (precisions: {', '.join(t.precisions)}; default {t.precision})")
+
+
+@app.command()
+def matrix(
+    models_dir: Annotated[Path, typer.Argument(help="The folder whose sub-folders are model folders (with edgeq.toml).")],
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="Targets (repeatable) \\[default: android].")] = None,
+) -> None:
+    """The CI build matrix: one JSON entry per model folder and target, with the folder's content hash."""
+    from edgeq.matrix import matrix_json
+
+    try:
+        typer.echo(matrix_json(models_dir, target or ["android"]))
+    except EdgeqError as e:
+        _fail(e, False, e.exit_code)
 
 
 @app.command()

@@ -59,12 +59,12 @@ def test_version() -> None:
     assert result.stdout == f"edgeq {__version__}\n"
 
 
-def test_targets_lists_android() -> None:
+def test_targets_lists_the_built_in_targets() -> None:
     result = invoke_cli(["targets"])
     assert result.exit_code == 0
-    (line,) = lines(result.stdout)
-    assert line.startswith("android ")
-    assert "INT8 .tflite for LiteRT" in line
+    android, linux = lines(result.stdout)
+    assert android.startswith("android ") and "INT8 .tflite for LiteRT" in android
+    assert linux.startswith("linux-arm64 ") and "Raspberry Pi 4 and 5" in linux
 
 
 def test_help_lists_the_commands() -> None:
