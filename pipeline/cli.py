@@ -331,7 +331,8 @@ def targets(
     except ConfigError as e:
         _fail(e, False, EXIT_BAD_INPUT)
     for t in listed:
-        typer.echo(f"{shown(t.name):<10} {shown(t.description, limit=300)} (precisions: {', '.join(t.precisions)}; default {t.precision})")
+        rungs = f"precisions: {', '.join(t.precisions)}; default {t.precision}"
+        typer.echo(f"{shown(t.name):<10} {shown(t.description, limit=300)} ({rungs})")
 
 
 @app.command()
