@@ -167,10 +167,14 @@ def build(
     report = outcome.report
     from edgeq.ci_reports import write_job_summary, write_junit
 
-    if junit is not None:
-        write_junit(junit, report)
-    if summary is not None:
-        write_job_summary(summary, report, outcome.out)
+    try:  # checked before the build; a file that still cannot be written is named, the bundle stays
+        if junit is not None:
+            write_junit(junit, report)
+        if summary is not None:
+            write_job_summary(summary, report, outcome.out)
+    except OSError as e:
+        _fail(ConfigError(f"the bundle is written, but {shown(str(e.filename))} could not be: {e.strerror}"), debug,
+              EXIT_BAD_INPUT)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -98,3 +98,20 @@ def test_a_result_file_in_a_missing_folder_is_refused_before_the_build(tiny_buil
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert f"{option} " in result.stderr and "give a file in an existing folder" in result.stderr
     assert not (tmp_path / "dist").exists()
+
+
+
+def test_a_result_file_that_cannot_be_written_is_named(tiny_build: CliBuild, tiny_report: dict[str, Any], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --junit file that passed the check but cannot be written after the build: exit 2 naming it."""
+    import edgeq.build
+    import edgeq.ci_reports
+
+    def denied(path: Path, report: dict[str, Any]) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(edgeq.build, "build", lambda opts, on_event=None: edgeq.build.BuildOutcome(opts.out, tiny_report))
+    monkeypatch.setattr(edgeq.ci_reports, "write_junit", denied)
+    result = invoke_cli(["build", str(tiny_build.model_dir), "--out", str(tmp_path / "x"), "--junit", str(tmp_path / "j.xml")])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert "the bundle is written, but" in result.stderr and "j.xml could not be: Permission denied" in result.stderr
