@@ -143,6 +143,10 @@ GATES: dict[str, Gate] = {g.name: g for g in (
          _int8_share, applies=lambda e: bool(e.get("full_integer", True))),
     Gate("model_bytes", "max", "bytes", "size of the shipped model file", "artifact",
          lambda ref, shipped, e: float(shipped["bytes"])),
+    Gate("arena_bytes", "max", "bytes",
+         "RAM the TFLite Micro interpreter's tensor arena takes for the shipped model, as it measured when it loaded "
+         "it (microcontroller targets)", "runtimes",
+         lambda ref, shipped, e: e["describe"].get("arena_bytes"), applies=lambda e: "arena_bytes" in e.get("describe", {})),
 )}
 
 

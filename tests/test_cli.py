@@ -62,9 +62,10 @@ def test_version() -> None:
 def test_targets_lists_the_built_in_targets() -> None:
     result = invoke_cli(["targets"])
     assert result.exit_code == 0
-    android, linux = lines(result.stdout)
+    android, linux, mcu = lines(result.stdout)
     assert android.startswith("android ") and "INT8 .tflite for LiteRT" in android
     assert linux.startswith("linux-arm64 ") and "Raspberry Pi 4 and 5" in linux
+    assert mcu.startswith("mcu ") and "TensorFlow Lite Micro" in mcu and "(precisions: int8; default int8)" in mcu
 
 
 def test_help_lists_the_commands() -> None:

@@ -155,7 +155,7 @@ def test_android_target() -> None:
     assert set(t.gates) <= set(GATES)
     core = {"accuracy_drop": 1.0, "top1_agreement": 0.98, "int8_compute_ops": 1.0, "model_bytes": 1e8}
     assert {k: t.gates[k] for k in core} == core
-    assert [x.name for x in available_targets()] == ["android", "linux-arm64"]
+    assert [x.name for x in available_targets()] == ["android", "linux-arm64", "mcu"]
 
 
 def test_unknown_target() -> None:

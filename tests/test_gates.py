@@ -32,7 +32,7 @@ REF = {"top1_accuracy": 0.92, "bleu": 41.5}
 def _all_limits(**overrides: float) -> list[GateLimit]:
     limits = {"accuracy_drop": 1.0, "bleu_drop": 1.0, "top1_agreement": 0.98, "runtime_top1_agreement": 0.99,
               "runtime_bleu_diff": 0.5, "output_cosine": 0.99, "int8_compute_ops": 1.0, "model_bytes": 1e6,
-              "output_slice_levels": 4, "detection_agreement": 0.9, "map_drop": 1.0, **overrides}
+              "output_slice_levels": 4, "detection_agreement": 0.9, "map_drop": 1.0, "arena_bytes": 262144, **overrides}
     return [GateLimit(n, limits[n], "target") for n in GATES]
 
 

@@ -58,7 +58,7 @@ def test_a_target_file_builds_its_default_precision(tiny_build: CliBuild, tmp_pa
     (BOARD.replace('name = "board"', 'name = "other"'), "board.toml", "does not match the file name 'board'"),
     (BOARD.replace("threads = 2", "threads = 0"), "board.toml", "threads must be 1 to 64, got 0"),
     (BOARD.replace('"board.tflite"', '"../escape.tflite"'), "board.toml", "model_file must be a plain file name"),
-    (BOARD.replace('runtimes = ["litert"]', 'runtimes = ["tflm"]'), "board.toml", "unknown runtime 'tflm'"),
+    (BOARD.replace('runtimes = ["litert"]', 'runtimes = ["edgetpu"]'), "board.toml", "unknown runtime 'edgetpu'"),
     (BOARD.replace('precision = "fp16"', 'precision = "int4"'), "board.toml", "precision 'int4' is not among"),
     (BOARD + "flash = 1\n", "board.toml", "flash"),
     ("name = [", "board.toml", "not valid TOML"),

@@ -41,6 +41,7 @@ class TargetSpec:
     model_file: str
     threads: int = 1
     precisions: tuple[str, ...] = ("int8",)  # the rungs it may ship (aliases, edgeq.precisions); precision: the default
+    c_array: bool = False  # the bundle also holds the model as a C array (model_data.cc / .h), for firmware
 
     def __post_init__(self) -> None:
         if self.io_dtype not in self.io_dtypes:
@@ -157,6 +158,7 @@ def _parse(raw: dict[str, Any], where: str, name: str) -> TargetSpec:
         threads=t.get("threads", int, 1),
         gates=gates,
         model_file=b.get("model_file", str),
+        c_array=b.get("c_array", bool, False),
     )
     b.finish()
     t.finish()

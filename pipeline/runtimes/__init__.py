@@ -89,6 +89,7 @@ RUNTIMES: dict[str, RuntimeFacts] = {
     "onnxruntime": RuntimeFacts("edgeq.runtimes.onnxrt:OnnxRuntime", "onnx"),
     "litert": RuntimeFacts("edgeq.runtimes.litert:LiteRT", "tflite"),
     "litert-ref": RuntimeFacts("edgeq.runtimes.litert:LiteRTReference", "tflite", cannot_run=(_REF_INT4,)),
+    "tflm": RuntimeFacts("edgeq.runtimes.tflm:TFLiteMicro", "tflite"),
     "litert-arm64": RuntimeFacts("edgeq.runtimes.arm64:LiteRTArm64", "tflite", emulator="arm64", whole_artifact=True),
 }
 
