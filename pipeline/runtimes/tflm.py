@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import tempfile
 from typing import Any
 
 import numpy as np
 
+from edgeq._fds import redirect_output
 from edgeq.artifacts import Artifact
 from edgeq.errors import ModelError
 from edgeq.tflite_io import from_tflite, to_tflite
@@ -31,24 +31,15 @@ _WHY = re.compile(r"Didn't find op for builtin opcode '(\w+)'|Node (\w+) \(numbe
 
 def _captured(call: Any) -> tuple[Any, str]:
     """``call()``'s result (or exception) and what it wrote to fds 1 and 2."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            result: Any = call()
-        except Exception as e:  # reported with the text, below
-            result = e
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in zip((1, 2), saved, strict=True):
-                os.dup2(copy, fd)
-                os.close(copy)
-        sink.seek(0)
-        return result, sink.read(1 << 20).decode("utf-8", "replace")
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = os.path.join(tmp, "out")
+        with redirect_output(sink):
+            try:
+                result: Any = call()
+            except Exception as e:  # reported with the text, by the caller
+                result = e
+        with open(sink, "rb") as f:
+            return result, f.read(1 << 20).decode("utf-8", "replace")
 
 
 class TFLiteMicro:

@@ -42,6 +42,7 @@ class PrecisionStage:
         from edgeq.rungs import MADE_HERE, make_rung
 
         rungs: dict[str, dict[str, Any]] = {}
+        shapes: dict[str, dict[str, list[int]]] = {}  # each graph's ONNX output shapes, read once
         for alias in ctx.rungs():
             rung = precision(alias)
             if alias not in MADE_HERE:
@@ -60,7 +61,9 @@ class PrecisionStage:
                     path = ctx.build_dir / f"{graph.name}.{alias}.tflite"
                     path.write_bytes(data)
                     onnx = ctx.artifact("onnx_float", graph.name)
-                    meta = io_mapping(path, graph.inputs, onnx.meta["outputs"], onnx_output_shapes(onnx.path))
+                    if graph.name not in shapes:
+                        shapes[graph.name] = onnx_output_shapes(onnx.path)
+                    meta = io_mapping(path, graph.inputs, onnx.meta["outputs"], shapes[graph.name])
                     files[graph.name] = Artifact(rung.key, path, "tflite", alias, meta, graph=graph.name)
             except Exception as e:
                 if alias == ctx.precision and not ctx.ladder:
