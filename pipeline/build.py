@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ from edgeq.bundle.staging import (
     remove_stale_staging,
     swap_into_place,
 )
-from edgeq.config import TargetSpec, load_model_spec, load_target
+from edgeq.cache import OFF_ENV, StageCache, canonical, digest
+from edgeq.config import CONFIG_FILE, ModelSpec, TargetSpec, load_model_spec, load_target
 from edgeq.context import BuildContext
 from edgeq.errors import ConfigError
+from edgeq.hashing import tree_sha256
 from edgeq.model_files import check_model_files
 from edgeq.precisions import SELECTORS
 from edgeq.results import PackageResult
@@ -61,6 +63,7 @@ class BuildOptions:
     repair: bool = True  # False: --no-repair (overrides [quantization].repair)
     convert_timeout: float = CONVERT_TIMEOUT  # --convert-timeout: seconds the converter may run per graph
     precision: str | None = None  # --precision: a rung (alias or name), "auto" or "all"; None: edgeq.toml's, the target's
+    cache: Path | None = None  # the stage cache's folder (edgeq.cache); None: no cache (--no-cache)
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -70,6 +73,9 @@ class BuildOutcome:
 
     out: Path
     report: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)  # each stage's wall time in this build
+    cached: tuple[str, ...] = ()  # what the stage cache gave back: stages and validate's measurements
+    notes: tuple[str, ...] = ()  # what the cache has to say (an entry that changed and was made again ...)
 
     @property
     def passed(self) -> bool:
@@ -99,6 +105,44 @@ def _resolve_target(opts: BuildOptions, model_io: str | None, model_precision: s
             raise ConfigError(f"no runtime of the target runs precision '{alias}' "
                               f"({cannot_run(target.runtimes[0], alias)}); add -r litert")
     return target, ladder
+
+
+# The target's fields that decide no artifact before the precision stage: the gates, where and how it is
+# validated, what the bundle holds, the rungs (the precision stage's cache_inputs).
+_VALIDATION_ONLY = ("name", "description", "gates", "runtimes", "threads", "model_file", "c_array", "precision",
+                    "precisions")
+
+
+def _relative(obj: Any, root: str) -> Any:
+    if isinstance(obj, str) and (obj == root or obj.startswith(root + "/")):
+        return "$MODEL" + obj[len(root):]
+    if isinstance(obj, dict):
+        return {k: _relative(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative(v, root) for v in obj]
+    return obj
+
+
+def _data_sha(data: Any) -> list[str]:
+    return [data.sha256(), tree_sha256(Path(data.folder))]
+
+
+def cache_keys(spec: ModelSpec, target: TargetSpec, trust_model: bool) -> tuple[str, str] | None:
+    """(model key, the stages' base key): the model folder's files (edgeq.toml and the data folders aside),
+    edgeq.toml as parsed without its gates and repair settings (paths relative to the folder), --trust-model; then the
+    target without what only validation uses and without the rungs (the precision stage's own key).
+    None when the folder holds too many files to hash (the build goes on without the cache)."""
+    root = os.path.abspath(spec.root)
+    skip = {os.path.abspath(p) for p in (spec.root / CONFIG_FILE, spec.data.calibration, spec.data.eval)}
+    try:
+        files = tree_sha256(spec.root, skip=lambda p: os.path.abspath(p) in skip)
+    except ValueError:
+        return None
+    # what decides no artifact and no measurement: the gates, the rung asked for, whether and how far to repair
+    decides = replace(spec, gates={}, precision=None, quantization=replace(spec.quantization, repair=True, max_int16_ops=None))
+    model = digest(files, _relative(canonical(decides), root), trust_model)
+    made_by = {k: v for k, v in canonical(target).items() if k not in _VALIDATION_ONLY}
+    return model, digest(model, made_by)
 
 
 def _outs(out: Path, rungs: tuple[str, ...]) -> dict[str, Path]:
@@ -147,6 +191,12 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
             calibration=calibration, eval=evaluation, trust_model=opts.trust_model,
             convert_timeout=opts.convert_timeout, precision=target.precision, ladder=ladder,
         )
+        if opts.cache is not None and os.environ.get(OFF_ENV, "") in ("", "0"):
+            keys = cache_keys(spec, target, opts.trust_model)
+            if keys is not None:
+                ctx.cache = StageCache(opts.cache)
+                ctx.model_key, ctx.cache_base = keys
+                ctx.calibration_key, ctx.eval_key = digest(_data_sha(calibration)), digest(_data_sha(evaluation))
         try:
             run_stages(ctx, on_event)
         finally:  # kept on failure too: convert.log is what explains a failed conversion
@@ -162,6 +212,8 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
             for folder in created:  # deepest first; only the ones this build made, if still empty
                 with contextlib.suppress(OSError):
                     folder.rmdir()
-    return BuildOutcome(out=out, report=report)
+    cache = ctx.cache
+    return BuildOutcome(out=out, report=report, seconds=dict(ctx.timings), cached=tuple(cache.used) if cache else (),
+                        notes=tuple(cache.notes) if cache else ())
 
 

@@ -32,8 +32,8 @@ def _case_name(g: dict[str, Any]) -> str:
     return f"{g['name']} on {g['runtime']}" if g.get("runtime") else g["name"]
 
 
-def junit_xml(report: dict[str, Any]) -> bytes:
-    """The build's gates as JUnit XML (UTF-8)."""
+def junit_xml(report: dict[str, Any], seconds: dict[str, float] | None = None) -> bytes:
+    """The build's gates as JUnit XML (UTF-8); the suite's time is the sum of the stages' ``seconds``."""
     model, target, rung = report["model"]["name"], report["target"]["name"], report["precision"]["rung"]
     gates = report["gates"]
     shipped = report["artifacts"][report["shipped"]]
@@ -62,9 +62,9 @@ def junit_xml(report: dict[str, Any]) -> bytes:
         cases.append(case)
     failures = sum(1 for c in cases if c.find("failure") is not None)
     skipped = sum(1 for c in cases if c.find("skipped") is not None)
-    seconds = f"{sum(report.get('stage_seconds', {}).values()):.3f}"
+    total = f"{sum((seconds or {}).values()):.3f}"
     suite = ET.Element("testsuite", name=f"edgeq build {model} --target {target} --precision {rung}",
-                       tests=str(len(cases)), failures=str(failures), errors="0", skipped=str(skipped), time=seconds)
+                       tests=str(len(cases)), failures=str(failures), errors="0", skipped=str(skipped), time=total)
     props = ET.SubElement(suite, "properties")
     for key, value in (("model", model), ("target", target), ("precision", rung),
                        ("precision_name", report["precision"]["name"]), ("edgeq_version", report["edgeq_version"]),
@@ -72,7 +72,7 @@ def junit_xml(report: dict[str, Any]) -> bytes:
         ET.SubElement(props, "property", name=key, value=str(value))
     suite.extend(cases)
     root = ET.Element("testsuites", name="edgeq", tests=str(len(cases)), failures=str(failures), errors="0",
-                      skipped=str(skipped), time=seconds)
+                      skipped=str(skipped), time=total)
     root.append(suite)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
@@ -82,8 +82,10 @@ def _cell(text: str) -> str:
     return shown(text, limit=300).replace("|", "\\|")
 
 
-def job_summary(report: dict[str, Any], out: Path) -> str:
-    """The build as Markdown for a CI job's summary page: the failed gates first."""
+def job_summary(report: dict[str, Any], out: Path, seconds: dict[str, float] | None = None,
+                cached: tuple[str, ...] = ()) -> str:
+    """The build as Markdown for a CI job's summary page: the failed gates first; the stages' ``seconds``
+    and what the stage cache gave back (``cached``) last."""
     model, target = _cell(report["model"]["name"]), _cell(report["target"]["name"])
     rung = report["precision"]
     gates = report["gates"]
@@ -111,6 +113,11 @@ def job_summary(report: dict[str, Any], out: Path) -> str:
                 continue
             lines.append(f"| {r['rung']} | {r['bytes']:,} | {r['ratio_to_fp32']:.3f} | {_num(r['value'])} | {_num(r['drop'])} | "
                          f"{'yes' if r['passed'] else 'no'} | {'**yes**' if r.get('shipped') else 'no'} |")
+    if seconds:
+        lines += ["", "Stages (s): " + ", ".join(f"{k} {v:.1f}{' (cached)' if k in cached else ''}" for k, v in seconds.items())]
+        reused = sorted({c for c in cached if c not in seconds})
+        if reused:
+            lines.append(f"Validation measurements reused from the stage cache: {', '.join(reused)}.")
     return "\n".join(lines) + "\n\n"
 
 
@@ -122,11 +129,12 @@ def _write(path: Path, data: bytes, append: bool) -> None:
         f.write(data)
 
 
-def write_junit(path: Path, report: dict[str, Any]) -> None:
+def write_junit(path: Path, report: dict[str, Any], seconds: dict[str, float] | None = None) -> None:
     """``--junit FILE``: the JUnit XML, replacing the file."""
-    _write(path, junit_xml(report), append=False)
+    _write(path, junit_xml(report, seconds), append=False)
 
 
-def write_job_summary(path: Path, report: dict[str, Any], out: Path) -> None:
+def write_job_summary(path: Path, report: dict[str, Any], out: Path, seconds: dict[str, float] | None = None,
+                      cached: tuple[str, ...] = ()) -> None:
     """``--summary FILE``: the Markdown job summary, appended to the file."""
-    _write(path, job_summary(report, out).encode("utf-8"), append=True)
+    _write(path, job_summary(report, out, seconds, cached).encode("utf-8"), append=True)

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from edgeq import __version__
+from edgeq.cli_common import err, fail
+from edgeq.cli_stores import cache_app, emulator_app
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgeqError
 from edgeq.inputs.shown import printable, shown
 
@@ -29,7 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False)
 EXIT_INTERNAL = 3
 
 
@@ -48,16 +47,9 @@ def _root(
     """edgeq: export, quantize, convert, validate and package a model for an edge target."""
 
 
-def _fail(e: BaseException, debug: bool, code: int) -> None:
-    if debug:
-        traceback.print_exception(e, file=sys.stderr)
-    err.print(f"[red]error:[/red] {escape(printable(str(e)))}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
 def _internal(e: Exception, debug: bool) -> None:
     """A bug in edgeq, not in the user's input: one line, exit 3."""
-    _fail(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"), debug, EXIT_INTERNAL)
+    fail(RuntimeError(f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"), debug, EXIT_INTERNAL)
 
 
 @app.command()
@@ -121,12 +113,15 @@ def build(
     ] = None,
     summary: Annotated[Path | None, typer.Option("--summary", help="Also append a Markdown job summary here, e.g. "
                                                  "$GITHUB_STEP_SUMMARY.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage; use and fill no stage cache "
+                                           "(`edgeq cache info`).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Build the target's bundle for MODEL_DIR and validate it. Exit 0 pass, 1 gate failed, 2 bad input."""
     from edgeq.build import BuildOptions
     from edgeq.build import build as run_build
+    from edgeq.cache import default_root
     from edgeq.config import (
         check_tflite_ops,
         load_model_spec,
@@ -155,25 +150,27 @@ def build(
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
                             trust_model=trust_model, input_shapes=shapes or None, input_values=values or None,
                             allow_float_ops=float_ops, repair=not no_repair, convert_timeout=convert_timeout,
-                            precision=precision)
+                            precision=precision, cache=None if no_cache else default_root())
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
-        _fail(e, debug, e.exit_code)
+        fail(e, debug, e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; --out was left as it was")
         raise typer.Exit(130) from None
     except Exception as e:  # a bug in edgeq, not in the user's input
         _internal(e, debug)
     report = outcome.report
+    for note in outcome.notes:
+        err.print(printable(note), markup=False)
     from edgeq.ci_reports import write_job_summary, write_junit
 
     try:  # checked before the build; a file that still cannot be written is named, the bundle stays
         if junit is not None:
-            write_junit(junit, report)
+            write_junit(junit, report, outcome.seconds)
         if summary is not None:
-            write_job_summary(summary, report, outcome.out)
+            write_job_summary(summary, report, outcome.out, outcome.seconds, outcome.cached)
     except OSError as e:
-        _fail(ConfigError(f"the bundle is written, but {shown(str(e.filename))} could not be: {e.strerror}"), debug,
+        fail(ConfigError(f"the bundle is written, but {shown(str(e.filename))} could not be: {e.strerror}"), debug,
               EXIT_BAD_INPUT)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -193,6 +190,8 @@ def _progress(name: str, k: int, total: int, status: str, seconds: float) -> Non
         err.print(f"[{k}/{total}] {name} ...", markup=False)
     elif status == "done":
         err.print(f"[{k}/{total}] {name} done in {seconds:.1f} s", markup=False)
+    elif status == "cached":
+        err.print(f"[{k}/{total}] {name} reused from the stage cache (it took {seconds:.1f} s)", markup=False)
     else:
         err.print(f"[{k}/{total}] {name} failed after {seconds:.1f} s", markup=False)
 
@@ -222,7 +221,7 @@ def translate(
         for out in run_translate(Bundle.open(bundle, task=Translation.kind), lines):
             typer.echo(printable(out))
     except EdgeqError as e:
-        _fail(e, debug, e.exit_code)
+        fail(e, debug, e.exit_code)
     except Exception as e:
         _internal(e, debug)
 
@@ -238,7 +237,7 @@ def verify(
     try:
         findings, checked = run_verify(bundle)
     except EdgeqError as e:
-        _fail(e, debug, e.exit_code)
+        fail(e, debug, e.exit_code)
     except Exception as e:
         _internal(e, debug)
     if findings:
@@ -250,74 +249,8 @@ def verify(
     typer.echo(printable(f"OK: {checked} files match {bundle / 'manifest.json'}"))
 
 
-emulator_app = typer.Typer(help="Emulated edge CPUs for validation: set up once, then builds run offline.",
-                           no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
-
-
-def _emulator_spec(name: str) -> Any:
-    from edgeq.emulator import EMULATORS
-
-    if name not in EMULATORS:
-        raise ConfigError(f"unknown emulator '{name}'; known: {', '.join(EMULATORS)}")
-    return EMULATORS[name]
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-@emulator_app.command("setup")
-def emulator_setup(
-    name: Annotated[str, typer.Argument(help="The emulator: arm64.")] = "arm64",
-    mirror: Annotated[
-        str | None, typer.Option("--mirror", help="Debian mirror \\[default: http://deb.debian.org/debian].")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Fetch and unpack again even if it is set up.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-) -> None:
-    """Fetch the emulator's root (Debian packages and aarch64 wheels) into the user cache; once."""
-    from edgeq.emulator import DEFAULT_MIRROR, emulator_dir, setup
-
-    try:
-        spec = _emulator_spec(name)
-        m = setup(spec, mirror=mirror or DEFAULT_MIRROR, force=force, log=lambda line: err.print(line, markup=False))
-    except EdgeqError as e:
-        _fail(e, debug, e.exit_code)
-    where = emulator_dir(spec)
-    if not m["fetched"]:
-        typer.echo(f"{name}: already set up in {where} ({_mb(m['bytes_installed'])}, {m['created']}); nothing to do")
-        return
-    g = m["guest"]
-    typer.echo(f"{name}: fetched {len(m['packages'])} Debian {m['suite']} packages and "
-               f"{', '.join(w['requirement'] for w in m['wheels'])}: {_mb(m['bytes_fetched'])} downloaded")
-    typer.echo(f"{name}: set up in {where}: {_mb(m['bytes_installed'])} on disk, Python {g['python']} {g['machine']}, "
-               f"LiteRT {g['litert']}, numpy {g['numpy']} ({m['setup_seconds']:.0f} s)")
-
-
-@emulator_app.command("status")
-def emulator_status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
-) -> None:
-    """What is installed: qemu, each emulator's root, the CPU profiles."""
-    from edgeq.emulator import EMULATORS, status
-
-    states = [status(spec) for spec in EMULATORS.values()]
-    if as_json:
-        typer.echo(json.dumps(states, indent=2, sort_keys=True))
-        return
-    for st in states:
-        q = st["qemu"]
-        typer.echo(f"{st['emulator']}:")
-        typer.echo(f"  qemu:     {q['path'] + ' (' + q['version'] + ')' if 'path' in q else 'missing - ' + q['missing']}")
-        if st["installed"]:
-            g = st["guest"]
-            typer.echo(f"  root:     {st['path']} ({_mb(st['bytes_installed'])}, Debian {st['suite']}, set up {st['created']})")
-            typer.echo(f"  guest:    Python {g['python']} {g['machine']}, LiteRT {g['litert']}, numpy {g['numpy']}")
-        else:
-            why = "set up by another edgeq version" if st.get("stale") else "not set up"
-            typer.echo(f"  root:     {why}; run: edgeq emulator setup {st['emulator']}")
-        typer.echo("  profiles: " + "; ".join(f"{p} ({d})" for p, d in st["profiles"].items()))
+app.add_typer(cache_app, name="cache")
 
 
 @app.command()
@@ -333,7 +266,7 @@ def targets(
     try:
         listed = [*available_targets(), *(with_runtimes(load_target(str(f))) for f in files or [])]
     except ConfigError as e:
-        _fail(e, False, EXIT_BAD_INPUT)
+        fail(e, False, EXIT_BAD_INPUT)
     for t in listed:
         rungs = f"precisions: {', '.join(t.precisions)}; default {t.precision}"
         typer.echo(f"{shown(t.name):<10} {shown(t.description, limit=300)} ({rungs})")
@@ -350,7 +283,7 @@ def matrix(
     try:
         typer.echo(matrix_json(models_dir, target or ["android"]))
     except EdgeqError as e:
-        _fail(e, False, e.exit_code)
+        fail(e, False, e.exit_code)
 
 
 @app.command()
@@ -380,7 +313,7 @@ def inspect(
             raise ConfigError(f"--params must be a parameter count of 1 or more, e.g. 7e9; got {params:g}")
         info = inspect_path(file) if file is not None else {"params": params, "ladder": ladder(params or 0)}
     except ConfigError as e:
-        _fail(e, False, EXIT_BAD_INPUT)
+        fail(e, False, EXIT_BAD_INPUT)
     lines = inspection_lines(info) if file is not None else ladder_lines(params or 0)
     typer.echo(json.dumps(info, indent=2) if as_json else "\n".join(lines))
 

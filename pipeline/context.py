@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from edgeq.artifacts import Artifact
+from edgeq.cache import StageCache
 from edgeq.config import ModelSpec, TargetSpec
 from edgeq.execution import DecodeJob, FeedSet, Runtime
 from edgeq.gates import GateLimit
@@ -104,6 +105,11 @@ class BuildContext:
     convert_timeout: float = 1800.0  # --convert-timeout: seconds the converter child may run per graph
     precision: str = "int8"  # the rung being validated and shipped (an alias of edgeq.precisions)
     ladder: str | None = None  # "auto" or "all": validate every rung the target allows (edgeq.stages.validate)
+    cache: StageCache | None = None  # the stage cache (edgeq.cache); None: --no-cache
+    cache_base: str | None = None  # the key of everything the stages' outputs depend on before any stage (edgeq.build)
+    model_key: str | None = None  # the model folder's files and edgeq.toml without gates: part of every measurement's key
+    eval_key: str | None = None  # the eval data's hash: part of the key of validate's measurements
+    calibration_key: str | None = None  # the calibration data's hash: part of the key of every stage from calibrate on
 
     @property
     def shipped(self) -> str:

@@ -10,40 +10,26 @@ are not followed), which a CI cache can key on. Printed as GitHub Actions' matri
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from edgeq.config import CONFIG_FILE, load_model_spec, load_target
 from edgeq.errors import ConfigError
-from edgeq.hashing import sha256_file
+from edgeq.hashing import MAX_TREE_FILES, tree_sha256
 from edgeq.inputs.shown import shown
 
 __all__ = ["MAX_FILES", "content_hash", "matrix_json", "model_matrix"]
 
-MAX_FILES = 100_000  # files in one model folder, at most
+MAX_FILES = MAX_TREE_FILES  # files in one model folder, at most
 
 
 def content_hash(folder: Path) -> str:
-    """SHA-256 over every regular file under ``folder``: its path relative to the folder, its size and
-    its SHA-256, in path order. Symlinks are neither followed nor hashed, nor are __pycache__ folders."""
-    entries = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")  # Python's own cache: not the model's content
-        for name in files:
-            path = Path(root) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            entries.append(path)
-            if len(entries) > MAX_FILES:
-                raise ConfigError(f"{shown(str(folder))}: over {MAX_FILES} files; a model folder holds a model and its data")
-    h = hashlib.sha256()
-    for path in sorted(entries, key=lambda p: p.relative_to(folder).as_posix()):
-        rel = path.relative_to(folder).as_posix()
-        h.update(f"{rel}\0{path.stat().st_size}\0{sha256_file(path, follow=False)}\n".encode())
-    return h.hexdigest()
+    """SHA-256 over every regular file under ``folder`` (edgeq.hashing.tree_sha256)."""
+    try:
+        return tree_sha256(folder)
+    except ValueError:
+        raise ConfigError(f"{shown(str(folder))}: over {MAX_FILES} files; a model folder holds a model and its data") from None
 
 
 def model_matrix(models_dir: Path, targets: list[str]) -> dict[str, Any]:

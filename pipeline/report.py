@@ -31,8 +31,9 @@ def _title(key: str, report: dict[str, Any]) -> str:
 
 
 def build_report(spec: ModelSpec, target: TargetSpec, export: ExportResult, quantize: QuantizeResult,
-                 convert: ConvertResult, validation: ValidationResult, timings: dict[str, float]) -> dict[str, Any]:
-    """report.json: the stages' results and the gates, for a model built for a target."""
+                 convert: ConvertResult, validation: ValidationResult) -> dict[str, Any]:
+    """report.json: the stages' results and the gates, for a model built for a target. It holds no time the
+    build took (the terminal, --junit and --summary do): the same inputs give the same bytes."""
     arts = dict(validation.artifacts)
     rung = precision(validation.precision)
     f32 = arts["tflite_float32"]["bytes"]
@@ -62,8 +63,6 @@ def build_report(spec: ModelSpec, target: TargetSpec, export: ExportResult, quan
         "attribution": dict(validation.attribution),
         "repair": dict(validation.repair),
         "attribution_tflite": dict(validation.attribution_tflite),
-        # Host wall time of each stage: the only field that differs between two identical builds.
-        "stage_seconds": {k: round(s, 3) for k, s in timings.items()},
     }
 
 
@@ -284,9 +283,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if q:
         lines += ["", "## Quantization (INT8 ONNX)", ""] + [f"- {k}: {v}" for k, v in q.items()]
     lines += _confinement_lines(report)
-    lines += ["", "## Stages (host wall time, s)", "",
-              " | ".join(f"{k} {v:.1f}" for k, v in report["stage_seconds"].items()), ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def _confinement_lines(report: dict[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ import pytest
 # Offline: onnxruntime sends telemetry from Linux unless this is set before it loads (edgeq sets it
 # on import too; tests may import onnxruntime first). Child processes inherit it.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+os.environ["EDGEQ_NO_CACHE"] = "1"  # builds in tests run every stage; tests/test_cache.py turns the cache on
 
 _real_connect = socket.socket.connect
 

@@ -66,7 +66,7 @@ PUBLIC_API = {
     "edgeq.gates": None,  # checked below: the gate table is data
     "edgeq.tasks": {"TASKS", "ClassificationMetrics", "Parity", "ParityMetrics", "TensorMetrics", "make_task", "task_class"},
     "edgeq.runtimes": {"RUNTIMES", "Engine", "InProcess", "RuntimeFacts", "cannot_run", "check_name", "check_runtimes",
-                       "create_runtime", "emulators", "facts", "open_runtime", "require_emulators", "split_name",
+                       "create_runtime", "emulators", "facts", "installed", "open_runtime", "require_emulators", "split_name",
                        "start_all", "stop_all", "with_runtimes"},
     "edgeq.stages": {"STAGES", "Stage", "load_stage"},
     "edgeq.runner": {"EventHook", "run_stages"},

@@ -107,7 +107,7 @@ def test_a_result_file_that_cannot_be_written_is_named(tiny_build: CliBuild, tin
     import edgeq.build
     import edgeq.ci_reports
 
-    def denied(path: Path, report: dict[str, Any]) -> None:
+    def denied(path: Path, report: dict[str, Any], seconds: Any = None) -> None:
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(edgeq.build, "build", lambda opts, on_event=None: edgeq.build.BuildOutcome(opts.out, tiny_report))

@@ -78,8 +78,9 @@ def test_all_stages_run_in_order_with_events_and_timings(ctx: Any, fake_stages: 
     events: list[tuple[str, int, int, str]] = []
     results = run_stages(ctx, lambda n, k, total, status, s: events.append((n, k, total, status)))
     assert list(results) == NAMES
-    assert results["quantize"] is FAKE_RESULTS[QuantizeResult]
-    assert ctx.result(QuantizeResult) is FAKE_RESULTS[QuantizeResult]  # kept by type for later stages
+    assert results["quantize"] == FAKE_RESULTS[QuantizeResult]  # a cacheable stage's result, as JSON gives it back
+    assert ctx.result(QuantizeResult) is results["quantize"]  # kept by type for later stages
+    assert results["validate"] is FAKE_RESULTS[ValidationResult]
     assert set(ctx.results) == set(FAKE_RESULTS)
     assert events == [e for k, n in enumerate(NAMES, 1) for e in ((n, k, 7, "start"), (n, k, 7, "done"))]
     assert list(ctx.timings) == NAMES and all(t >= 0 for t in ctx.timings.values())
@@ -176,3 +177,29 @@ def test_stage_error_message_shape() -> None:
     err = StageError("validate", ["export"], "why")
     assert str(err) == "stage 'validate' failed (after: export): why"
     assert err.reason == "why" and err.exit_code == 2
+
+
+def test_a_cacheable_stage_is_reused_with_its_files_artifacts_and_result(tmp_path: Path, fake_stages: dict[str, Any]) -> None:
+    from edgeq.cache import StageCache
+
+    def context(work: str) -> Any:
+        c = make_context(make_model_dir(tmp_path / work), tmp_path / work / "build")
+        c.cache, c.cache_base = StageCache(tmp_path / "cache"), "base"
+        return c
+
+    first = context("a")
+    run_stages(first)
+    (first.build_dir / "convert.log").write_text("made by the first build")  # not made by a stage: not kept
+    second = context("b")
+    events: list[tuple[str, str]] = []
+    run_stages(second, lambda n, k, total, status, s: events.append((n, status)))
+    assert [n for n, status in events if status == "cached"] == ["export", "quantize", "convert", "precision"]
+    assert [n for n, status in events if status == "done"] == ["calibrate", "validate", "package"]
+    assert second.result(QuantizeResult) == FAKE_RESULTS[QuantizeResult]
+    art = second.artifact("tflite_int8")
+    assert art.path == second.build_dir / "tflite_int8" and art.path.read_bytes() == b"x"
+    assert not (second.build_dir / "convert.log").exists()
+    second.cache_base = "another base"  # what every stage depends on changed: nothing is reused
+    events.clear()
+    run_stages(second, lambda n, k, total, status, s: events.append((n, status)))
+    assert not [n for n, status in events if status == "cached"]

@@ -38,6 +38,7 @@ __all__ = [
     "create_runtime",
     "emulators",
     "facts",
+    "installed",
     "open_runtime",
     "require_emulators",
     "split_name",
@@ -159,6 +160,20 @@ def with_runtimes(target: TargetSpec, runtimes: Iterable[str] | None = None, whe
 def emulators(target: TargetSpec) -> list[tuple[str, str]]:
     """(runtime, emulator) for every runtime of the target that runs under an emulator."""
     return [(r, e) for r in target.runtimes if (e := facts(r).emulator) is not None]
+
+
+def installed(names: Iterable[str]) -> dict[str, str]:
+    """What each runtime runs with beyond this host's libraries (part of a measurement's cache key): the
+    SHA-256 of its emulator root's manifest (the aarch64 LiteRT and numpy in it), "" for a host runtime."""
+    from edgeq.emulator import EMULATORS, emulator_dir
+    from edgeq.hashing import sha256_file
+
+    out = {}
+    for name in names:
+        emulator = facts(name).emulator
+        manifest = emulator_dir(EMULATORS[emulator]) / "manifest.json" if emulator else None
+        out[name] = sha256_file(manifest) if manifest is not None and manifest.is_file() else ""
+    return out
 
 
 def require_emulators(target: TargetSpec, setup: bool, log: Any = None) -> None:

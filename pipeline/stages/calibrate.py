@@ -23,6 +23,10 @@ class CalibrateStage:
     requires: tuple[str | type, ...] = ("onnx_float",)
     produces: tuple[str | type, ...] = (CalibrationResult,)
 
+    def cache_inputs(self, ctx: BuildContext) -> tuple[str | None]:
+        """The calibration data's hash: part of the cache key of every stage after this one (edgeq.runner)."""
+        return (ctx.calibration_key,)
+
     def run(self, ctx: BuildContext) -> CalibrationResult:
         """Ask the task for the sets."""
 

@@ -45,6 +45,7 @@ class ConvertStage:
     """The convert stage: each graph's float ONNX to a SavedModel, a float32 .tflite and an INT8 .tflite."""
 
     name = "convert"
+    cacheable = True  # its outputs are kept in the stage cache (edgeq.runner)
     requires: tuple[str | type, ...] = ("onnx_float", CalibrationResult)
     produces: tuple[str | type, ...] = ("saved_model", "tflite_float32", "tflite_int8", ConvertResult)
 

@@ -38,6 +38,7 @@ class ExportStage:
     """The export stage: the model to each graph's float ONNX, repaired, fixed-shape and simplified."""
 
     name = "export"
+    cacheable = True  # its outputs are kept in the stage cache (edgeq.runner)
     requires: tuple[str | type, ...] = ()
     produces = ("onnx_float", ExportResult)
 

@@ -159,7 +159,7 @@ class PackageStage:
                                    out / ATTRIBUTION_PNG)
 
         report = build_report(spec, target, export, ctx.result(QuantizeResult), ctx.result(ConvertResult),
-                              validation, ctx.timings)
+                              validation)
         report["rungs"] = ctx.result(PrecisionResult).facts()
         if plotted:
             report["attribution_plot"] = ATTRIBUTION_PNG

@@ -34,8 +34,13 @@ class PrecisionStage:
     """Each rung the build validates that the converter did not write, per graph."""
 
     name = "precision"
+    cacheable = True  # its outputs are kept in the stage cache (edgeq.runner)
     requires: tuple[str | type, ...] = ("onnx_float", "tflite_float32", CalibrationResult)
     produces: tuple[str | type, ...] = (PrecisionResult,)
+
+    def cache_inputs(self, ctx: BuildContext) -> tuple[list[str]]:
+        """The rungs it makes: part of its cache key (edgeq.runner)."""
+        return (ctx.rungs(),)
 
     def run(self, ctx: BuildContext) -> PrecisionResult:
         """Make every rung of ``ctx.rungs()`` that is made from the float32 .tflite."""

@@ -159,6 +159,7 @@ class QuantizeStage:
     """The quantize stage: each graph's float ONNX to a static INT8 (QDQ) ONNX, calibrated on the user's data."""
 
     name = "quantize"
+    cacheable = True  # its outputs are kept in the stage cache (edgeq.runner)
     requires: tuple[str | type, ...] = ("onnx_float", CalibrationResult)
     produces: tuple[str | type, ...] = ("onnx_int8", QuantizeResult)
 

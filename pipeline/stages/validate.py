@@ -27,13 +27,14 @@ from typing import Any
 
 from edgeq.artifacts import Artifact
 from edgeq.attribution import MAX_SAMPLES
+from edgeq.cache import canonical, digest, memo
 from edgeq.context import BuildContext, Evaluation, Pair
 from edgeq.errors import ModelError, one_line
 from edgeq.execution import DecodeJob, FeedSet, Runtime, Work
 from edgeq.gates import evaluate
 from edgeq.precisions import precision
 from edgeq.results import CalibrationResult, ConvertResult, PrecisionResult, ValidationResult
-from edgeq.runtimes import RUNTIMES, cannot_run, open_runtime, start_all, stop_all
+from edgeq.runtimes import RUNTIMES, cannot_run, installed, open_runtime, start_all, stop_all
 from edgeq.tflite_inspect import inspect_tflite
 
 __all__ = ["LATENCY_RUNS", "SHIPPED", "STAGE", "VARIANTS", "ValidateStage", "check", "validation_pairs"]
@@ -146,7 +147,14 @@ def _ladder(ctx: BuildContext) -> list[dict[str, Any]]:
 
 def _latency(ctx: BuildContext, key: str) -> float | None:
     """Host LiteRT latency of one calibration sample, summed over the artifact's graphs (median of
-    ``LATENCY_RUNS`` invokes each, the target's threads); None when it cannot run."""
+    ``LATENCY_RUNS`` invokes each, the target's threads); None when it cannot run. Kept in the stage cache."""
+    def parts() -> tuple[Any, ...]:
+        return ctx.model_key, ctx.calibration_key, _artifact_id(ctx, key), ctx.target.threads, LATENCY_RUNS
+
+    return memo(ctx.cache, "latency", parts, lambda: _measure_latency(ctx, key))  # type: ignore[no-any-return]
+
+
+def _measure_latency(ctx: BuildContext, key: str) -> float | None:
     from edgeq.tflite_io import to_tflite
     from edgeq.tflite_run import latency_ms
 
@@ -191,17 +199,21 @@ def _ladder_row(ctx: BuildContext, result: ValidationResult, nbytes: int, fp32_b
     }
 
 
-def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
-    """Run the reference and every (artifact, runtime) pair over the eval set; describe and gate."""
+def _artifact_id(ctx: BuildContext, key: str) -> list[Any]:
+    """What decides an artifact's outputs: every graph's file hash, meta, format and precision."""
+    assert ctx.cache is not None
+    return [[g, ctx.cache.file_sha256(a.path), digest(a.meta), a.format, a.precision] for g, a in ctx.artifacts[key].items()]
+
+
+def _measure(ctx: BuildContext, pairs: list[Pair]) -> dict[str, Any]:
+    """Run the reference and every pair over the eval set: what the task found and how each runtime ran."""
     threads = ctx.target.threads
-    graphs = [g.name for g in ctx.spec.graphs]
     # each runtime's own folder, and the recorded feeds; a new one for every check (repair checks again)
     folder = next(f for k in range(1, 10_000) if not (f := ctx.build_dir / ("runtimes" if k == 1 else f"runtimes-{k}")).exists())
 
     def opened(key: str, rt: str) -> Runtime:
         return open_runtime(rt, ctx.artifacts[key], threads, folder / f"{key}-{rt.replace(':', '-')}")
 
-    shipped = ctx.shipped
     reference = opened(*REFERENCE)
     runners = {(key, rt): opened(key, rt) for key, rt in pairs}
     everyone = [reference, *runners.values()]
@@ -210,11 +222,28 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
         start_all(everyone, Work(feeds, decode, folder / "feeds"))
 
     try:
-        found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, shipped))
+        found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, ctx.shipped))
     finally:
         stop_all(everyone)
+    return {"reference": reference.describe(), "metrics": found.reference, "parity": found.parity,
+            "pairs": [{"key": key, "runtime": rt, "describe": runner.describe(), "outputs": found.tensors[(key, rt)],
+                       **({"task": found.task[(key, rt)]} if (key, rt) in found.task else {})}
+                      for (key, rt), runner in runners.items()]}
 
-    ref_entry = {"artifact": REFERENCE[0], **reference.describe(), "metrics": found.reference, "samples": len(ctx.eval)}
+
+def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
+    """Run the reference and every (artifact, runtime) pair over the eval set (or reuse that measurement
+    from the stage cache: same artifacts, data, runtimes and edgeq); describe and gate."""
+    graphs = [g.name for g in ctx.spec.graphs]
+    shipped = ctx.shipped
+
+    def parts() -> tuple[Any, ...]:  # what decides the measurement (the gates do not)
+        arts = {k: _artifact_id(ctx, k) for k in dict.fromkeys([REFERENCE[0], *(k for k, _ in pairs)])}
+        target = {k: v for k, v in canonical(ctx.target).items() if k != "gates"}
+        return ctx.model_key, ctx.eval_key, target, ctx.precision, pairs, arts, installed(ctx.target.runtimes)
+
+    measured = memo(ctx.cache, "check", parts, lambda: _measure(ctx, pairs))
+    ref_entry = {"artifact": REFERENCE[0], **measured["reference"], "metrics": measured["metrics"], "samples": len(ctx.eval)}
     artifacts: dict[str, Any] = {}
     for key in dict.fromkeys((REFERENCE[0], *VARIANTS, shipped)):
         arts = ctx.artifacts[key]
@@ -224,19 +253,19 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
             "files": {g: {"file": arts[g].path.name, "bytes": arts[g].bytes} for g in graphs},
             "bytes": sum(arts[g].bytes for g in graphs), "runtimes": {},
         }
-    for (key, rt_name), rt in runners.items():
-        entry: dict[str, Any] = {"describe": rt.describe(), "outputs": found.tensors[(key, rt_name)]}
-        if (key, rt_name) in found.task:
-            entry["task"] = found.task[(key, rt_name)]
-        artifacts[key]["runtimes"][rt_name] = entry
+    for pair in measured["pairs"]:
+        entry: dict[str, Any] = {"describe": pair["describe"], "outputs": pair["outputs"]}
+        if "task" in pair:
+            entry["task"] = pair["task"]
+        artifacts[pair["key"]]["runtimes"][pair["runtime"]] = entry
     conv = ctx.result(ConvertResult).graphs
     for key in dict.fromkeys(("tflite_float32", shipped)):
         artifacts[key]["inspection"] = {g: inspect_tflite(ctx.artifact(key, g).path) for g in graphs}
     fallback = {g: conv[g]["float_fallback"] for g in graphs if conv.get(g, {}).get("float_fallback")}
     if fallback and shipped == SHIPPED:
         artifacts[SHIPPED]["float_fallback"] = fallback
-    if found.parity:
-        artifacts[shipped]["parity"] = found.parity
+    if measured["parity"]:
+        artifacts[shipped]["parity"] = measured["parity"]
     rung = precision(ctx.precision)
     artifacts[shipped].update(rung=rung.alias, rung_name=rung.name, full_integer=rung.full_integer)
     skipped = {rt: why for rt in ctx.target.runtimes if (why := cannot_run(rt, rung.alias)) is not None}
@@ -247,9 +276,19 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
     return ValidationResult(ref_entry, artifacts, tuple(gates), all(g["passed"] for g in gates))
 
 
+def _diagnosis_parts(ctx: BuildContext, keys: tuple[str, ...]) -> tuple[Any, ...]:
+    """What decides an attribution: the model, the calibration data, the artifacts compared."""
+    return ctx.model_key, ctx.calibration_key, [_artifact_id(ctx, k) for k in keys]
+
+
 def _attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
     """Per graph, the shipped .tflite's tensors, dequantized, against the float32 .tflite's on the
     calibration set (edgeq.attribution.attribute_tflite); a diagnosis, as ``_attribution``."""
+    keys = ("tflite_float32", ctx.shipped, "onnx_float")
+    return memo(ctx.cache, "attribution_tflite", lambda: _diagnosis_parts(ctx, keys), lambda: _measure_attribution_tflite(ctx))  # type: ignore[no-any-return]
+
+
+def _measure_attribution_tflite(ctx: BuildContext) -> dict[str, Any]:
     from edgeq.attribution import attribute_tflite, onnx_nodes
     from edgeq.tflite_io import to_tflite
 
@@ -277,6 +316,11 @@ def _attribution(ctx: BuildContext) -> dict[str, Any]:
     """Per graph, the INT8 ONNX model's tensors against the float model's on the calibration set,
     where the error originates first (edgeq.attribution). A diagnosis: if it cannot run, the report
     says why and the build goes on."""
+    keys = ("onnx_float", "onnx_int8")
+    return memo(ctx.cache, "attribution", lambda: _diagnosis_parts(ctx, keys), lambda: _measure_attribution(ctx))  # type: ignore[no-any-return]
+
+
+def _measure_attribution(ctx: BuildContext) -> dict[str, Any]:
     from edgeq.attribution import attribute
 
     sets = ctx.result(CalibrationResult).sets
