@@ -41,6 +41,7 @@ __all__ = ["BuildOptions", "BuildOutcome", "build"]
 
 
 PRECISION_FIELD = "{precision}"  # in --out: the rung shipped (`edgeq build` defaults to dist/<model>-<target>-{precision})
+EMULATED_SAMPLES = 64  # a seeded subset for the emulated cores' parity check (--emulated-samples N|all)
 CONVERT_TIMEOUT = 1800.0  # seconds the converter child may run for one graph, unless --convert-timeout says
 
 
@@ -64,6 +65,7 @@ class BuildOptions:
     convert_timeout: float = CONVERT_TIMEOUT  # --convert-timeout: seconds the converter may run per graph
     precision: str | None = None  # --precision: a rung (alias or name), "auto" or "all"; None: edgeq.toml's, the target's
     cache: Path | None = None  # the stage cache's folder (edgeq.cache); None: no cache (--no-cache)
+    emulated_samples: int | None = EMULATED_SAMPLES  # eval samples a runtime under an emulator runs; None: all
     log: Any = None  # where set-up messages go (a callable taking one line)
 
 
@@ -155,6 +157,8 @@ def _outs(out: Path, rungs: tuple[str, ...]) -> dict[str, Path]:
 
 def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome:
     """Check every input, run every stage, swap the bundle into --out (exit codes: edgeq.errors)."""
+    if opts.emulated_samples is not None and opts.emulated_samples < 1:
+        raise ConfigError(f"--emulated-samples must be 1 or more, or all; got {opts.emulated_samples}")
     spec = load_model_spec(opts.model_dir, opts.input_shapes, opts.input_values)
     if opts.allow_float_ops:
         q = spec.quantization
@@ -190,6 +194,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
             spec=spec, target=target, build_dir=build_dir, bundle_dir=bundle_dir, gates=gates, task=task,
             calibration=calibration, eval=evaluation, trust_model=opts.trust_model,
             convert_timeout=opts.convert_timeout, precision=target.precision, ladder=ladder,
+            subset_samples=opts.emulated_samples,
         )
         if opts.cache is not None and os.environ.get(OFF_ENV, "") in ("", "0"):
             keys = cache_keys(spec, target, opts.trust_model)

@@ -113,6 +113,8 @@ def build(
     ] = None,
     summary: Annotated[Path | None, typer.Option("--summary", help="Also append a Markdown job summary here, e.g. "
                                                  "$GITHUB_STEP_SUMMARY.")] = None,
+    emulated_samples: Annotated[str, typer.Option("--emulated-samples", help="Eval samples each emulated core runs: "
+                                                  "a seeded subset of N, or all (host runtimes run every one).")] = "64",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every stage; use and fill no stage cache "
                                            "(`edgeq cache info`).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout instead of the summary.")] = False,
@@ -150,7 +152,8 @@ def build(
                             setup_emulator=setup_emulator, log=lambda line: err.print(line, markup=False),
                             trust_model=trust_model, input_shapes=shapes or None, input_values=values or None,
                             allow_float_ops=float_ops, repair=not no_repair, convert_timeout=convert_timeout,
-                            precision=precision, cache=None if no_cache else default_root())
+                            precision=precision, cache=None if no_cache else default_root(),
+                            emulated_samples=_samples(emulated_samples))
         outcome = run_build(opts, on_event=_progress)
     except EdgeqError as e:
         fail(e, debug, e.exit_code)
@@ -177,6 +180,15 @@ def build(
     else:
         print_summary(report, outcome.out)
     raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
+
+
+def _samples(text: str) -> int | None:
+    """--emulated-samples: a count of 1 or more, or all (None)."""
+    if text.strip().lower() == "all":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"--emulated-samples takes a number of samples (1 or more) or all; got {shown(text)!r}")
+    return int(text)
 
 
 def _check_result_file(option: str, path: Path | None) -> None:

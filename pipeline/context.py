@@ -43,13 +43,25 @@ class TaskValidation:
 @dataclass
 class Evaluation:
     """What the validate stage hands a task: the float reference and every (artifact, runtime) pair,
-    loaded. ``start(feeds, decode)`` announces the whole work to all of them before the first run."""
+    loaded. ``start(feeds, decode)`` announces the whole work to all of them before the first run.
+    ``subsets``: a pair that runs only some of the eval samples (``sees``) is asked for those only, and its
+    task metrics come with the reference's over the same samples (``"reference"``)."""
 
     ctx: BuildContext
     reference: Runtime  # the float ONNX model on onnxruntime
     runners: dict[Pair, Runtime]
     start: Callable[[dict[str, FeedSet], DecodeJob | None], None]
     shipped: str = "tflite_int8"
+    subsets: dict[Pair, tuple[int, ...] | None] = field(default_factory=dict)  # the samples a pair runs; None: all
+    _sets: dict[Pair, frozenset[int]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._sets = {p: frozenset(s) for p, s in self.subsets.items() if s is not None}
+
+    def sees(self, pair: Pair, k: int) -> bool:
+        """Whether ``pair`` runs eval sample ``k`` (a runtime under an emulator runs a seeded subset)."""
+        chosen = self._sets.get(pair)
+        return chosen is None or k in chosen
 
 
 class Task(Protocol):
@@ -105,6 +117,7 @@ class BuildContext:
     convert_timeout: float = 1800.0  # --convert-timeout: seconds the converter child may run per graph
     precision: str = "int8"  # the rung being validated and shipped (an alias of edgeq.precisions)
     ladder: str | None = None  # "auto" or "all": validate every rung the target allows (edgeq.stages.validate)
+    subset_samples: int | None = 64  # eval samples a runtime under an emulator runs (seeded); None: all (--emulated-samples)
     cache: StageCache | None = None  # the stage cache (edgeq.cache); None: --no-cache
     cache_base: str | None = None  # the key of everything the stages' outputs depend on before any stage (edgeq.build)
     model_key: str | None = None  # the model folder's files and edgeq.toml without gates: part of every measurement's key

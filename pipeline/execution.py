@@ -6,7 +6,9 @@ of every graph (``FeedSet``, re-iterable, in order) and the sentences to decode 
 ``run(graph, feeds)`` then returns the outputs of each announced sample in turn and ``decoded()``
 the decoded token rows. How a runtime meets that is its own business: one on the host runs each
 sample when asked and decodes in ``start``; one under an emulator records every feed to files in
-``start``, runs them all in one background process, and replays the outputs.
+``start``, runs them all in one background process, and replays the outputs. A runtime that runs in
+the background runs only ``Work.subset`` when it is set (a seeded subset of the samples, the same for
+every graph and the decode job; edgeq.runtimes.subsets): the task asks it for those samples only.
 """
 
 from __future__ import annotations
@@ -70,12 +72,24 @@ class FeedSet:
     samples: int
     make: Callable[[], Iterator[Feeds]]
     _files: dict[str, Path] | None = field(default=None, repr=False)
+    _subset_files: dict[str, Path] | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[Feeds]:
         return self.make()
 
-    def record(self, folder: Path) -> dict[str, Path]:
-        """The feeds stacked per input into ``folder/<k>.npy`` (written on the first call only)."""
+    def record(self, folder: Path, subset: tuple[int, ...] | None = None) -> dict[str, Path]:
+        """The feeds stacked per input into ``folder/<k>.npy``, only the samples of ``subset`` (sorted
+        indices) if given; written on the first call only (a subset is recorded on its own)."""
+        if subset is not None:
+            if self._subset_files is None:
+                chosen = set(subset)
+                rec = FeedRecorder(folder / "subset", len(subset))
+                for k, feeds in enumerate(self):
+                    if k in chosen:
+                        rec.add(feeds)
+                rec.close()
+                self._subset_files = dict(rec.files)
+            return self._subset_files
         if self._files is None:
             rec = FeedRecorder(folder, self.samples)
             for feeds in self:
@@ -111,10 +125,11 @@ class Work:
     feeds: dict[str, FeedSet]  # graph -> its samples
     decode: DecodeJob | None
     folder: Path  # where a runtime that needs files of the feeds records them (once, shared)
+    subset: tuple[int, ...] | None = None  # the samples a background runtime runs (sorted); None: every one
 
     def record(self, graph: str) -> dict[str, Path]:
-        """The recorded feed files of ``graph`` (input name -> .npy of every sample)."""
-        return self.feeds[graph].record(self.folder / graph)
+        """The recorded feed files of ``graph`` (input name -> .npy of every sample, or of the subset's)."""
+        return self.feeds[graph].record(self.folder / graph, self.subset)
 
 
 class Runtime(Protocol):

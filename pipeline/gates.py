@@ -181,7 +181,9 @@ def evaluate(limits: list[GateLimit], task: str, reference_metrics: dict[str, An
         for runtime, entry in entries.items():
             if gate.applies is not None and not gate.applies(entry):
                 continue
-            value = gate.measure(reference_metrics, shipped, entry)
+            # a runtime that ran a subset of the eval samples is compared with the reference over the same ones
+            ref = entry.get("task", {}).get("reference", reference_metrics) if gate.over == "runtimes" else reference_metrics
+            value = gate.measure(ref, shipped, entry)
             result = {**evaluate_gate(gate.name, value, limit.limit), "artifact": artifact, "runtime": runtime,
                       "source": limit.source}
             if not result["passed"] and gate.explain is not None and value is not None:

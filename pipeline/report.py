@@ -102,17 +102,35 @@ def _runtimes_section(report: dict[str, Any]) -> list[str]:
     """Where each runtime of the shipped model ran: host or emulated core, kernels, versions."""
     shipped = report["artifacts"][report["shipped"]]["runtimes"]
     lines = ["", "## Runtimes of the shipped model", "",
-             "| runtime | runs on | CPU profile | dot product | kernels | LiteRT |", "|---|---|---|---|---|---|"]
+             "| runtime | runs on | CPU profile | dot product | kernels | LiteRT | eval samples |",
+             "|---|---|---|---|---|---|---|"]
+    subset = None
     for rt, entry in shipped.items():
         d = entry["describe"]
+        n = entry.get("samples", {})
+        seen = f"{n['count']} of {n['of']}" if n else "-"
+        if "indices" in n:
+            seen += f" (seed {n['seed']})"
+            subset = n
         if d.get("emulated"):
             g = d.get("guest", {})
             where = f"qemu-user -cpu {d['qemu_cpu']}, aarch64 Python {g.get('python')}, numpy {g.get('numpy')}"
             dot = {True: "yes", False: "no"}.get(g.get("dot_product"), "-")
-            lines.append(f"| {rt} | {where} | {d['profile']}: {d['cpu']} | {dot} | {d['kernels']} | {d.get('version')} |")
+            lines.append(f"| {rt} | {where} | {d['profile']}: {d['cpu']} | {dot} | {d['kernels']} | {d.get('version')} | "
+                         f"{seen} |")
         else:
-            lines.append(f"| {rt} | host | - | - | {d.get('kernels', '-')} | {d.get('version')} |")
+            lines.append(f"| {rt} | host | - | - | {d.get('kernels', '-')} | {d.get('version')} | {seen} |")
+    if subset is not None:
+        lines += ["", f"A runtime that ran {subset['count']} of the {subset['of']} eval samples ran a seeded subset "
+                  "(--emulated-samples N|all); its task metrics, gates and parity compare it with the reference and "
+                  f"the first runtime over the same samples: {_indices(subset['indices'])} (report.json lists them)."]
     return lines
+
+
+def _indices(indices: list[int], shown: int = 16) -> str:
+    """The first ``shown`` sample indices, then how many more."""
+    head = ", ".join(str(i) for i in indices[:shown])
+    return head + (f" ... and {len(indices) - shown} more" if len(indices) > shown else "")
 
 
 def _parity_section(report: dict[str, Any]) -> list[str]:

@@ -44,6 +44,9 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         for rt, entry in art["runtimes"].items():
             task = entry.get("task", {})
             rt_text = rt.replace(":", ":\n")  # litert-arm64: / cortex-a53 on two lines
+            n = entry.get("samples", {})
+            if "indices" in n:
+                rt_text += f"\n({n['count']} of {n['of']})"  # a seeded subset of the eval samples
             table.add_row(key, str(art["bytes"]), rt_text, *(fmt(task, c.key, c.digits) for c in cols), _min_sqnr(entry))
     console.print(table)
     for g in report["gates"]:

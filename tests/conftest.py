@@ -611,12 +611,14 @@ class TranslationBuild:
 
 
 TRANSLATION_CALIBRATION_SAMPLES = 6
+TRANSLATION_EMULATED_SAMPLES = 5  # of the 8 eval sentences: the emulated cores decode a seeded subset
 
 
 @pytest.fixture(scope="session")
 def translation_build(tmp_path_factory: pytest.TempPathFactory) -> TranslationBuild:
     """Build 6: the tiny encoder-decoder (tests/tiny_translator.py) through `python -m edgeq build --json`
-    in a child process, with --keep-build and [data].calibration_samples, the target's gates.
+    in a child process, with --keep-build, [data].calibration_samples and 5 of the 8 eval sentences on
+    the emulated cores (--emulated-samples 5), the target's gates.
     Two graphs, so two converter runs."""
     from tiny_translator import make_translation_dir
 
@@ -626,7 +628,7 @@ def translation_build(tmp_path_factory: pytest.TempPathFactory) -> TranslationBu
         keep = root / "keep"
         proc = subprocess.run(
             [sys.executable, "-m", "edgeq", "build", str(model_dir), "--out", str(out), "--keep-build", str(keep),
-             "--json"],
+             "--json", "--emulated-samples", str(TRANSLATION_EMULATED_SAMPLES)],
             capture_output=True,
             text=True,
             cwd=root,

@@ -65,7 +65,8 @@ PUBLIC_API = {
     "edgeq.artifacts": {"SINGLE_GRAPH", "Artifact"},
     "edgeq.gates": None,  # checked below: the gate table is data
     "edgeq.tasks": {"TASKS", "ClassificationMetrics", "Parity", "ParityMetrics", "TensorMetrics", "make_task", "task_class"},
-    "edgeq.runtimes": {"RUNTIMES", "Engine", "InProcess", "RuntimeFacts", "cannot_run", "check_name", "check_runtimes",
+    "edgeq.runtimes": {"RUNTIMES", "SUBSET_SEED", "subsets",
+                       "Engine", "InProcess", "RuntimeFacts", "cannot_run", "check_name", "check_runtimes",
                        "create_runtime", "emulators", "facts", "installed", "open_runtime", "require_emulators", "split_name",
                        "start_all", "stop_all", "with_runtimes"},
     "edgeq.stages": {"STAGES", "Stage", "load_stage"},

@@ -29,6 +29,7 @@ from edgeq.execution import Decoded, Feeds, Runtime, Work
 
 __all__ = [
     "RUNTIMES",
+    "SUBSET_SEED",
     "Engine",
     "InProcess",
     "RuntimeFacts",
@@ -44,6 +45,7 @@ __all__ = [
     "split_name",
     "start_all",
     "stop_all",
+    "subsets",
     "with_runtimes",
 ]
 
@@ -265,6 +267,23 @@ class InProcess:
 
     def stop(self) -> None:
         """Nothing runs in the background."""
+
+
+SUBSET_SEED = 0  # the seed of the subset of eval samples background runtimes run
+
+
+def subsets(runners: dict[tuple[str, str], Runtime], total: int,
+            limit: int | None) -> dict[tuple[str, str], tuple[int, ...] | None]:
+    """The eval samples each (artifact, runtime) pair runs: every one (None) on a runtime in this process;
+    on one that runs in the background (under an emulator: seconds a sample for a large model), ``limit``
+    of them drawn with ``SUBSET_SEED``, sorted, the same for all of them (None: every one, or fewer than
+    ``limit`` in the set)."""
+    import numpy as np
+
+    chosen = None
+    if limit is not None and limit < total:
+        chosen = tuple(sorted(int(i) for i in np.random.default_rng(SUBSET_SEED).choice(total, size=limit, replace=False)))
+    return {pair: chosen if rt.background else None for pair, rt in runners.items()}
 
 
 def start_all(runtimes: Iterable[Runtime], work: Work) -> None:

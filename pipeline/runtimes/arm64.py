@@ -82,15 +82,16 @@ class LiteRTArm64:
     # -- the Runtime protocol (edgeq.execution) -------------------------------------------------
 
     def start(self, work: Work) -> None:
-        """Record the work's feeds (once, shared by every emulated runtime of the validation) and
-        start the emulator process on all of it."""
+        """Record the work's feeds (once, shared by every emulated runtime of the validation; only the
+        work's subset of samples when it has one) and start the emulator process on all of it."""
         assert self.workdir is not None, "open_runtime gives the job folder"
         for graph in work.feeds:
             if graph in self.graphs:
-                self.add_run(graph, work.feeds[graph].samples, work.record(graph))
+                samples = work.feeds[graph].samples if work.subset is None else len(work.subset)
+                self.add_run(graph, samples, work.record(graph))
         if work.decode is not None:
             job = work.decode
-            sources = job.sources.record(work.folder / job.sources.graph)[job.spec.source_ids]
+            sources = job.sources.record(work.folder / job.sources.graph, work.subset)[job.spec.source_ids]
             self.add_decode(job.encoder, job.decoder, asdict(job.spec), sources)
         self.launch(self.workdir)
 

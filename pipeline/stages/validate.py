@@ -34,7 +34,7 @@ from edgeq.execution import DecodeJob, FeedSet, Runtime, Work
 from edgeq.gates import evaluate
 from edgeq.precisions import precision
 from edgeq.results import CalibrationResult, ConvertResult, PrecisionResult, ValidationResult
-from edgeq.runtimes import RUNTIMES, cannot_run, installed, open_runtime, start_all, stop_all
+from edgeq.runtimes import RUNTIMES, SUBSET_SEED, cannot_run, installed, open_runtime, start_all, stop_all, subsets
 from edgeq.tflite_inspect import inspect_tflite
 
 __all__ = ["LATENCY_RUNS", "SHIPPED", "STAGE", "VARIANTS", "ValidateStage", "check", "validation_pairs"]
@@ -217,16 +217,26 @@ def _measure(ctx: BuildContext, pairs: list[Pair]) -> dict[str, Any]:
     reference = opened(*REFERENCE)
     runners = {(key, rt): opened(key, rt) for key, rt in pairs}
     everyone = [reference, *runners.values()]
+    total = len(ctx.eval)
+    chosen = subsets(runners, total, ctx.subset_samples)
+    subset = next((c for c in chosen.values() if c is not None), None)
 
     def start(feeds: dict[str, FeedSet], decode: DecodeJob | None) -> None:
-        start_all(everyone, Work(feeds, decode, folder / "feeds"))
+        start_all(everyone, Work(feeds, decode, folder / "feeds", subset))
 
     try:
-        found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, ctx.shipped))
+        found = ctx.task.evaluate(Evaluation(ctx, reference, runners, start, ctx.shipped, chosen))
     finally:
         stop_all(everyone)
+
+    def samples(pair: Pair) -> dict[str, Any]:
+        c = chosen[pair]
+        return {"count": total, "of": total} if c is None else {"count": len(c), "of": total, "seed": SUBSET_SEED,
+                                                               "indices": list(c)}
+
     return {"reference": reference.describe(), "metrics": found.reference, "parity": found.parity,
             "pairs": [{"key": key, "runtime": rt, "describe": runner.describe(), "outputs": found.tensors[(key, rt)],
+                       "samples": samples((key, rt)),
                        **({"task": found.task[(key, rt)]} if (key, rt) in found.task else {})}
                       for (key, rt), runner in runners.items()]}
 
@@ -240,7 +250,8 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
     def parts() -> tuple[Any, ...]:  # what decides the measurement (the gates do not)
         arts = {k: _artifact_id(ctx, k) for k in dict.fromkeys([REFERENCE[0], *(k for k, _ in pairs)])}
         target = {k: v for k, v in canonical(ctx.target).items() if k != "gates"}
-        return ctx.model_key, ctx.eval_key, target, ctx.precision, pairs, arts, installed(ctx.target.runtimes)
+        return (ctx.model_key, ctx.eval_key, target, ctx.precision, pairs, arts, installed(ctx.target.runtimes),
+                ctx.subset_samples)
 
     measured = memo(ctx.cache, "check", parts, lambda: _measure(ctx, pairs))
     ref_entry = {"artifact": REFERENCE[0], **measured["reference"], "metrics": measured["metrics"], "samples": len(ctx.eval)}
@@ -254,7 +265,7 @@ def check(ctx: BuildContext, pairs: list[Pair]) -> ValidationResult:
             "bytes": sum(arts[g].bytes for g in graphs), "runtimes": {},
         }
     for pair in measured["pairs"]:
-        entry: dict[str, Any] = {"describe": pair["describe"], "outputs": pair["outputs"]}
+        entry: dict[str, Any] = {"describe": pair["describe"], "outputs": pair["outputs"], "samples": pair["samples"]}
         if "task" in pair:
             entry["task"] = pair["task"]
         artifacts[pair["key"]]["runtimes"][pair["runtime"]] = entry

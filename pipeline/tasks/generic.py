@@ -138,21 +138,30 @@ class Generic:
         declared = {o: (specs[o].axis, specs[o].slices) if o in specs else (None, ()) for o in outputs}
         tensor_acc = {p: {o: TensorMetrics(o, declared[o]) for o in outputs} for p in ev.runners}
         parity = Parity(ctx.target.runtimes, ctx.artifacts[ev.shipped], ev.runners)
+        # a pair that runs a subset of the samples: the reference's task metrics over the same ones
+        sub_ref = {p: self.task_metrics() for p in ev.runners if ev.subsets.get(p) is not None} if ref_task is not None else {}
         for k, feeds in enumerate(samples()):
             ref_out = ev.reference.run(g, feeds)
             y = labels[k * batch : (k + 1) * batch] if labels is not None else None
+            ref_view = self.task_view(ref_out)
             if ref_task is not None:
-                ref_task.update(self.task_view(ref_out), self.task_view(ref_out), y)
+                ref_task.update(ref_view, ref_view, y)
             outs = {}
             for p, rt in ev.runners.items():
+                if not ev.sees(p, k):
+                    continue
                 outs[p] = out = rt.run(g, feeds)
                 for o in outputs:
                     tensor_acc[p][o].update(ref_out[o], out[o])
                 if ref_task is not None:
-                    task_acc[p].update(self.task_view(ref_out), self.task_view(out), y)
+                    task_acc[p].update(ref_view, self.task_view(out), y)
+                if p in sub_ref:
+                    sub_ref[p].update(ref_view, ref_view, y)
             parity.update(g, outs, classify_output=task_out if self.top1_parity else None)
         tensors = {p: {g: {o: m.result() for o, m in accs.items()}} for p, accs in tensor_acc.items()}
         tasks = {p: m.result() for p, m in task_acc.items()}
+        for p, m in sub_ref.items():
+            tasks[p]["reference"] = m.result()
         return TaskValidation(ref_task.result() if ref_task is not None else {}, tasks, tensors, parity.result())
 
     # -- the bundle -----------------------------------------------------------------------------

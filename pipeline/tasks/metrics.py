@@ -178,10 +178,14 @@ class Parity:
         self.agree = {rt: [0, 0] for rt in self.others}
 
     def update(self, graph: str, outs: dict[tuple[str, str], dict[str, Any]], classify_output: str | None = None) -> None:
-        """One sample of ``graph``: every pair's outputs; ``classify_output`` also counts top-1 agreement."""
-        base = outs[(self.shipped, self.primary)]
+        """One sample of ``graph``: the outputs of every pair that ran it; ``classify_output`` also counts top-1 agreement."""
+        base = outs.get((self.shipped, self.primary))
+        if base is None:  # the first runtime did not run this sample
+            return
         for rt in self.others:
-            other = outs[(self.shipped, rt)]
+            other = outs.get((self.shipped, rt))
+            if other is None:  # a runtime that runs a subset of the samples, not this one
+                continue
             for name, value in other.items():
                 acc = self.acc[rt].setdefault(graph, {}).setdefault(name, ParityMetrics(self.steps[graph].get(name)))
                 acc.update(base[name], value)

@@ -210,7 +210,7 @@ class Translation:
                  DecodeJob(t.encoder, t.decoder, self.decode_spec(tok), sources))
         tensor_acc = {p: {t.encoder: TensorMetrics(), t.decoder: TensorMetrics()} for p in ev.runners}
         parity = Parity(ctx.target.runtimes, ctx.artifacts[ev.shipped], ev.runners)
-        for source, target in pairs:
+        for k, (source, target) in enumerate(pairs):
             enc_feeds, dec_base = self.teacher_forced_feeds(tok, source, target)
             ref_mem = ev.reference.run(t.encoder, enc_feeds)[t.memory]
             dec_feeds = {**dec_base, t.memory: ref_mem}
@@ -221,6 +221,8 @@ class Translation:
             n_tgt = int((dec_base[t.target_ids][0] != tok.pad_id).sum())
             enc_outs, dec_outs = {}, {}
             for p, rt in ev.runners.items():
+                if not ev.sees(p, k):
+                    continue
                 mem = rt.run(t.encoder, enc_feeds)[t.memory]
                 tensor_acc[p][t.encoder].update(ref_mem[0][src_rows], mem[0][src_rows])
                 logits = rt.run(t.decoder, dec_feeds)[t.logits]  # the reference memory: the decoder's own error
@@ -241,14 +243,25 @@ class Translation:
         for p, rt in ev.runners.items():
             decoded = rt.decoded()
             hyps = [tok.decode(ids) for ids in decoded.tokens]
-            task[p] = TranslationMetrics.score(hyps, refs, ref_hyps, decoded.speed)
+            chosen = ev.subsets.get(p)
+            if chosen is None:
+                task[p] = TranslationMetrics.score(hyps, refs, ref_hyps, decoded.speed)
+            else:  # the sentences it decoded, against the reference's translations of the same ones
+                sub_refs, sub_ref_hyps = [refs[i] for i in chosen], [ref_hyps[i] for i in chosen]
+                task[p] = TranslationMetrics.score(hyps, sub_refs, sub_ref_hyps, decoded.speed)
+                task[p]["reference"] = TranslationMetrics.score(sub_ref_hyps, sub_refs, None, None)
             translations[f"{p[0]}@{p[1]}"] = hyps
         parity_result = parity.result()
         primary = ctx.target.runtimes[0]
         for rt_name, entry in parity_result.items():
+            chosen = ev.subsets.get((ev.shipped, rt_name))
             mine, theirs = translations[f"{ev.shipped}@{rt_name}"], translations[f"{ev.shipped}@{primary}"]
+            theirs_bleu = task[(ev.shipped, primary)]["bleu"]
+            if chosen is not None:  # the primary's translations of the same sentences
+                theirs = [theirs[i] for i in chosen]
+                theirs_bleu = TranslationMetrics.score(theirs, [refs[i] for i in chosen], None, None)["bleu"]
             entry["same_translation"] = sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine)
-            entry["bleu_diff"] = abs(task[(ev.shipped, rt_name)]["bleu"] - task[(ev.shipped, primary)]["bleu"])
+            entry["bleu_diff"] = abs(task[(ev.shipped, rt_name)]["bleu"] - theirs_bleu)
         shipped = next((k for k in translations if k.startswith(f"{ev.shipped}@")), None)
         ref_metrics["examples"] = [
             {"source": src, "reference": r, "float": f, **({shipped: translations[shipped][k]} if shipped else {})}
