@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgeq-installed
 
-.PHONY: install emulator demo demo-translator demo-detector test lint bench coverage clean
+.PHONY: install emulator demo demo-translator demo-detector test lint bench coverage zoo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,10 +53,14 @@ demo-detector: emulator
 test: emulator
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
-# ruff (style, bugs, docstrings of public names), mypy (types), import-linter (the layers in
-# pyproject.toml, no import cycles); tests/test_architecture.py keeps the line budget and the API.
+# ruff (style, bugs, docstrings of public names), the CI templates against GitHub's and GitLab's schemas
+# (check-jsonschema's bundled copies: no network), mypy (types), import-linter (the layers in
+# pyproject.toml, no import cycles); tests/test_architecture.py keeps the line budget and the API, and
+# tests/test_ci_templates.py runs shellcheck on every script of the templates.
 lint: install
 	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows ci/github/edgeq.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.gitlab-ci ci/gitlab/.gitlab-ci.yml ci/gitlab/edgeq-build.yml
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -66,6 +70,11 @@ bench: emulator
 
 coverage: install
 	$(BIN)/python bench/model_coverage.py
+
+# Every sample and every coverage model for every built-in target, through `edgeq matrix` as a CI job
+# would run them; one table (zoo/ZOO.md). ZOO_ARGS="--only digits" builds some of them.
+zoo: emulator
+	$(BIN)/python bench/zoo.py $(ZOO_ARGS)
 
 clean:
 	rm -rf dist build .pytest_cache

@@ -184,28 +184,28 @@ def _folder(work: Path, name: str) -> Path:
     return root
 
 
-def run_one(name: str, work: Path) -> dict[str, Any]:
-    if name in onnx_models.CASES:
-        return run_onnx(name, work)
-    code, kind = MODELS[name]
+def make_folder(name: str, work: Path) -> tuple[Path, str, int]:
+    """The model folder of coverage model ``name`` under ``work`` (made in code: Keras in a child process,
+    ONNX as production exporters write it, input sizes in edgeq.toml): (folder, task kind, parameters)."""
     root = _folder(work, name)
-    t0 = time.perf_counter()
+    if name in onnx_models.CASES:
+        case = onnx_models.CASES[name]()
+        named = {t["name"] for t in case.inputs}
+        case.inputs += [{"name": n, "shape": list(s)} for n, s in case.input_shapes.items() if n not in named]
+        onnx_models.write_model_dir(case, root, name="onnx", n_cal=N_CAL, n_eval=N_EVAL)
+        return root, case.kind, sum(int(np.prod(t.dims)) for t in case.model.graph.initializer)
+    code, kind = MODELS[name]
     subprocess.run([sys.executable, "-c", MAKE % (textwrap.dedent(code).strip(), N_CAL, N_EVAL), str(root), kind],
                    check=True, capture_output=True, text=True, timeout=900)
     info = json.loads((root / "info.json").read_text())
     (root / "edgeq.toml").write_text(_toml(name.split()[0].lower(), info, kind))
-    return _build_row(name, kind, info["params"], root, [], time.perf_counter() - t0)
+    return root, kind, info["params"]
 
 
-def run_onnx(name: str, work: Path) -> dict[str, Any]:
-    """An ONNX model written the way production exporters write them (tests/onnx_models.py)."""
-    root = _folder(work, name)
+def run_one(name: str, work: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    case = onnx_models.CASES[name]()
-    onnx_models.write_model_dir(case, root, name="onnx", n_cal=N_CAL, n_eval=N_EVAL)
-    params = sum(int(np.prod(t.dims)) for t in case.model.graph.initializer)
-    args = [a for n, s in case.input_shapes.items() for a in ("--input-shape", f"{n}={','.join(map(str, s))}")]
-    return _build_row(name, case.kind, params, root, args, time.perf_counter() - t0)
+    root, kind, params = make_folder(name, work)
+    return _build_row(name, kind, params, root, [], time.perf_counter() - t0)
 
 
 def _build_row(name: str, kind: str, params: int, root: Path, args: list[str], make_seconds: float) -> dict[str, Any]:
@@ -232,7 +232,7 @@ def _build_row(name: str, kind: str, params: int, root: Path, args: list[str], m
             "agreement": entry.get("task", {}).get("top1_agreement"),
             "cosine": min(m["cosine"] for m in entry["outputs"]["model"].values()),
             "sqnr_db": min(sq) if sq else None,
-            "size_ratio": r["size"]["int8_to_float32_ratio"],
+            "size_ratio": r["size"]["shipped_to_float32_ratio"],
             "gates_failed": [f"{g['name']} ({g['value']:.4g} vs {g['limit']:.4g})" for g in r["gates"] if not g["passed"]],
             "rewrites": [w for g in r["export"]["graphs"].values() for w in g["rewrites"]],
             "top_tensor": _top_tensor(r),

@@ -46,6 +46,52 @@ def _run_steps(job: dict[str, Any], env: dict[str, str], cwd: Path, matrix: dict
         assert done.returncode == 0, (step.get("name"), done.stdout[-3000:], done.stderr[-3000:])
 
 
+GITLAB = [ROOT / "ci" / "gitlab" / ".gitlab-ci.yml", ROOT / "ci" / "gitlab" / "edgeq-build.yml"]
+
+
+def _scripts() -> list[tuple[str, str]]:
+    """(where, shell script) of every GitHub `run:` step and every GitLab script section."""
+    import yaml
+
+    out = [(f"{WORKFLOW.name}: {job}/{step.get('name', '?')}", step["run"])
+           for job, spec in _workflow()["jobs"].items() for step in spec["steps"] if "run" in step]
+    for path in GITLAB:
+        for job, spec in yaml.safe_load(path.read_text(encoding="utf-8")).items():
+            for section in ("before_script", "script", "after_script"):
+                if isinstance(spec, dict) and section in spec:
+                    out.append((f"{path.name}: {job}/{section}", "\n".join(spec[section])))
+    return out
+
+
+def test_every_script_of_the_templates_passes_shellcheck() -> None:
+    """What actionlint runs on a workflow's scripts (actionlint itself cannot be installed offline):
+    shellcheck, warnings and errors (the deliberate word splitting of $EDGEQ_PIP_SPEC is info)."""
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    scripts = _scripts()
+    assert len(scripts) >= 8
+    for where, script in scripts:
+        done = subprocess.run([str(shellcheck), "--shell=bash", "--severity=warning", "-"], input=script,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, (where, done.stdout)
+    broken = subprocess.run([str(shellcheck), "--shell=bash", "--severity=warning", "-"], input='cd $1\nrm -rf "$x/"*',
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert broken.returncode != 0  # it does find problems
+
+
+def test_the_templates_follow_their_ci_systems_schemas(tmp_path: Path) -> None:
+    """GitHub's workflow schema and GitLab's CI schema, as bundled with check-jsonschema (offline)."""
+    check = Path(sys.executable).parent / "check-jsonschema"
+    for schema, files in (("vendor.github-workflows", [WORKFLOW]), ("vendor.gitlab-ci", GITLAB)):
+        done = subprocess.run([str(check), "--builtin-schema", schema, *map(str, files)], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    bad = tmp_path / "edgeq.yml"
+    bad.write_text(WORKFLOW.read_text(encoding="utf-8").replace("runs-on:", "runs_on:"), encoding="utf-8")
+    done = subprocess.run([str(check), "--builtin-schema", "vendor.github-workflows", str(bad)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 1 and "runs_on" in done.stdout
+
+
 def test_no_run_script_expands_an_expression() -> None:
     """Matrix values (folder names) reach the scripts as environment variables only: an expression inside
     a script would paste a crafted folder name into the shell (script injection)."""
@@ -66,7 +112,8 @@ def test_the_workflow_runs_on_a_sample(tmp_path: Path) -> None:
            # build validates on the host runtimes only, to keep the test short
            "EDGEQ_PIP_SPEC": "--no-index --no-deps pip", "EDGEQ_BUILD_ARGS": "-r litert -r litert-ref",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HOME": os.environ["HOME"],
-           "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary)}
+           "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary),
+           "EDGEQ_CACHE_DIR": str(tmp_path / "cache")}  # the workflow caches ~/.cache/edgeq: a folder of its own here
     _run_steps(wf["jobs"]["matrix"], env, repo)
     line = outputs.read_text(encoding="utf-8").strip()
     assert line.startswith("matrix=")

@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeq import __version__
 from edgeq.bundle.layout import ATTRIBUTION_PNG, MANIFEST, MODEL_JSON, RECIPE_JSON, REPORT_JSON, REPORT_MD, graph_file
+from edgeq.cache import memo
 from edgeq.context import BuildContext
 from edgeq.hashing import sha256_file
 from edgeq.precisions import precision
@@ -98,6 +99,25 @@ def _c_arrays(out: Path, graphs: dict[str, Any], validation: Any) -> dict[str, A
     return {"source": f"{C_ARRAY}.cc", "header": f"{C_ARRAY}.h", "alignment": 16, "arena_bytes": arena}
 
 
+def _plot(ctx: BuildContext, series: list[tuple[str, Any]], path: Path) -> bool:
+    """attribution.png (edgeq.plots), its bytes kept in the stage cache by what it draws (matplotlib takes
+    longer to import than a rebuild from the cache takes otherwise); False when there is nothing to draw."""
+    import base64
+    import tempfile
+
+    def draw() -> str | None:
+        from edgeq.plots import attribution_plot
+
+        with tempfile.TemporaryDirectory(dir=ctx.build_dir) as tmp:
+            png = Path(tmp) / ATTRIBUTION_PNG
+            return base64.b64encode(png.read_bytes()).decode() if attribution_plot(series, png) else None
+
+    data = memo(ctx.cache, "plot", lambda: (series,), draw)
+    if data is not None:
+        path.write_bytes(base64.b64decode(data))
+    return data is not None
+
+
 def _used(available: int, spec: Any) -> int:
     """How many calibration samples (or sentences) the build used: [data].calibration_samples caps it."""
     limit = spec.data.calibration_samples
@@ -151,12 +171,9 @@ class PackageStage:
             write_json(out / RECIPE_JSON, {**repair["recipe"], "try": repair["chosen"]})
         write_json(out / MODEL_JSON, model_json)
         validation = ctx.result(ValidationResult)
-        from edgeq.plots import attribution_plot
-
-        plotted = attribution_plot([*([("INT8 ONNX (onnxruntime)", validation.attribution)] if validation.attribution else []),
-                                    *((ATTRIBUTION_LABELS.get(k, f"{ctx.precision} .tflite (LiteRT)"), v)
-                                      for k, v in validation.attribution_tflite.items())],
-                                   out / ATTRIBUTION_PNG)
+        plotted = _plot(ctx, [*([("INT8 ONNX (onnxruntime)", validation.attribution)] if validation.attribution else []),
+                              *((ATTRIBUTION_LABELS.get(k, f"{ctx.precision} .tflite (LiteRT)"), v)
+                                for k, v in validation.attribution_tflite.items())], out / ATTRIBUTION_PNG)
 
         report = build_report(spec, target, export, ctx.result(QuantizeResult), ctx.result(ConvertResult),
                               validation)

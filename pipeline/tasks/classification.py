@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.cache import memo
 from edgeq.context import BuildContext
 from edgeq.data import ArrayDataset
 from edgeq.errors import ConfigError, DataError
@@ -90,7 +91,9 @@ class Classification(Generic):
         names = self.labels()
         output = self.spec.task.output
         if names is not None and output is not None:
-            classes = output_classes(ctx.artifact("onnx_float").path, output)
+            path = ctx.artifact("onnx_float").path  # its count kept in the stage cache by the file's hash (onnx loads slowly)
+            classes = memo(ctx.cache, "output_classes", lambda: (ctx.cache.file_sha256(path) if ctx.cache else "", output),
+                           lambda: output_classes(path, output))
             if classes is not None and classes != len(names):
                 raise DataError(f"the classifier output '{shown(output)}' has {classes} classes, but "
                                 f"{self.spec.task.labels.name if self.spec.task.labels else 'the labels file'} lists "

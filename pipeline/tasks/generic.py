@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.bundle.layout import LABELS
+from edgeq.cache import memo
 from edgeq.config import ModelSpec
 from edgeq.context import BuildContext, Column, Evaluation, TaskValidation
 from edgeq.data import ArrayDataset, check_token_ids
@@ -100,7 +101,9 @@ class Generic:
     def calibration_sets(self, ctx: BuildContext, reference: Callable[[], Runtime]) -> dict[str, Any]:
         """The user's arrays as they are (nothing is copied), token ids checked against the vocabulary."""
         graph = self.spec.single
-        rows = embedding_rows(ctx.artifact("onnx_float").path, graph.inputs)
+        path = ctx.artifact("onnx_float").path  # the rows kept in the stage cache by the file's hash (onnx loads slowly)
+        rows = memo(ctx.cache, "embedding_rows", lambda: (ctx.cache.file_sha256(path) if ctx.cache else "", graph.inputs),
+                    lambda: embedding_rows(path, graph.inputs))
         for ds in (ctx.calibration, ctx.eval):
             check_token_ids(ds, rows)
         return {graph.name: ctx.calibration}
