@@ -178,8 +178,13 @@ def _toml(name: str, info: dict[str, Any], kind: str) -> str:
     return "\n".join(lines)
 
 
+def slug(name: str) -> str:
+    """A model's folder name: its name's letters and digits, runs of anything else as one '-'."""
+    return "-".join(filter(None, "".join(c if c.isalnum() else " " for c in name).split()))
+
+
 def _folder(work: Path, name: str) -> Path:
-    root = work / "".join(c if c.isalnum() else "_" for c in name)
+    root = work / slug(name)
     root.mkdir()
     return root
 

@@ -36,10 +36,6 @@ SAMPLES = ("digits", "translator", "detector")
 EDGEQ = [sys.executable, "-m", "edgeq"]
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
-
-
 def models(only: list[str]) -> tuple[Path, set[str]]:
     """zoo/models: the samples (copied again each run) and the coverage models (made once); the folder
     names asked for."""
@@ -53,11 +49,11 @@ def models(only: list[str]) -> tuple[Path, set[str]]:
         if name in SAMPLES:
             shutil.copytree(ROOT / "sample_models" / name, folder / name, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__"))
-        elif not (folder / _slug(name) / "edgeq.toml").is_file():
-            shutil.rmtree(folder / _slug(name), ignore_errors=True)
+        elif not (folder / model_coverage.slug(name) / "edgeq.toml").is_file():
+            shutil.rmtree(folder / model_coverage.slug(name), ignore_errors=True)
             print(f"making {name} ...", flush=True)
             model_coverage.make_folder(name, folder)
-    return folder, {n if n in SAMPLES else _slug(n) for n in wanted}
+    return folder, {n if n in SAMPLES else model_coverage.slug(n) for n in wanted}
 
 
 def build(entry: dict[str, Any]) -> dict[str, Any]:
