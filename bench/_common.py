@@ -143,6 +143,20 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def edgeq_build(args: list[str], env: dict[str, str] | None = None, label: str = "edgeq build") -> tuple[Any, float]:
+    """`edgeq build ARGS` of this checkout's venv in a child process, as a user runs it: the finished process
+    and its wall time (s). Exit 0 or 1 (a gate failed) is a result; anything else stops the bench."""
+    import subprocess
+
+    cmd = [str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "edgeq"), "build", *args]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    seconds = time.perf_counter() - t0
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{label}: edgeq build exited {done.returncode}: {done.stderr[-2000:]}")
+    return done, seconds
+
+
 def write_section(heading: str, lines: list[str], path: Path) -> None:
     """Replace the section of RESULTS.md that starts with ``heading`` by ``lines`` (or add them at the
     end), keeping everything else."""

@@ -18,17 +18,14 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine
+from _common import edgeq_build, machine
 
 ROOT = Path(__file__).resolve().parent.parent
-EDGEQ = ROOT / ".venv" / "bin" / "edgeq"
 RUNS = (("first", ()), ("unchanged", ()), ("gate changed", ("--gate", "output_cosine=0.995")))
 
 
@@ -53,13 +50,8 @@ def sample_runs(sample: str) -> dict[str, Any]:
         first: dict[str, str] = {}
         for name, extra in RUNS:
             out = Path(tmp) / name.replace(" ", "-")
-            cmd = [str(EDGEQ), "build", str(ROOT / "sample_models" / sample), "--target", "android", "--out", str(out),
-                   *extra]
-            t0 = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            seconds = time.perf_counter() - t0
-            if done.returncode not in (0, 1):
-                raise SystemExit(f"{sample} {name}: edgeq build exited {done.returncode}: {done.stderr[-2000:]}")
+            done, seconds = edgeq_build([str(ROOT / "sample_models" / sample), "--target", "android", "--out", str(out),
+                                         *extra], env=env, label=f"{sample} {name}")
             files = _files(out)
             first = first or files
             stages = {m[1]: ("cached" if m[2].startswith("reused") else "ran") for m in

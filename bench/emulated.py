@@ -16,14 +16,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine, write_section
+from _common import edgeq_build, machine, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ("digits", "translator")
@@ -33,13 +31,8 @@ HEADING = "## Emulated cores: every eval sample against the seeded subset"
 
 def one_build(sample: str, extra: tuple[str, ...]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(ROOT / ".venv" / "bin" / "edgeq"), "build", str(ROOT / "sample_models" / sample), "--target", "android",
-               "--no-cache", "--out", str(Path(tmp) / "bundle"), "--json", *extra]
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - t0
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"{sample}: edgeq build exited {done.returncode}: {done.stderr[-2000:]}")
+        done, seconds = edgeq_build([str(ROOT / "sample_models" / sample), "--target", "android", "--no-cache", "--out",
+                                     str(Path(tmp) / "bundle"), "--json", *extra], label=sample)
     report = json.loads(done.stdout)
     validate = re.search(r"validate done in ([\d.]+) s", done.stderr)
     cores = {}

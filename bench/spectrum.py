@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine
+from _common import edgeq_build, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ("digits", "translator")
@@ -33,13 +31,9 @@ SAMPLES = ("digits", "translator")
 def ladder(sample: str, runtimes: list[str]) -> dict[str, Any]:
     """One `edgeq build --precision all` of a sample: its ladder, the float reference, the build's time."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [str(ROOT / ".venv" / "bin" / "edgeq"), "build", str(ROOT / "sample_models" / sample), "--precision", "all",
-               "--out", str(Path(tmp) / "bundle"), "--json", *(a for r in runtimes for a in ("-r", r))]
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - t0
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"{sample}: edgeq build exited {done.returncode}: {done.stderr[-2000:]}")
+        done, seconds = edgeq_build([str(ROOT / "sample_models" / sample), "--precision", "all", "--out",
+                                     str(Path(tmp) / "bundle"), "--json", *(a for r in runtimes for a in ("-r", r))],
+                                    label=sample)
     report = json.loads(done.stdout)
     return {"sample": sample, "seconds": round(seconds, 1), "exit": done.returncode, "ladder": report["ladder"],
             "reference": report["reference"]["metrics"], "rungs": report.get("rungs", {}),
