@@ -11,7 +11,8 @@ its own process:
 
     edgeq build PATH --target TARGET --out zoo/dist/MODEL-TARGET-{precision} --junit zoo/results/MODEL-TARGET.xml
 
-and one table is printed (and written to zoo/ZOO.md): per model and target the exit code, the rung
+and one table is printed (and written to bench/ZOO.md, where `--only` replaces those models' rows; to
+zoo/ZOO.md for a run of other targets): per model and target the exit code, the rung
 shipped and its size against float32, the task metric on the target's first runtime, the gates passed,
 the build's wall time and which stages the stage cache gave back; or edgeq's one-line error. The
 built-in targets by default (android, linux-arm64, mcu); `--only` keeps the models whose name contains
@@ -115,11 +116,20 @@ def main(argv: list[str]) -> int:
             continue
         print(f"{entry['model']} for {entry['target_name']} ...", flush=True)
         rows.append(build(entry))
-    lines = ["# The zoo", "", f"`make zoo` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    where = ZOO
+    if args.target is None and (not args.only or (ROOT / "bench" / "zoo.json").is_file()):
+        where = ROOT / "bench"  # a whole run's table is committed; some models again replace their rows in it
+        if args.only:
+            old = json.loads((ROOT / "bench" / "zoo.json").read_text(encoding="utf-8"))
+            again = {(r["folder"], r["target"]): r for r in rows}
+            rows = [again.pop((r["folder"], r["target"]), r) for r in old["rows"]] + list(again.values())
+            stamp = f"{old['date']}; rows of {', '.join(repr(o) for o in args.only)} again on {stamp}"
+    lines = ["# The zoo", "", f"`make zoo` on {stamp}: "
              f"`edgeq matrix zoo/models {' '.join('--target ' + t for t in targets)}`, each entry built in its own process "
              "as the CI templates build it (zoo/dist, zoo/results).", "", *table(rows), ""]
-    (ZOO / "ZOO.md").write_text("\n".join(lines), encoding="utf-8")
-    (ZOO / "zoo.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    (where / "ZOO.md").write_text("\n".join(lines), encoding="utf-8")
+    (where / "zoo.json").write_text(json.dumps({"date": stamp, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 
