@@ -125,8 +125,9 @@ def _relative(obj: Any, root: str) -> Any:
     return obj
 
 
-def _data_sha(data: Any) -> list[str]:
-    return [data.sha256(), tree_sha256(Path(data.folder))]
+def _data_sha(data: Any) -> str:
+    """Every file of the folder a data set is read from (a superset of what its own sha256() hashes)."""
+    return tree_sha256(Path(data.folder))
 
 
 def cache_keys(spec: ModelSpec, target: TargetSpec, trust_model: bool) -> tuple[str, str] | None:
@@ -201,7 +202,7 @@ def build(opts: BuildOptions, on_event: EventHook | None = None) -> BuildOutcome
             if keys is not None:
                 ctx.cache = StageCache(opts.cache)
                 ctx.model_key, ctx.cache_base = keys
-                ctx.calibration_key, ctx.eval_key = digest(_data_sha(calibration)), digest(_data_sha(evaluation))
+                ctx.calibration_key, ctx.eval_key = _data_sha(calibration), _data_sha(evaluation)
         try:
             run_stages(ctx, on_event)
         finally:  # kept on failure too: convert.log is what explains a failed conversion

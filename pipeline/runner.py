@@ -52,7 +52,7 @@ def run_stages(ctx: BuildContext, on_event: EventHook | None = None, names: list
         salt = stage.cache_inputs(ctx) if hasattr(stage, "cache_inputs") else ()  # what it reads besides the stages before
         chain = digest(chain, name, salt) if chain is not None else None
         cacheable = getattr(stage, "cacheable", False)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # a hit's restore counts as the stage's time in this build
         hit = ctx.cache.get(name, ctx.cache.key(chain)) if cacheable and ctx.cache is not None and chain else None
         if hit is not None and _restore(ctx, stage, hit):
             ctx.timings[name] = time.perf_counter() - t0
