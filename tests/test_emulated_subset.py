@@ -72,6 +72,13 @@ def test_a_drop_gate_compares_a_subset_with_the_reference_over_the_same_samples(
                      "tflite_int8")
     values = {g["runtime"]: g["value"] for g in gates}
     assert values["litert"] == pytest.approx(1.0) and values["arm"] == pytest.approx(1.0)
+    # a subset where the artifact loses 2 points against the reference on the same samples fails, although
+    # it is above the reference's accuracy over the whole set
+    shipped["runtimes"]["arm"]["task"] = {"top1_accuracy": 0.95, "reference": {"top1_accuracy": 0.97}}
+    gates = evaluate([GateLimit("accuracy_drop", 1.0, "target")], "classification", {"top1_accuracy": 0.91}, shipped,
+                     "tflite_int8")
+    arm = next(g for g in gates if g["runtime"] == "arm")
+    assert arm["value"] == pytest.approx(2.0) and not arm["passed"]
 
 
 @pytest.fixture(scope="module")
