@@ -117,7 +117,8 @@ class BuildContext:
     convert_timeout: float = 1800.0  # --convert-timeout: seconds the converter child may run per graph
     precision: str = "int8"  # the rung being validated and shipped (an alias of edgeq.precisions)
     ladder: str | None = None  # "auto" or "all": validate every rung the target allows (edgeq.stages.validate)
-    subset_samples: int | None = 64  # eval samples a runtime under an emulator runs (seeded); None: all (--emulated-samples)
+    subset_samples: int | None = None  # eval samples a runtime under an emulator runs (seeded); None: all (edgeq.build
+    # sets it from --emulated-samples, default EMULATED_SAMPLES there)
     cache: StageCache | None = None  # the stage cache (edgeq.cache); None: --no-cache
     cache_base: str | None = None  # the key of everything the stages' outputs depend on before any stage (edgeq.build)
     model_key: str | None = None  # the model folder's files and edgeq.toml without gates: part of every measurement's key
